@@ -1,1 +1,4 @@
-pub fn x() {}
+//! ringchat-sim: deterministic discrete-event simulator over the ringchat core.
+#![forbid(unsafe_code)]
+
+pub mod cli;
