@@ -40,12 +40,7 @@ pub struct Election {
 impl Election {
     /// Handles a token of `epoch` carrying `key`, given our own key `mine`.
     /// Returns `None` for a token of an older election.
-    pub fn on_token(
-        &mut self,
-        epoch: u64,
-        key: CandidateKey,
-        mine: CandidateKey,
-    ) -> Option<TokenVerdict> {
+    pub fn on_token(&mut self, epoch: u64, key: CandidateKey, mine: CandidateKey) -> Option<TokenVerdict> {
         if epoch < self.epoch {
             return None;
         }

@@ -40,9 +40,7 @@ impl fmt::Display for NodeId {
 
 /// Identity of a cluster: the node that founded it. Zero means "no cluster yet"
 /// (a server still discovering or founding).
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ClusterId(pub u128);
 
 impl ClusterId {

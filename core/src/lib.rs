@@ -17,8 +17,6 @@ pub mod view;
 pub mod wire;
 
 pub use id::{ClusterId, NodeId, ServerId};
-pub use server::{
-    Counters, Dest, Durable, Event, Phase, Role, Server, ServerConfig, Status, Transmit,
-};
+pub use server::{Counters, Dest, Durable, Event, Phase, Role, Server, ServerConfig, Status, Transmit};
 pub use time::Instant;
 pub use view::{Member, RingOrder, View, ViewStamp};

@@ -33,47 +33,29 @@ impl Proposal {
     pub fn new(view: View, old: View, leader: NodeId, now: Instant) -> Proposal {
         let mut acks = BTreeSet::new();
         acks.insert(leader);
-        Proposal {
-            view,
-            old,
-            acks,
-            resend_at: now,
-        }
+        Proposal { view, old, acks, resend_at: now }
     }
 
     /// Installed once a majority of the old and of the new view stored it.
     pub fn is_installable(&self) -> bool {
-        let count = |v: &View| {
-            v.members
-                .iter()
-                .filter(|m| self.acks.contains(&m.node))
-                .count()
-        };
+        // Counted per server: a restarted server's durable vote and view stand for its old life.
+        let count = |v: &View| v.members.iter().filter(|m| self.acked(m)).count();
         self.old.is_majority(count(&self.old)) && self.view.is_majority(count(&self.view))
+    }
+
+    fn acked(&self, m: &crate::view::Member) -> bool {
+        self.acks.iter().any(|a| a.id == m.node.id)
     }
 
     /// Members of either view that still owe an acknowledgement.
     pub fn missing(&self) -> impl Iterator<Item = &crate::view::Member> {
-        self.view
-            .members
-            .iter()
-            .chain(
-                self.old
-                    .members
-                    .iter()
-                    .filter(|m| !self.view.contains(m.node)),
-            )
-            .filter(|m| !self.acks.contains(&m.node))
+        self.view.members.iter().chain(self.old.members.iter().filter(|m| !self.view.contains(m.node))).filter(|m| !self.acked(m))
     }
 }
 
 /// Pure helper: the one change a leader should make next, given the view, the
 /// servers asking to join and the members silent for too long.
-pub fn next_change(
-    view: &View,
-    joiners: &[crate::view::Member],
-    silent: &[NodeId],
-) -> Option<Change> {
+pub fn next_change(view: &View, joiners: &[crate::view::Member], silent: &[NodeId]) -> Option<Change> {
     // A restarted server's old life goes first, so its new life can be added.
     for j in joiners {
         if let Some(old) = view.by_server(j.node.id) {
@@ -85,12 +67,7 @@ pub fn next_change(
     if let Some(dead) = silent.first() {
         return Some(Change::Remove(*dead));
     }
-    joiners
-        .iter()
-        .find(|j| {
-            view.by_server(j.node.id).is_none() && view.members.len() < crate::view::MAX_MEMBERS
-        })
-        .map(|j| Change::Add(*j))
+    joiners.iter().find(|j| view.by_server(j.node.id).is_none() && view.members.len() < crate::view::MAX_MEMBERS).map(|j| Change::Add(*j))
 }
 
 /// One membership change.

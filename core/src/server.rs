@@ -89,6 +89,8 @@ pub struct Durable {
     pub cluster: ClusterId,
     /// Per cluster: highest adopted epoch and the vote of that epoch.
     pub epochs: BTreeMap<ClusterId, EpochRecord>,
+    /// Latest view stored in `cluster` (a voter's up-to-date check must survive a crash).
+    pub view: Option<View>,
 }
 
 /// Highest adopted epoch in one cluster, and whom the server accepted in it.
@@ -129,31 +131,19 @@ pub enum Event {
     /// The server adopted a higher epoch in `cluster`.
     EpochAdopted { cluster: ClusterId, epoch: u64 },
     /// The server accepted `leader` as the candidate of `epoch`.
-    Voted {
-        cluster: ClusterId,
-        epoch: u64,
-        leader: NodeId,
-    },
+    Voted { cluster: ClusterId, epoch: u64, leader: NodeId },
     /// The server became leader of `epoch` (a majority accepted it).
     BecameLeader { cluster: ClusterId, epoch: u64 },
     /// The server stopped leading.
     SteppedDown { cluster: ClusterId, epoch: u64 },
     /// The server learned from the leader itself who leads `epoch`.
-    LeaderLearned {
-        cluster: ClusterId,
-        epoch: u64,
-        leader: NodeId,
-    },
+    LeaderLearned { cluster: ClusterId, epoch: u64, leader: NodeId },
     /// The server suspects its leader.
     LeaderLost { cluster: ClusterId, epoch: u64 },
     /// The server installed a view.
     ViewInstalled { cluster: ClusterId, view: View },
     /// The server applied a leader-only action of `epoch` (its own epoch was `seen`).
-    LeaderActionApplied {
-        cluster: ClusterId,
-        epoch: u64,
-        seen: u64,
-    },
+    LeaderActionApplied { cluster: ClusterId, epoch: u64, seen: u64 },
     /// The server became a member of `cluster`.
     Joined { cluster: ClusterId, node: NodeId },
     /// The server left its cluster (removed, merging, or shutting down).
@@ -186,13 +176,7 @@ pub struct Counters {
 impl Counters {
     /// Total datagrams rejected as bad input.
     pub fn rejected(&self) -> u64 {
-        self.malformed
-            + self.oversize
-            + self.wrong_version
-            + self.invalid
-            + self.foreign_cluster
-            + self.non_member
-            + self.stale_epoch
+        self.malformed + self.oversize + self.wrong_version + self.invalid + self.foreign_cluster + self.non_member + self.stale_epoch
     }
 }
 
@@ -290,51 +274,29 @@ pub struct Server {
 impl Server {
     /// A server starting at `now`. `previous` is what an earlier life left on
     /// disk (then this is a restart: a new incarnation that rejoins its cluster).
-    pub fn new(
-        cfg: ServerConfig,
-        id: ServerId,
-        addr: SocketAddr,
-        previous: Option<Durable>,
-        seed: u64,
-        now: Instant,
-    ) -> Server {
+    pub fn new(cfg: ServerConfig, id: ServerId, addr: SocketAddr, previous: Option<Durable>, seed: u64, now: Instant) -> Server {
         let durable = match previous {
             Some(mut d) => {
                 assert_eq!(d.id, id, "durable state of another server"); // invariant: driver bug
                 d.incarnation += 1;
                 d
             }
-            None => Durable {
-                id,
-                incarnation: 1,
-                cluster: ClusterId::NONE,
-                epochs: BTreeMap::new(),
-            },
+            None => Durable { id, incarnation: 1, cluster: ClusterId::NONE, epochs: BTreeMap::new(), view: None },
         };
-        let me = Member {
-            node: NodeId {
-                id,
-                incarnation: durable.incarnation,
-            },
-            addr,
-        };
+        let me = Member { node: NodeId { id, incarnation: durable.incarnation }, addr };
         let phase = if durable.cluster == ClusterId::NONE {
-            Phase::Discovering {
-                until: now.plus_ms(cfg.discovery_window_ms),
-            }
+            Phase::Discovering { until: now.plus_ms(cfg.discovery_window_ms) }
         } else {
-            Phase::Joining {
-                since: now,
-                leader: None,
-            }
+            Phase::Joining { since: now, leader: None }
         };
+        let latest = if durable.cluster == ClusterId::NONE { None } else { durable.view.clone() };
         Server {
             me,
             durable,
             rng: ChaCha8Rng::seed_from_u64(seed),
             phase,
             role: Role::Follower,
-            latest: None,
+            latest,
             committed: None,
             fd: FailureDetector::default(),
             leader: None,
@@ -412,22 +374,13 @@ impl Server {
             .latest
             .iter()
             .flat_map(|v| v.members.iter())
-            .map(|m| {
-                (
-                    *m,
-                    m.node == self.me.node || !self.fd.is_suspected(m.node, self.now, timeout),
-                )
-            })
+            .map(|m| (*m, m.node == self.me.node || !self.fd.is_suspected(m.node, self.now, timeout)))
             .collect();
         Status {
             node: self.me.node,
             addr: self.me.addr,
             cluster: self.durable.cluster,
-            phase: format!("{:?}", self.phase)
-                .split([' ', '{'])
-                .next()
-                .unwrap_or("")
-                .to_string(),
+            phase: format!("{:?}", self.phase).split([' ', '{']).next().unwrap_or("").to_string(),
             role: self.role,
             epoch: self.epoch(),
             leader: self.leader,
@@ -462,10 +415,7 @@ impl Server {
             if self.role == Role::Leader {
                 self.step_down();
             }
-            self.events.push_back(Event::Left {
-                cluster: self.durable.cluster,
-                node: self.me.node,
-            });
+            self.events.push_back(Event::Left { cluster: self.durable.cluster, node: self.me.node });
         }
         self.phase = Phase::Left;
     }
@@ -501,12 +451,7 @@ impl Server {
     fn send_client(&mut self, to: SocketAddr, msg: ServerMsg) {
         let kind = msg.kind();
         match wire::encode(&Packet::ToClient(msg)) {
-            Some(bytes) => self.out.push_back(Transmit {
-                dest: Dest::Addr(to),
-                bytes,
-                kind,
-                retransmit: false,
-            }),
+            Some(bytes) => self.out.push_back(Transmit { dest: Dest::Addr(to), bytes, kind, retransmit: false }),
             None => self.counters.invalid += 1,
         }
     }
@@ -523,11 +468,7 @@ impl Server {
     // ----- small helpers --------------------------------------------------
 
     fn record(&self) -> EpochRecord {
-        self.durable
-            .epochs
-            .get(&self.durable.cluster)
-            .copied()
-            .unwrap_or_default()
+        self.durable.epochs.get(&self.durable.cluster).copied().unwrap_or_default()
     }
 
     fn record_mut(&mut self) -> &mut EpochRecord {
@@ -555,9 +496,14 @@ impl Server {
         out
     }
 
+    /// Whether `node`'s server (any life) is in our latest or installed view.
     fn in_view(&self, node: NodeId) -> bool {
-        self.latest.as_ref().is_some_and(|v| v.contains(node))
-            || self.committed.as_ref().is_some_and(|v| v.contains(node))
+        [&self.latest, &self.committed].into_iter().flatten().any(|v| v.by_server(node.id).is_some())
+    }
+
+    fn set_latest(&mut self, view: Option<View>) {
+        self.durable.view = view.clone();
+        self.latest = view;
     }
 
     fn addr_of(&self, node: NodeId) -> Option<SocketAddr> {
@@ -565,16 +511,13 @@ impl Server {
             .into_iter()
             .flatten()
             .flat_map(|v| v.members.iter())
-            .find(|m| m.node == node)
+            .find(|m| m.node.id == node.id)
             .map(|m| m.addr)
             .or_else(|| self.discovered.get(&node).copied())
     }
 
     fn my_key(&self) -> CandidateKey {
-        CandidateKey {
-            view: self.latest.as_ref().map(|v| v.stamp).unwrap_or_default(),
-            node: self.me.node,
-        }
+        CandidateKey { view: self.latest.as_ref().map(|v| v.stamp).unwrap_or_default(), node: self.me.node }
     }
 
     fn suspect_us(&self) -> u64 {
@@ -597,21 +540,10 @@ impl Server {
 
     fn send_epoch(&mut self, dest: Dest, epoch: u64, body: Body, retransmit: bool) {
         let kind = body.kind();
-        let env = Envelope {
-            cluster: self.durable.cluster,
-            from: self.me.node,
-            epoch,
-            body,
-        };
+        let env = Envelope { cluster: self.durable.cluster, from: self.me.node, epoch, body };
         // Every message kind is bounded by construction (views hold at most MAX_MEMBERS).
-        let bytes =
-            wire::encode(&Packet::Peer(env)).expect("every message kind fits in a datagram"); // invariant
-        self.out.push_back(Transmit {
-            dest,
-            bytes,
-            kind,
-            retransmit,
-        });
+        let bytes = wire::encode(&Packet::Peer(env)).expect("every message kind fits in a datagram"); // invariant
+        self.out.push_back(Transmit { dest, bytes, kind, retransmit });
     }
 
     /// Sends a discovery datagram to the group (if enabled) and every join address.
@@ -645,9 +577,7 @@ impl Server {
     fn leader_alive(&self) -> bool {
         match self.role {
             Role::Leader => true,
-            _ => self
-                .leader
-                .is_some_and(|l| !self.fd.is_suspected(l, self.now, self.suspect_us())),
+            _ => self.leader.is_some_and(|l| !self.fd.is_suspected(l, self.now, self.suspect_us())),
         }
     }
 
@@ -665,38 +595,31 @@ impl Server {
     // ----- inputs ---------------------------------------------------------
 
     fn handle_envelope(&mut self, from: SocketAddr, env: Envelope) {
-        let Envelope {
-            cluster,
-            from: sender,
-            epoch,
-            body,
-        } = env;
+        let Envelope { cluster, from: sender, epoch, body } = env;
         match body {
             Body::Hello { addr, founding } => return self.on_hello(sender, addr, founding),
-            Body::Welcome { leader, view_size } => {
-                return self.consider_cluster(cluster, leader, view_size)
-            }
-            Body::Beacon { leader, view_size } => {
-                return self.consider_cluster(cluster, Some(leader), view_size)
-            }
+            Body::Welcome { leader, view_size } => return self.consider_cluster(cluster, leader, view_size),
+            Body::Beacon { leader, view_size } => return self.consider_cluster(cluster, Some(leader), view_size),
             _ => {}
         }
         // Leader messages may move a founding or joining server into a cluster.
         if cluster != self.durable.cluster {
             let adoptable = matches!(body, Body::ViewPropose { .. } | Body::ViewCommit { .. })
                 && self.phase == Phase::Founding
-                && self
-                    .record()
-                    .vote
-                    .is_some_and(|(e, l)| e == epoch && l == sender);
+                && self.record().vote.is_some_and(|(e, l)| e == epoch && l == sender);
             if !adoptable {
                 self.counters.foreign_cluster += 1;
                 return;
             }
             self.enter_cluster(cluster);
         }
-        let member = self.in_view(sender)
-            || (self.phase == Phase::Founding && self.discovered.contains_key(&sender));
+        let member = self.in_view(sender) || (self.phase == Phase::Founding && self.discovered.contains_key(&sender));
+        if self.role == Role::Leader && epoch > self.epoch() && (member || matches!(body, Body::JoinRequest { .. })) {
+            // Someone of our cluster has seen a later epoch: step down and let an
+            // election above it pick the leader (a joiner may carry an epoch
+            // inflated while it was cut off).
+            self.adopt_epoch(epoch);
+        }
         match body {
             Body::JoinRequest { addr } => self.on_join_request(sender, addr),
             Body::ViewPropose { view } => self.on_view(sender, epoch, view, false),
@@ -709,18 +632,11 @@ impl Server {
                     self.send(from, Body::NotMember { committed }, false);
                 }
             }
-            Body::Heartbeat { leader, committed } => {
-                self.on_heartbeat(sender, from, epoch, leader, committed)
-            }
+            Body::Heartbeat { leader, committed } => self.on_heartbeat(sender, from, epoch, leader, committed),
             Body::Token { key } => self.on_token(sender, from, epoch, key),
             Body::RingAck { key, elected } => {
                 self.fd.heard(sender, self.now);
-                self.hops.retain(|h| {
-                    !(h.epoch == epoch
-                        && h.key == key
-                        && h.elected == elected
-                        && h.to.node == sender)
-                });
+                self.hops.retain(|h| !(h.epoch == epoch && h.key == key && h.elected == elected && h.to.node == sender));
             }
             Body::Elected { key } => self.on_elected(sender, from, epoch, key),
             Body::Accept { leader } => self.on_accept(sender, epoch, leader),
@@ -750,13 +666,8 @@ impl Server {
     fn on_hello(&mut self, sender: NodeId, addr: SocketAddr, founding: bool) {
         match self.phase {
             Phase::Member => {
-                let leader = self
-                    .leader
-                    .and_then(|l| self.addr_of(l).map(|addr| Member { node: l, addr }));
-                let view_size = self
-                    .committed
-                    .as_ref()
-                    .map_or(0, |v| v.members.len() as u32);
+                let leader = self.leader.and_then(|l| self.addr_of(l).map(|addr| Member { node: l, addr }));
+                let view_size = self.committed.as_ref().map_or(0, |v| v.members.len() as u32);
                 self.send(addr, Body::Welcome { leader, view_size }, false);
             }
             Phase::Discovering { .. } | Phase::Founding if founding => {
@@ -775,10 +686,7 @@ impl Server {
         match &mut self.phase {
             Phase::Discovering { .. } | Phase::Founding => {
                 self.enter_cluster(cluster);
-                self.phase = Phase::Joining {
-                    since: self.now,
-                    leader,
-                };
+                self.phase = Phase::Joining { since: self.now, leader };
             }
             Phase::Joining { leader: hint, .. } if cluster == self.durable.cluster => {
                 if leader.is_some() {
@@ -786,10 +694,7 @@ impl Server {
                 }
             }
             Phase::Member if cluster != self.durable.cluster => {
-                let mine = self
-                    .committed
-                    .as_ref()
-                    .map_or(0, |v| v.members.len() as u32);
+                let mine = self.committed.as_ref().map_or(0, |v| v.members.len() as u32);
                 if (size, cluster) > (mine, self.durable.cluster) {
                     self.leave_for(cluster, leader);
                 }
@@ -802,23 +707,17 @@ impl Server {
     fn leave_for(&mut self, cluster: ClusterId, leader: Option<Member>) {
         let old = self.durable.cluster;
         self.step_down();
-        self.emit(Event::Left {
-            cluster: old,
-            node: self.me.node,
-        });
+        self.emit(Event::Left { cluster: old, node: self.me.node });
         self.durable.incarnation += 1;
         self.me.node.incarnation = self.durable.incarnation;
         self.enter_cluster(cluster);
-        self.phase = Phase::Joining {
-            since: self.now,
-            leader,
-        };
+        self.phase = Phase::Joining { since: self.now, leader };
     }
 
     fn enter_cluster(&mut self, cluster: ClusterId) {
         self.durable.cluster = cluster;
         self.role = Role::Follower;
-        self.latest = None;
+        self.set_latest(None);
         self.committed = None;
         self.leader = None;
         self.election = Election::default();
@@ -836,29 +735,16 @@ impl Server {
                 let view = self.committed.clone().expect("checked above"); // invariant
                 self.send(addr, Body::ViewCommit { view }, true);
             } else {
-                self.joiners
-                    .insert(sender.id, Member { node: sender, addr });
+                self.joiners.insert(sender.id, Member { node: sender, addr });
             }
         } else if self.phase == Phase::Member {
-            let leader = self
-                .leader
-                .and_then(|l| self.addr_of(l).map(|addr| Member { node: l, addr }));
-            let view_size = self
-                .committed
-                .as_ref()
-                .map_or(0, |v| v.members.len() as u32);
+            let leader = self.leader.and_then(|l| self.addr_of(l).map(|addr| Member { node: l, addr }));
+            let view_size = self.committed.as_ref().map_or(0, |v| v.members.len() as u32);
             self.send(addr, Body::Welcome { leader, view_size }, false);
         }
     }
 
-    fn on_heartbeat(
-        &mut self,
-        sender: NodeId,
-        from: SocketAddr,
-        epoch: u64,
-        leader: Option<NodeId>,
-        committed: ViewStamp,
-    ) {
+    fn on_heartbeat(&mut self, sender: NodeId, from: SocketAddr, epoch: u64, leader: Option<NodeId>, committed: ViewStamp) {
         self.fd.heard(sender, self.now);
         let my_epoch = self.epoch();
         if leader == Some(sender) {
@@ -867,14 +753,18 @@ impl Server {
                 return;
             }
             self.learn_leader(sender, epoch);
-            if self
-                .committed
-                .as_ref()
-                .map_or(true, |c| c.stamp < committed)
-            {
+            if self.committed.as_ref().map_or(true, |c| c.stamp < committed) {
                 self.send(from, Body::ViewRequest, false);
             }
-        } else if self.role == Role::Leader {
+            return;
+        }
+        if self.leader == Some(sender) {
+            // Our leader says it no longer leads (it stepped down).
+            self.leader = None;
+            let (cluster, epoch) = (self.durable.cluster, self.epoch());
+            self.emit(Event::LeaderLost { cluster, epoch });
+        }
+        if self.role == Role::Leader {
             if epoch > my_epoch {
                 self.step_down();
             } else if let Some(c) = self.committed.clone() {
@@ -895,25 +785,13 @@ impl Server {
             self.candidacy = None;
             self.election.settle();
             let cluster = self.durable.cluster;
-            self.emit(Event::LeaderLearned {
-                cluster,
-                epoch,
-                leader,
-            });
+            self.emit(Event::LeaderLearned { cluster, epoch, leader });
         }
     }
 
     fn on_token(&mut self, sender: NodeId, from: SocketAddr, epoch: u64, key: CandidateKey) {
         self.fd.heard(sender, self.now);
-        self.send_epoch(
-            Dest::Addr(from),
-            epoch,
-            Body::RingAck {
-                key,
-                elected: false,
-            },
-            false,
-        );
+        self.send_epoch(Dest::Addr(from), epoch, Body::RingAck { key, elected: false }, false);
         if epoch <= self.epoch() {
             self.counters.stale_epoch += 1;
             return;
@@ -927,16 +805,30 @@ impl Server {
         if key.node == self.me.node && key != self.my_key() {
             return; // our own token from before our view changed
         }
-        if !self.forwarded.insert((epoch, key, false)) {
-            return; // a duplicate we already handled
+        if matches!(self.phase, Phase::Joining { .. }) {
+            // A joining server passes every token on: it votes but never stands.
+            if self.forwarded.insert((epoch, key, false)) {
+                self.election.epoch = self.election.epoch.max(epoch);
+                self.ring_send(epoch, key, false, false);
+            }
+            return;
         }
         let mine = self.my_key();
         match self.election.on_token(epoch, key, mine) {
             None => self.counters.stale_epoch += 1,
-            Some(TokenVerdict::Forward) => self.ring_send(epoch, key, false, false),
+            Some(TokenVerdict::Forward) => {
+                // A duplicated token is forwarded once.
+                if self.forwarded.insert((epoch, key, false)) {
+                    self.ring_send(epoch, key, false, false);
+                }
+            }
             Some(TokenVerdict::SendOwn) => self.ring_send(epoch, mine, false, false),
             Some(TokenVerdict::Drop) => {}
-            Some(TokenVerdict::Won) => self.become_candidate(epoch),
+            Some(TokenVerdict::Won) => {
+                if self.candidacy.as_ref().is_none_or(|c| c.epoch != epoch) {
+                    self.become_candidate(epoch);
+                }
+            }
         }
         if self.election.deadline.is_none() {
             self.election.deadline = Some(self.now.plus_ms(self.cfg.election_timeout_ms));
@@ -945,12 +837,7 @@ impl Server {
 
     fn on_elected(&mut self, sender: NodeId, from: SocketAddr, epoch: u64, key: CandidateKey) {
         self.fd.heard(sender, self.now);
-        self.send_epoch(
-            Dest::Addr(from),
-            epoch,
-            Body::RingAck { key, elected: true },
-            false,
-        );
+        self.send_epoch(Dest::Addr(from), epoch, Body::RingAck { key, elected: true }, false);
         if key.node == self.me.node {
             return; // our announcement went round
         }
@@ -966,19 +853,10 @@ impl Server {
             if self.record().vote != Some((epoch, key.node)) {
                 self.record_mut().vote = Some((epoch, key.node));
                 let cluster = self.durable.cluster;
-                self.emit(Event::Voted {
-                    cluster,
-                    epoch,
-                    leader: key.node,
-                });
+                self.emit(Event::Voted { cluster, epoch, leader: key.node });
             }
             if let Some(addr) = self.addr_of(key.node) {
-                self.send_epoch(
-                    Dest::Addr(addr),
-                    epoch,
-                    Body::Accept { leader: key.node },
-                    false,
-                );
+                self.send_epoch(Dest::Addr(addr), epoch, Body::Accept { leader: key.node }, false);
             }
             self.election.epoch = self.election.epoch.max(epoch);
             self.election.deadline = Some(self.now.plus_ms(self.cfg.election_timeout_ms));
@@ -1012,48 +890,42 @@ impl Server {
         self.fd.heard(sender, self.now);
         self.learn_leader(sender, epoch);
         let cluster = self.durable.cluster;
-        self.emit(Event::LeaderActionApplied {
-            cluster,
-            epoch,
-            seen: self.epoch(),
-        });
+        self.emit(Event::LeaderActionApplied { cluster, epoch, seen: self.epoch() });
         if !commit {
             if self.latest.as_ref().map_or(true, |l| l.stamp <= view.stamp) {
                 let stamp = view.stamp;
-                self.latest = Some(view);
+                self.set_latest(Some(view));
                 if let Some(addr) = self.addr_of(sender) {
                     self.send(addr, Body::ViewAck { stamp }, false);
                 }
             }
             return;
         }
-        if self
-            .committed
-            .as_ref()
-            .is_some_and(|c| c.stamp.id >= view.stamp.id)
-        {
+        if self.committed.as_ref().is_some_and(|c| c.stamp.id >= view.stamp.id) {
             return;
         }
         if !view.contains(self.me.node) {
-            if self.phase == Phase::Member {
-                self.rejoin();
+            match self.phase {
+                Phase::Member => self.rejoin(),
+                Phase::Founding => {
+                    let leader = self.addr_of(sender).map(|addr| Member { node: sender, addr });
+                    self.phase = Phase::Joining { since: self.now, leader };
+                }
+                _ => {}
             }
             return;
         }
         if self.latest.as_ref().map_or(true, |l| l.stamp <= view.stamp) {
-            self.latest = Some(view.clone());
+            self.set_latest(Some(view.clone()));
         }
         for m in &view.members {
             self.fd.watch(m.node, self.now);
         }
-        self.fd.retain(|n| view.contains(*n));
+        self.fd.retain(|id| view.by_server(id).is_some());
         self.committed = Some(view.clone());
         if self.phase != Phase::Member {
             self.phase = Phase::Member;
-            self.emit(Event::Joined {
-                cluster,
-                node: self.me.node,
-            });
+            self.emit(Event::Joined { cluster, node: self.me.node });
         }
         self.emit(Event::ViewInstalled { cluster, view });
     }
@@ -1072,9 +944,7 @@ impl Server {
     }
 
     fn on_not_member(&mut self, committed: ViewStamp) {
-        if self.phase == Phase::Member
-            && self.committed.as_ref().is_some_and(|c| c.stamp < committed)
-        {
+        if self.phase == Phase::Member && self.committed.as_ref().is_some_and(|c| c.stamp < committed) {
             self.rejoin();
         }
     }
@@ -1082,9 +952,7 @@ impl Server {
     /// Removed from the view: come back as a new incarnation.
     fn rejoin(&mut self) {
         let cluster = self.durable.cluster;
-        let leader = self
-            .leader
-            .and_then(|l| self.addr_of(l).map(|addr| Member { node: l, addr }));
+        let leader = self.leader.and_then(|l| self.addr_of(l).map(|addr| Member { node: l, addr }));
         self.leave_for(cluster, leader);
     }
 
@@ -1097,16 +965,10 @@ impl Server {
         let timeout = self.suspect_us();
         let fd = &self.fd;
         let now = self.now;
-        let Some(to) = view.successor(self.me.node.id, self.cfg.ring, |m| {
-            !fd.is_suspected(m.node, now, timeout)
-        }) else {
+        let Some(to) = view.successor(self.me.node.id, self.cfg.ring, |m| !fd.is_suspected(m.node, now, timeout)) else {
             return;
         };
-        let body = if elected {
-            Body::Elected { key }
-        } else {
-            Body::Token { key }
-        };
+        let body = if elected { Body::Elected { key } } else { Body::Token { key } };
         self.send_epoch(Dest::Addr(to.addr), epoch, body, retransmit);
         self.hops.push(PendingHop {
             epoch,
@@ -1118,31 +980,40 @@ impl Server {
         });
     }
 
+    /// Whether this server hears a majority of its latest view (itself included).
+    /// Elections need it: a minority can never elect, so it must not inflate epochs.
+    fn sees_majority(&self) -> bool {
+        let Some(view) = self.latest.as_ref() else { return false };
+        let timeout = self.suspect_us();
+        let alive = view.members.iter().filter(|m| m.node == self.me.node || !self.fd.is_suspected(m.node, self.now, timeout)).count();
+        view.is_majority(alive)
+    }
+
     fn start_election(&mut self) {
         if !matches!(self.phase, Phase::Founding | Phase::Member) || self.leader_alive() {
             self.election.start_at = None;
             return;
         }
         if self.phase == Phase::Founding {
-            let mut members: Vec<Member> = self
-                .discovered
-                .iter()
-                .map(|(n, a)| Member { node: *n, addr: *a })
-                .collect();
+            let mut members: Vec<Member> = self.discovered.iter().map(|(n, a)| Member { node: *n, addr: *a }).collect();
             members.push(self.me);
             members.truncate(crate::view::MAX_MEMBERS);
             let view = View::new(ViewStamp::default(), members);
             for m in &view.members {
                 self.fd.watch(m.node, self.now);
             }
-            self.latest = Some(view);
+            self.set_latest(Some(view));
+        }
+        if !self.sees_majority() {
+            // Try again after another back-off; nothing is adopted meanwhile.
+            self.election.start_at = Some(self.random_backoff().plus_ms(self.cfg.heartbeat_ms));
+            return;
         }
         self.counters.elections_started += 1;
         let floor = self.epoch();
         let deadline = self.now.plus_ms(self.cfg.election_timeout_ms);
         let epoch = self.election.start(floor, deadline);
         let key = self.my_key();
-        self.forwarded.insert((epoch, key, false));
         if self.latest.as_ref().is_some_and(|v| v.members.len() == 1) {
             self.become_candidate(epoch);
         } else {
@@ -1152,22 +1023,17 @@ impl Server {
 
     fn become_candidate(&mut self, epoch: u64) {
         let rec = self.record();
-        if rec.epoch > epoch
-            || rec
-                .vote
-                .is_some_and(|(e, l)| e == epoch && l != self.me.node)
-        {
+        if rec.epoch > epoch || rec.vote.is_some_and(|(e, l)| e == epoch && l != self.me.node) {
             return; // accepted someone else meanwhile
+        }
+        if !self.sees_majority() {
+            return; // the token went round a minority: standing would only inflate the epoch
         }
         self.adopt_epoch(epoch);
         if self.record().vote != Some((epoch, self.me.node)) {
             self.record_mut().vote = Some((epoch, self.me.node));
             let cluster = self.durable.cluster;
-            self.emit(Event::Voted {
-                cluster,
-                epoch,
-                leader: self.me.node,
-            });
+            self.emit(Event::Voted { cluster, epoch, leader: self.me.node });
         }
         self.role = Role::Candidate;
         let mut accepts = BTreeSet::new();
@@ -1186,22 +1052,12 @@ impl Server {
         let Some(view) = self.latest.as_ref() else {
             return;
         };
-        let count = view
-            .members
-            .iter()
-            .filter(|m| c.accepts.contains(&m.node))
-            .count();
+        let count = view.members.iter().filter(|m| c.accepts.iter().any(|a| a.id == m.node.id)).count();
         if !view.is_majority(count) {
             return;
         }
         let epoch = c.epoch;
         assert_eq!(epoch, self.epoch(), "candidate of a stale epoch"); // invariant
-        let accepted: Vec<Member> = view
-            .members
-            .iter()
-            .copied()
-            .filter(|m| c.accepts.contains(&m.node))
-            .collect();
         let old = view.clone();
         if self.phase == Phase::Founding {
             // The founder names the cluster; its epoch record moves along.
@@ -1210,10 +1066,7 @@ impl Server {
             self.durable.cluster = cluster;
             self.durable.epochs.insert(cluster, rec);
             self.phase = Phase::Member;
-            self.emit(Event::Joined {
-                cluster,
-                node: self.me.node,
-            });
+            self.emit(Event::Joined { cluster, node: self.me.node });
         }
         self.role = Role::Leader;
         self.candidacy = None;
@@ -1222,19 +1075,8 @@ impl Server {
         self.hops.clear();
         let cluster = self.durable.cluster;
         self.emit(Event::BecameLeader { cluster, epoch });
-        // First act: a view of our own epoch (the founding view keeps only those who accepted).
-        let members = if old.stamp == ViewStamp::default() {
-            accepted
-        } else {
-            old.members.clone()
-        };
-        let view = View::new(
-            ViewStamp {
-                epoch,
-                id: old.stamp.id + 1,
-            },
-            members,
-        );
+        // First act: a view of our own epoch with the same members (silent ones are removed later).
+        let view = View::new(ViewStamp { epoch, id: old.stamp.id + 1 }, old.members.clone());
         self.propose(view, old);
         self.next_heartbeat = self.now;
         self.next_beacon = self.now;
@@ -1243,7 +1085,7 @@ impl Server {
     // ----- leader duties --------------------------------------------------
 
     fn propose(&mut self, view: View, old: View) {
-        self.latest = Some(view.clone());
+        self.set_latest(Some(view.clone()));
         for m in &view.members {
             self.fd.watch(m.node, self.now);
         }
@@ -1271,17 +1113,9 @@ impl Server {
         let p = self.proposal.take().expect("checked above"); // invariant
         let view = p.view;
         let epoch = self.epoch();
-        assert_eq!(
-            view.stamp.epoch, epoch,
-            "installing a view of another epoch"
-        ); // invariant
-        let targets: Vec<SocketAddr> = view
-            .members
-            .iter()
-            .chain(p.old.members.iter())
-            .filter(|m| m.node != self.me.node)
-            .map(|m| m.addr)
-            .collect();
+        assert_eq!(view.stamp.epoch, epoch, "installing a view of another epoch"); // invariant
+        let targets: Vec<SocketAddr> =
+            view.members.iter().chain(p.old.members.iter()).filter(|m| m.node != self.me.node).map(|m| m.addr).collect();
         for addr in targets {
             self.send(addr, Body::ViewCommit { view: view.clone() }, false);
         }
@@ -1289,14 +1123,10 @@ impl Server {
             self.joiners.remove(&m.node.id);
         }
         self.leaving.retain(|n| view.contains(*n));
-        self.fd.retain(|n| view.contains(*n));
+        self.fd.retain(|id| view.by_server(id).is_some());
         let cluster = self.durable.cluster;
         self.committed = Some(view.clone());
-        self.emit(Event::LeaderActionApplied {
-            cluster,
-            epoch,
-            seen: epoch,
-        });
+        self.emit(Event::LeaderActionApplied { cluster, epoch, seen: epoch });
         self.emit(Event::ViewInstalled { cluster, view });
     }
 
@@ -1304,23 +1134,13 @@ impl Server {
         let now = self.now;
         if now >= self.next_beacon {
             self.next_beacon = now.plus_ms(self.cfg.beacon_ms);
-            let view_size = self
-                .committed
-                .as_ref()
-                .map_or(1, |v| v.members.len() as u32);
-            self.send_discovery(Body::Beacon {
-                leader: self.me,
-                view_size,
-            });
+            let view_size = self.committed.as_ref().map_or(1, |v| v.members.len() as u32);
+            self.send_discovery(Body::Beacon { leader: self.me, view_size });
         }
         // Step down without a majority: a partitioned leader stops acting.
         let view = self.latest.clone().expect("a leader holds a view"); // invariant
         let stepdown = 2 * self.suspect_us();
-        let heard = view
-            .members
-            .iter()
-            .filter(|m| m.node == self.me.node || !self.fd.is_suspected(m.node, now, stepdown))
-            .count();
+        let heard = view.members.iter().filter(|m| m.node == self.me.node || !self.fd.is_suspected(m.node, now, stepdown)).count();
         if !view.is_majority(heard) {
             self.step_down();
             return;
@@ -1342,21 +1162,10 @@ impl Server {
             .members
             .iter()
             .map(|m| m.node)
-            .filter(|n| {
-                *n != self.me.node
-                    && (self.leaving.contains(n) || self.fd.is_suspected(*n, now, remove_us))
-            })
+            .filter(|n| *n != self.me.node && (self.leaving.contains(n) || self.fd.is_suspected(*n, now, remove_us)))
             .collect();
-        let joiners: Vec<Member> = self
-            .joiners
-            .values()
-            .copied()
-            .filter(|j| !committed.contains(j.node))
-            .collect();
-        let stamp = ViewStamp {
-            epoch: self.epoch(),
-            id: committed.stamp.id + 1,
-        };
+        let joiners: Vec<Member> = self.joiners.values().copied().filter(|j| !committed.contains(j.node)).collect();
+        let stamp = ViewStamp { epoch: self.epoch(), id: committed.stamp.id + 1 };
         let next = match next_change(&committed, &joiners, &silent) {
             Some(Change::Add(m)) => committed.with(stamp, m),
             Some(Change::Remove(n)) => committed.without(stamp, n),
@@ -1374,10 +1183,7 @@ impl Server {
             Phase::Discovering { until } => {
                 if now >= self.next_hello {
                     self.next_hello = now.plus_ms(self.cfg.hello_ms);
-                    self.send_discovery(Body::Hello {
-                        addr: self.me.addr,
-                        founding: true,
-                    });
+                    self.send_discovery(Body::Hello { addr: self.me.addr, founding: true });
                 }
                 if now >= until {
                     self.phase = Phase::Founding;
@@ -1385,24 +1191,31 @@ impl Server {
                 }
             }
             Phase::Joining { since, leader } => {
-                if now.since(since) > self.cfg.join_give_up_ms * 1000 {
+                let give_up_us = self.cfg.join_give_up_ms * 1000;
+                let heard_any = self.latest.as_ref().is_some_and(|v| {
+                    v.members.iter().any(|m| m.node.id != self.me.node.id && !self.fd.is_suspected(m.node, now, give_up_us))
+                });
+                if self.latest.is_some() && now >= self.next_heartbeat {
+                    // A restarted server still votes for its old life (its vote and view are
+                    // durable), so it keeps the members aware that it is alive.
+                    self.next_heartbeat = now.plus_ms(self.cfg.heartbeat_ms);
+                    let committed = ViewStamp::default();
+                    for m in self.others() {
+                        self.send(m.addr, Body::Heartbeat { leader: None, committed }, false);
+                    }
+                }
+                self.retry_hops();
+                if now.since(since) > give_up_us && !heard_any {
                     // Nobody of our cluster answers: found anew (a later merge reunites).
                     self.enter_cluster(ClusterId::NONE);
-                    self.phase = Phase::Discovering {
-                        until: now.plus_ms(self.cfg.discovery_window_ms),
-                    };
+                    self.phase = Phase::Discovering { until: now.plus_ms(self.cfg.discovery_window_ms) };
                     return;
                 }
                 if now >= self.next_hello {
                     self.next_hello = now.plus_ms(self.cfg.hello_ms);
                     match leader {
-                        Some(l) => {
-                            self.send(l.addr, Body::JoinRequest { addr: self.me.addr }, false)
-                        }
-                        None => self.send_discovery(Body::Hello {
-                            addr: self.me.addr,
-                            founding: false,
-                        }),
+                        Some(l) => self.send(l.addr, Body::JoinRequest { addr: self.me.addr }, false),
+                        None => self.send_discovery(Body::Hello { addr: self.me.addr, founding: false }),
                     }
                 }
             }
@@ -1421,10 +1234,7 @@ impl Server {
             }
             if self.phase == Phase::Founding && now >= self.next_hello {
                 self.next_hello = now.plus_ms(self.cfg.hello_ms);
-                self.send_discovery(Body::Hello {
-                    addr: self.me.addr,
-                    founding: true,
-                });
+                self.send_discovery(Body::Hello { addr: self.me.addr, founding: true });
             }
         }
         self.retry_hops();
@@ -1461,12 +1271,7 @@ impl Server {
 
     fn retry_hops(&mut self) {
         let now = self.now;
-        let due: Vec<PendingHop> = self
-            .hops
-            .iter()
-            .filter(|h| now >= h.deadline)
-            .cloned()
-            .collect();
+        let due: Vec<PendingHop> = self.hops.iter().filter(|h| now >= h.deadline).cloned().collect();
         if due.is_empty() {
             return;
         }
@@ -1476,17 +1281,9 @@ impl Server {
                 continue; // an older election's token
             }
             if h.retries_left > 0 {
-                let body = if h.elected {
-                    Body::Elected { key: h.key }
-                } else {
-                    Body::Token { key: h.key }
-                };
+                let body = if h.elected { Body::Elected { key: h.key } } else { Body::Token { key: h.key } };
                 self.send_epoch(Dest::Addr(h.to.addr), h.epoch, body, true);
-                self.hops.push(PendingHop {
-                    deadline: now.plus_ms(self.cfg.hop_timeout_ms),
-                    retries_left: h.retries_left - 1,
-                    ..h
-                });
+                self.hops.push(PendingHop { deadline: now.plus_ms(self.cfg.hop_timeout_ms), retries_left: h.retries_left - 1, ..h });
             } else {
                 // Successor silent: skip it on the ring.
                 self.fd.suspect_hop(h.to.node, now);

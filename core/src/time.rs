@@ -5,9 +5,7 @@ use serde::{Deserialize, Serialize};
 /// A point in time, in microseconds since an origin chosen by the driver.
 ///
 /// The simulator starts at zero; the tokio driver maps its monotonic clock onto it.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Instant(pub u64);
 
 impl Instant {

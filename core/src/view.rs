@@ -41,9 +41,7 @@ pub struct Member {
 
 /// Orders views as Raft orders logs: by the epoch of the leader that made the
 /// view, then by view id. A voter only accepts candidates at least as up to date.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ViewStamp {
     /// Epoch of the leader that proposed the view (0 for a founding view).
     pub epoch: u64,
@@ -98,12 +96,7 @@ impl View {
 
     /// The view with `node` removed (one change).
     pub fn without(&self, stamp: ViewStamp, node: NodeId) -> View {
-        let members = self
-            .members
-            .iter()
-            .copied()
-            .filter(|m| m.node != node)
-            .collect();
+        let members = self.members.iter().copied().filter(|m| m.node != node).collect();
         View::new(stamp, members)
     }
 
@@ -121,12 +114,7 @@ impl View {
 
     /// The ring successor of `me` among members for which `alive` holds,
     /// in `order`. `None` when no other live member exists.
-    pub fn successor(
-        &self,
-        me: ServerId,
-        order: RingOrder,
-        alive: impl Fn(&Member) -> bool,
-    ) -> Option<Member> {
+    pub fn successor(&self, me: ServerId, order: RingOrder, alive: impl Fn(&Member) -> bool) -> Option<Member> {
         let my_pos = order.position(me);
         let mut best_after: Option<(u128, Member)> = None;
         let mut best_first: Option<(u128, Member)> = None;

@@ -210,8 +210,7 @@ pub fn decode(bytes: &[u8]) -> Result<Packet, DecodeError> {
     if version != VERSION {
         return Err(DecodeError::WrongVersion(version));
     }
-    let (packet, tail): (Packet, &[u8]) =
-        postcard::take_from_bytes(rest).map_err(|_| DecodeError::Malformed)?;
+    let (packet, tail): (Packet, &[u8]) = postcard::take_from_bytes(rest).map_err(|_| DecodeError::Malformed)?;
     if !tail.is_empty() {
         return Err(DecodeError::Malformed);
     }

@@ -1,4 +1,15 @@
-//! ringchat-sim: deterministic discrete-event simulator over the ringchat core.
+//! ringchat-sim: a deterministic discrete-event simulator over the ringchat
+//! core, with a seeded network and fault model, whole-history checkers, and
+//! bit-identical replay of any seed.
 #![forbid(unsafe_code)]
 
+pub mod check;
 pub mod cli;
+pub mod faults;
+pub mod history;
+pub mod queue;
+pub mod world;
+
+pub use check::Violation;
+pub use faults::{FaultAction, FaultRates, Partition, Schedule};
+pub use world::{run, FaultMode, Outcome, Report, SimConfig};
