@@ -56,11 +56,12 @@ impl Proposal {
 /// Pure helper: the one change a leader should make next, given the view, the
 /// servers asking to join and the members silent for too long.
 pub fn next_change(view: &View, joiners: &[crate::view::Member], silent: &[NodeId]) -> Option<Change> {
-    // A restarted server's old life goes first, so its new life can be added.
+    // A restarted server's new life takes its old life's place: the voters
+    // (counted per server id) stay the same, so this is safe in one step.
     for j in joiners {
         if let Some(old) = view.by_server(j.node.id) {
             if old.node != j.node {
-                return Some(Change::Remove(old.node));
+                return Some(Change::Replace { old: old.node, new: *j });
             }
         }
     }
@@ -75,6 +76,13 @@ pub fn next_change(view: &View, joiners: &[crate::view::Member], silent: &[NodeI
 pub enum Change {
     /// Admit a member.
     Add(crate::view::Member),
-    /// Drop a member (dead, left, or an old incarnation).
+    /// Drop a member (dead, or left).
     Remove(NodeId),
+    /// Swap a server's old life for its new one.
+    Replace {
+        /// The old life.
+        old: NodeId,
+        /// The new life.
+        new: crate::view::Member,
+    },
 }

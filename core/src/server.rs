@@ -374,7 +374,7 @@ impl Server {
             .latest
             .iter()
             .flat_map(|v| v.members.iter())
-            .map(|m| (*m, m.node == self.me.node || !self.fd.is_suspected(m.node, self.now, timeout)))
+            .map(|m| (*m, m.node.id == self.me.node.id || !self.fd.is_suspected(m.node, self.now, timeout)))
             .collect();
         Status {
             node: self.me.node,
@@ -488,7 +488,7 @@ impl Server {
         let mut out: Vec<Member> = Vec::new();
         for v in [&self.latest, &self.committed].into_iter().flatten() {
             for m in &v.members {
-                if m.node != self.me.node && !out.iter().any(|o| o.node == m.node) {
+                if m.node.id != self.me.node.id && !out.iter().any(|o| o.node.id == m.node.id) {
                     out.push(*m);
                 }
             }
@@ -499,6 +499,13 @@ impl Server {
     /// Whether `node`'s server (any life) is in our latest or installed view.
     fn in_view(&self, node: NodeId) -> bool {
         [&self.latest, &self.committed].into_iter().flatten().any(|v| v.by_server(node.id).is_some())
+    }
+
+    /// Whether this server votes and may stand: its server id is in its latest view
+    /// (a restarted server keeps its old life's place until the leader swaps in the new life).
+    fn is_voter(&self) -> bool {
+        matches!(self.phase, Phase::Founding | Phase::Member | Phase::Joining { .. })
+            && self.latest.as_ref().is_some_and(|v| v.by_server(self.me.node.id).is_some())
     }
 
     fn set_latest(&mut self, view: Option<View>) {
@@ -758,8 +765,8 @@ impl Server {
             }
             return;
         }
-        if self.leader == Some(sender) {
-            // Our leader says it no longer leads (it stepped down).
+        if self.leader.is_some_and(|l| l.id == sender.id) {
+            // Our leader says it no longer leads (it stepped down, or restarted as a new life).
             self.leader = None;
             let (cluster, epoch) = (self.durable.cluster, self.epoch());
             self.emit(Event::LeaderLost { cluster, epoch });
@@ -805,8 +812,8 @@ impl Server {
         if key.node == self.me.node && key != self.my_key() {
             return; // our own token from before our view changed
         }
-        if matches!(self.phase, Phase::Joining { .. }) {
-            // A joining server passes every token on: it votes but never stands.
+        if !self.is_voter() {
+            // A server whose life is not in the view passes every token on.
             if self.forwarded.insert((epoch, key, false)) {
                 self.election.epoch = self.election.epoch.max(epoch);
                 self.ring_send(epoch, key, false, false);
@@ -904,6 +911,9 @@ impl Server {
         if self.committed.as_ref().is_some_and(|c| c.stamp.id >= view.stamp.id) {
             return;
         }
+        if self.latest.as_ref().map_or(true, |l| l.stamp < view.stamp) {
+            self.set_latest(Some(view.clone()));
+        }
         if !view.contains(self.me.node) {
             match self.phase {
                 Phase::Member => self.rejoin(),
@@ -985,12 +995,13 @@ impl Server {
     fn sees_majority(&self) -> bool {
         let Some(view) = self.latest.as_ref() else { return false };
         let timeout = self.suspect_us();
-        let alive = view.members.iter().filter(|m| m.node == self.me.node || !self.fd.is_suspected(m.node, self.now, timeout)).count();
+        let alive =
+            view.members.iter().filter(|m| m.node.id == self.me.node.id || !self.fd.is_suspected(m.node, self.now, timeout)).count();
         view.is_majority(alive)
     }
 
     fn start_election(&mut self) {
-        if !matches!(self.phase, Phase::Founding | Phase::Member) || self.leader_alive() {
+        if !matches!(self.phase, Phase::Founding | Phase::Member | Phase::Joining { .. }) || self.leader_alive() {
             self.election.start_at = None;
             return;
         }
@@ -1068,6 +1079,15 @@ impl Server {
             self.phase = Phase::Member;
             self.emit(Event::Joined { cluster, node: self.me.node });
         }
+        let mut members = old.members.clone();
+        if matches!(self.phase, Phase::Joining { .. }) {
+            // A restarted server won: its new life takes its old life's place (same voters).
+            members.retain(|m| m.node.id != self.me.node.id);
+            members.push(self.me);
+            self.phase = Phase::Member;
+            let cluster = self.durable.cluster;
+            self.emit(Event::Joined { cluster, node: self.me.node });
+        }
         self.role = Role::Leader;
         self.candidacy = None;
         self.election.settle();
@@ -1076,7 +1096,7 @@ impl Server {
         let cluster = self.durable.cluster;
         self.emit(Event::BecameLeader { cluster, epoch });
         // First act: a view of our own epoch with the same members (silent ones are removed later).
-        let view = View::new(ViewStamp { epoch, id: old.stamp.id + 1 }, old.members.clone());
+        let view = View::new(ViewStamp { epoch, id: old.stamp.id + 1 }, members);
         self.propose(view, old);
         self.next_heartbeat = self.now;
         self.next_beacon = self.now;
@@ -1115,7 +1135,7 @@ impl Server {
         let epoch = self.epoch();
         assert_eq!(view.stamp.epoch, epoch, "installing a view of another epoch"); // invariant
         let targets: Vec<SocketAddr> =
-            view.members.iter().chain(p.old.members.iter()).filter(|m| m.node != self.me.node).map(|m| m.addr).collect();
+            view.members.iter().chain(p.old.members.iter()).filter(|m| m.node.id != self.me.node.id).map(|m| m.addr).collect();
         for addr in targets {
             self.send(addr, Body::ViewCommit { view: view.clone() }, false);
         }
@@ -1140,7 +1160,7 @@ impl Server {
         // Step down without a majority: a partitioned leader stops acting.
         let view = self.latest.clone().expect("a leader holds a view"); // invariant
         let stepdown = 2 * self.suspect_us();
-        let heard = view.members.iter().filter(|m| m.node == self.me.node || !self.fd.is_suspected(m.node, now, stepdown)).count();
+        let heard = view.members.iter().filter(|m| m.node.id == self.me.node.id || !self.fd.is_suspected(m.node, now, stepdown)).count();
         if !view.is_majority(heard) {
             self.step_down();
             return;
@@ -1162,13 +1182,14 @@ impl Server {
             .members
             .iter()
             .map(|m| m.node)
-            .filter(|n| *n != self.me.node && (self.leaving.contains(n) || self.fd.is_suspected(*n, now, remove_us)))
+            .filter(|n| n.id != self.me.node.id && (self.leaving.contains(n) || self.fd.is_suspected(*n, now, remove_us)))
             .collect();
         let joiners: Vec<Member> = self.joiners.values().copied().filter(|j| !committed.contains(j.node)).collect();
         let stamp = ViewStamp { epoch: self.epoch(), id: committed.stamp.id + 1 };
         let next = match next_change(&committed, &joiners, &silent) {
             Some(Change::Add(m)) => committed.with(stamp, m),
             Some(Change::Remove(n)) => committed.without(stamp, n),
+            Some(Change::Replace { old, new }) => committed.without(stamp, old).with(stamp, new),
             None => return,
         };
         self.propose(next, committed);
@@ -1195,16 +1216,6 @@ impl Server {
                 let heard_any = self.latest.as_ref().is_some_and(|v| {
                     v.members.iter().any(|m| m.node.id != self.me.node.id && !self.fd.is_suspected(m.node, now, give_up_us))
                 });
-                if self.latest.is_some() && now >= self.next_heartbeat {
-                    // A restarted server still votes for its old life (its vote and view are
-                    // durable), so it keeps the members aware that it is alive.
-                    self.next_heartbeat = now.plus_ms(self.cfg.heartbeat_ms);
-                    let committed = ViewStamp::default();
-                    for m in self.others() {
-                        self.send(m.addr, Body::Heartbeat { leader: None, committed }, false);
-                    }
-                }
-                self.retry_hops();
                 if now.since(since) > give_up_us && !heard_any {
                     // Nobody of our cluster answers: found anew (a later merge reunites).
                     self.enter_cluster(ClusterId::NONE);
@@ -1217,6 +1228,11 @@ impl Server {
                         Some(l) => self.send(l.addr, Body::JoinRequest { addr: self.me.addr }, false),
                         None => self.send_discovery(Body::Hello { addr: self.me.addr, founding: false }),
                     }
+                }
+                if self.is_voter() {
+                    // A restarted server still votes for its old life (its vote and view are
+                    // durable): it heartbeats and takes part in elections meanwhile.
+                    self.member_tick();
                 }
             }
             Phase::Founding | Phase::Member => self.member_tick(),
