@@ -104,3 +104,46 @@ pub struct Candidacy {
     /// Members that accepted (including itself).
     pub accepts: BTreeSet<NodeId>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::{NodeId, ServerId};
+    use crate::view::ViewStamp;
+
+    fn key(id: u128, view_id: u64) -> CandidateKey {
+        CandidateKey { view: ViewStamp { epoch: 1, id: view_id }, node: NodeId { id: ServerId(id), incarnation: 1 } }
+    }
+
+    #[test]
+    fn bigger_token_is_forwarded_smaller_replaced_once() {
+        let mut e = Election::default();
+        let mine = key(5, 1);
+        assert_eq!(e.on_token(1, key(9, 1), mine), Some(TokenVerdict::Forward));
+        let mut fresh = Election::default();
+        assert_eq!(fresh.on_token(1, key(2, 1), mine), Some(TokenVerdict::SendOwn));
+        assert_eq!(fresh.on_token(1, key(3, 1), mine), Some(TokenVerdict::Drop));
+    }
+
+    #[test]
+    fn own_token_back_wins_and_old_epochs_are_ignored() {
+        let mut e = Election::default();
+        let mine = key(5, 1);
+        assert_eq!(e.on_token(3, mine, mine), Some(TokenVerdict::Won));
+        assert_eq!(e.on_token(2, key(9, 1), mine), None);
+    }
+
+    #[test]
+    fn a_more_up_to_date_view_beats_a_higher_id() {
+        let mut e = Election::default();
+        assert_eq!(e.on_token(1, key(1, 7), key(9, 6)), Some(TokenVerdict::Forward));
+    }
+
+    #[test]
+    fn a_higher_epoch_resets_participation() {
+        let mut e = Election::default();
+        let mine = key(5, 1);
+        assert_eq!(e.on_token(1, key(2, 1), mine), Some(TokenVerdict::SendOwn));
+        assert_eq!(e.on_token(2, key(2, 1), mine), Some(TokenVerdict::SendOwn));
+    }
+}

@@ -86,3 +86,35 @@ pub enum Change {
         new: crate::view::Member,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::ServerId;
+    use crate::view::{Member, ViewStamp};
+
+    fn member(id: u128, inc: u64) -> Member {
+        Member { node: NodeId { id: ServerId(id), incarnation: inc }, addr: format!("10.0.0.{id}:7000").parse().expect("addr") }
+    }
+
+    #[test]
+    fn installable_needs_majority_of_old_and_new() {
+        let old = View::new(ViewStamp { epoch: 1, id: 1 }, vec![member(1, 1), member(2, 1), member(3, 1)]);
+        let new = old.with(ViewStamp { epoch: 1, id: 2 }, member(4, 1));
+        let mut p = Proposal::new(new, old, member(1, 1).node, Instant(0));
+        assert!(!p.is_installable());
+        p.acks.insert(member(4, 1).node);
+        assert!(!p.is_installable(), "majority of new (2 of 4) but not enough");
+        p.acks.insert(member(2, 1).node);
+        assert!(p.is_installable());
+    }
+
+    #[test]
+    fn restarted_server_is_replaced_before_anything_else() {
+        let view = View::new(ViewStamp { epoch: 1, id: 1 }, vec![member(1, 1), member(2, 1)]);
+        let change = next_change(&view, &[member(2, 2)], &[member(1, 1).node]);
+        assert_eq!(change, Some(Change::Replace { old: member(2, 1).node, new: member(2, 2) }));
+        assert_eq!(next_change(&view, &[], &[member(1, 1).node]), Some(Change::Remove(member(1, 1).node)));
+        assert_eq!(next_change(&view, &[member(3, 1)], &[]), Some(Change::Add(member(3, 1))));
+    }
+}

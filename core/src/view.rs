@@ -130,3 +130,39 @@ impl View {
         best_after.or(best_first).map(|(_, m)| m)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::NodeId;
+
+    fn member(id: u128) -> Member {
+        Member { node: NodeId { id: ServerId(id), incarnation: 1 }, addr: format!("10.0.0.{id}:7000").parse().expect("addr") }
+    }
+
+    #[test]
+    fn ascending_successor_is_next_larger_id_and_wraps() {
+        let v = View::new(ViewStamp::default(), vec![member(3), member(1), member(2)]);
+        let next = |me| v.successor(ServerId(me), RingOrder::Ascending, |_| true).map(|m| m.node.id.0);
+        assert_eq!(next(1), Some(2));
+        assert_eq!(next(2), Some(3));
+        assert_eq!(next(3), Some(1));
+    }
+
+    #[test]
+    fn suspected_members_are_skipped() {
+        let v = View::new(ViewStamp::default(), vec![member(1), member(2), member(3)]);
+        let next = v.successor(ServerId(1), RingOrder::Ascending, |m| m.node.id != ServerId(2));
+        assert_eq!(next.map(|m| m.node.id.0), Some(3));
+        let alone = v.successor(ServerId(1), RingOrder::Ascending, |_| false);
+        assert_eq!(alone, None);
+    }
+
+    #[test]
+    fn majority_of_even_and_odd_views() {
+        let four = View::new(ViewStamp::default(), (1..=4).map(member).collect());
+        assert_eq!(four.majority(), 3);
+        let five = View::new(ViewStamp::default(), (1..=5).map(member).collect());
+        assert_eq!(five.majority(), 3);
+    }
+}

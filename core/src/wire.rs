@@ -228,3 +228,66 @@ pub fn decode(bytes: &[u8]) -> Result<Packet, DecodeError> {
         Err(DecodeError::Invalid)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::ServerId;
+
+    fn sample() -> Packet {
+        let from = NodeId { id: ServerId(42), incarnation: 3 };
+        Packet::Peer(Envelope {
+            cluster: ClusterId(7),
+            from,
+            epoch: 9,
+            body: Body::Token { key: CandidateKey { view: ViewStamp { epoch: 2, id: 5 }, node: from } },
+        })
+    }
+
+    #[test]
+    fn roundtrip_keeps_every_field() {
+        let p = sample();
+        let bytes = encode(&p).expect("fits");
+        assert_eq!(decode(&bytes), Ok(p));
+    }
+
+    #[test]
+    fn wrong_version_is_refused() {
+        let mut bytes = encode(&sample()).expect("fits");
+        bytes[0] = VERSION + 1;
+        assert_eq!(decode(&bytes), Err(DecodeError::WrongVersion(VERSION + 1)));
+    }
+
+    #[test]
+    fn oversize_is_refused_before_parsing() {
+        let mut bytes = encode(&sample()).expect("fits");
+        bytes.resize(MAX_DATAGRAM + 1, 0);
+        assert_eq!(decode(&bytes), Err(DecodeError::Oversize));
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_not_a_panic() {
+        let bytes = encode(&sample()).expect("fits");
+        assert_eq!(decode(&[]), Err(DecodeError::Empty));
+        for len in 1..bytes.len() {
+            assert!(decode(&bytes[..len]).is_err(), "prefix of {len} bytes decoded");
+        }
+    }
+
+    #[test]
+    fn trailing_garbage_is_refused() {
+        let mut bytes = encode(&sample()).expect("fits");
+        bytes.push(0);
+        assert_eq!(decode(&bytes), Err(DecodeError::Malformed));
+    }
+
+    #[test]
+    fn a_view_with_duplicate_servers_is_invalid() {
+        let m = crate::view::Member { node: NodeId { id: ServerId(1), incarnation: 1 }, addr: "10.0.0.1:7000".parse().expect("addr") };
+        let twin = crate::view::Member { node: NodeId { id: ServerId(1), incarnation: 2 }, ..m };
+        let view = View { stamp: ViewStamp { epoch: 1, id: 1 }, members: vec![m, twin] };
+        let p = Packet::Peer(Envelope { cluster: ClusterId(1), from: m.node, epoch: 1, body: Body::ViewCommit { view } });
+        let bytes = encode(&p).expect("fits");
+        assert_eq!(decode(&bytes), Err(DecodeError::Invalid));
+    }
+}
