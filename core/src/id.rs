@@ -4,8 +4,9 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// A server's permanent identity (a UUID as 128 bits). LCR compares these.
+/// On the wire: 16 fixed bytes, big-endian.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct ServerId(pub u128);
+pub struct ServerId(#[serde(with = "fixed128")] pub u128);
 
 impl fmt::Display for ServerId {
     /// Eight hex digits are enough to tell the servers of one cluster apart in logs.
@@ -41,7 +42,7 @@ impl fmt::Display for NodeId {
 /// Identity of a cluster: the node that founded it. Zero means "no cluster yet"
 /// (a server still discovering or founding).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct ClusterId(pub u128);
+pub struct ClusterId(#[serde(with = "fixed128")] pub u128);
 
 impl ClusterId {
     /// The "not in any cluster" id used while founding.
@@ -67,4 +68,18 @@ pub fn mix64(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     x ^ (x >> 31)
+}
+
+/// Serde adapter: a `u128` as 16 fixed big-endian bytes (shorter and faster
+/// than postcard's varint for random ids).
+mod fixed128 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(x: &u128, s: S) -> Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(&x.to_be_bytes(), s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        <[u8; 16]>::deserialize(d).map(u128::from_be_bytes)
+    }
 }

@@ -44,8 +44,6 @@ pub struct ServerConfig {
     pub backoff_ms: u64,
     /// Joining without an answer for this long makes a server found a cluster anew.
     pub join_give_up_ms: u64,
-    /// Granularity of the server's periodic work.
-    pub tick_ms: u64,
     /// Ring order (a cluster parameter).
     pub ring: RingOrder,
     /// Send discovery datagrams to the discovery group.
@@ -68,7 +66,6 @@ impl Default for ServerConfig {
             election_timeout_ms: 700,
             backoff_ms: 100,
             join_give_up_ms: 5000,
-            tick_ms: 10,
             ring: RingOrder::Ascending,
             discovery: true,
             join: Vec::new(),
@@ -262,7 +259,6 @@ pub struct Server {
     leaving: BTreeSet<NodeId>,
     discovered: BTreeMap<NodeId, SocketAddr>,
     now: Instant,
-    next_tick: Instant,
     next_heartbeat: Instant,
     next_hello: Instant,
     next_beacon: Instant,
@@ -309,7 +305,6 @@ impl Server {
             leaving: BTreeSet::new(),
             discovered: BTreeMap::new(),
             now,
-            next_tick: now,
             next_heartbeat: now,
             next_hello: now,
             next_beacon: now,
@@ -400,9 +395,39 @@ impl Server {
         self.events.pop_front()
     }
 
-    /// When `handle_timeout` must be called next.
+    /// When `handle_timeout` must be called next: the earliest of the server's
+    /// deadlines (heartbeat, discovery, hop retry, election back-off or timeout,
+    /// leader suspicion, proposal resend). `None` once it has left.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        (self.phase != Phase::Left).then_some(self.next_tick)
+        let mut next = Instant(u64::MAX);
+        let mut at = |t: Instant| next = next.min(t);
+        match &self.phase {
+            Phase::Left => return None,
+            Phase::Discovering { until } => {
+                at(*until);
+                at(self.next_hello);
+            }
+            Phase::Joining { since, .. } => {
+                at(self.next_hello);
+                at(since.plus_ms(self.cfg.join_give_up_ms).plus_us(1));
+            }
+            Phase::Founding => at(self.next_hello),
+            Phase::Member => {}
+        }
+        if matches!(self.phase, Phase::Founding | Phase::Member) || self.is_voter() {
+            at(self.next_heartbeat);
+            self.hops.iter().for_each(|h| at(h.deadline));
+            if self.leader.is_none() && self.role != Role::Leader {
+                self.election.start_at.into_iter().chain(self.election.deadline).for_each(&mut at);
+            }
+            if self.role == Role::Leader {
+                at(self.next_beacon);
+                self.proposal.iter().for_each(|p| at(p.resend_at));
+            } else if let Some(heard) = self.leader.and_then(|l| self.fd.last_heard(l)) {
+                at(heard.plus_us(self.suspect_us() + 1));
+            }
+        }
+        Some(next)
     }
 
     /// Leaves the cluster cleanly (Ctrl-C): tells the members, then goes silent.
@@ -438,13 +463,9 @@ impl Server {
     /// Drives periodic work; call at (or after) `poll_timeout`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
-        if self.phase == Phase::Left || now < self.next_tick {
-            return;
+        if self.phase != Phase::Left {
+            self.on_tick();
         }
-        while self.next_tick <= now {
-            self.next_tick = self.next_tick.plus_ms(self.cfg.tick_ms);
-        }
-        self.on_tick();
     }
 
     /// Sends a reply to a client (or to `ringchat status`).
@@ -553,6 +574,17 @@ impl Server {
         self.out.push_back(Transmit { dest, bytes, kind, retransmit });
     }
 
+    /// Sends one body to many peers, encoded once.
+    fn send_all(&mut self, to: &[SocketAddr], body: Body) {
+        let Some((&last, rest)) = to.split_last() else { return };
+        let kind = body.kind();
+        self.send(last, body, false);
+        let bytes = self.out.back().map(|t| t.bytes.clone()).unwrap_or_default();
+        for &addr in rest {
+            self.out.push_back(Transmit { dest: Dest::Addr(addr), bytes: bytes.clone(), kind, retransmit: false });
+        }
+    }
+
     /// Sends a discovery datagram to the group (if enabled) and every join address.
     fn send_discovery(&mut self, body: Body) {
         let epoch = self.epoch();
@@ -570,6 +602,7 @@ impl Server {
         let rec = self.record_mut();
         if epoch > rec.epoch {
             rec.epoch = epoch;
+            self.forwarded.retain(|(e, _, _)| *e >= epoch);
             let cluster = self.durable.cluster;
             self.emit(Event::EpochAdopted { cluster, epoch });
             if self.role != Role::Follower {
@@ -614,6 +647,21 @@ impl Server {
             let adoptable = matches!(body, Body::ViewPropose { .. } | Body::ViewCommit { .. })
                 && self.phase == Phase::Founding
                 && self.record().vote.is_some_and(|(e, l)| e == epoch && l == sender);
+            // The founding announcement still going round while its candidate's
+            // cluster forms: founding servers and new members pass it on.
+            let mine = self.durable.cluster;
+            let founder_ring = matches!(&body, Body::Elected { key } | Body::RingAck { key, .. }
+                if { let c = ClusterId::founded_by(key.node, epoch); (cluster, mine) == (ClusterId::NONE, c) || (cluster, mine) == (c, ClusterId::NONE) });
+            if founder_ring {
+                match body {
+                    Body::Elected { key } => self.on_elected(sender, from, epoch, key),
+                    Body::RingAck { key, elected } => {
+                        self.hops.retain(|h| !(h.epoch == epoch && h.key == key && h.elected == elected && h.to.node == sender))
+                    }
+                    _ => {}
+                }
+                return;
+            }
             if !adoptable {
                 self.counters.foreign_cluster += 1;
                 return;
@@ -690,7 +738,10 @@ impl Server {
         if cluster == ClusterId::NONE {
             return;
         }
+        let my_founder = self.record().vote.is_some_and(|(e, l)| ClusterId::founded_by(l, e) == cluster);
         match &mut self.phase {
+            // The candidate we accepted founded it: its view proposal is on its way.
+            Phase::Founding if my_founder && self.election.deadline.is_some() => {}
             Phase::Discovering { .. } | Phase::Founding => {
                 self.enter_cluster(cluster);
                 self.phase = Phase::Joining { since: self.now, leader };
@@ -730,7 +781,6 @@ impl Server {
         self.election = Election::default();
         self.candidacy = None;
         self.hops.clear();
-        self.forwarded.clear();
         self.proposal = None;
         self.joiners.clear();
         self.leaving.clear();
@@ -1099,7 +1149,8 @@ impl Server {
         let view = View::new(ViewStamp { epoch, id: old.stamp.id + 1 }, members);
         self.propose(view, old);
         self.next_heartbeat = self.now;
-        self.next_beacon = self.now;
+        // The first beacon waits: the founding servers hear the view proposal first.
+        self.next_beacon = self.now.plus_ms(self.cfg.beacon_ms);
     }
 
     // ----- leader duties --------------------------------------------------
@@ -1216,7 +1267,12 @@ impl Server {
                 let heard_any = self.latest.as_ref().is_some_and(|v| {
                     v.members.iter().any(|m| m.node.id != self.me.node.id && !self.fd.is_suspected(m.node, now, give_up_us))
                 });
-                if now.since(since) > give_up_us && !heard_any {
+                if heard_any {
+                    // Our cluster is alive: keep trying (and push the give-up deadline on).
+                    if let Phase::Joining { since, .. } = &mut self.phase {
+                        *since = now;
+                    }
+                } else if now.since(since) > give_up_us {
                     // Nobody of our cluster answers: found anew (a later merge reunites).
                     self.enter_cluster(ClusterId::NONE);
                     self.phase = Phase::Discovering { until: now.plus_ms(self.cfg.discovery_window_ms) };
@@ -1245,13 +1301,12 @@ impl Server {
             self.next_heartbeat = now.plus_ms(self.cfg.heartbeat_ms);
             let committed = self.committed.as_ref().map(|c| c.stamp).unwrap_or_default();
             let leader = self.leader;
-            for m in self.others() {
-                self.send(m.addr, Body::Heartbeat { leader, committed }, false);
-            }
-            if self.phase == Phase::Founding && now >= self.next_hello {
-                self.next_hello = now.plus_ms(self.cfg.hello_ms);
-                self.send_discovery(Body::Hello { addr: self.me.addr, founding: true });
-            }
+            let to: Vec<SocketAddr> = self.others().iter().map(|m| m.addr).collect();
+            self.send_all(&to, Body::Heartbeat { leader, committed });
+        }
+        if self.phase == Phase::Founding && now >= self.next_hello {
+            self.next_hello = now.plus_ms(self.cfg.hello_ms);
+            self.send_discovery(Body::Hello { addr: self.me.addr, founding: true });
         }
         self.retry_hops();
         if self.role == Role::Leader {

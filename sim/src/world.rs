@@ -156,7 +156,7 @@ impl Node {
     }
 }
 
-/// FNV-1a, 64 bit: a stable hash of the run (no std hasher, whose output may change).
+/// A stable 64-bit hash of the run in the FNV family (no std hasher, whose output may change between releases).
 #[derive(Clone, Copy)]
 struct TraceHash(u64);
 
@@ -165,10 +165,16 @@ impl TraceHash {
         TraceHash(0xcbf2_9ce4_8422_2325)
     }
     fn bytes(&mut self, b: &[u8]) {
-        for &x in b {
-            self.0 ^= x as u64;
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        // FNV-style over 8-byte words (then the tail), with a final length mix.
+        let mut chunks = b.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            self.0 = (self.0 ^ w).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(23);
         }
+        for &x in chunks.remainder() {
+            self.0 = (self.0 ^ x as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 ^= b.len() as u64;
     }
     fn u64(&mut self, x: u64) {
         self.bytes(&x.to_le_bytes());
@@ -192,6 +198,10 @@ pub struct World {
     sent: BTreeMap<&'static str, u64>,
     faults: BTreeMap<&'static str, u64>,
     trace: Vec<String>,
+    /// Timer wake-ups in a row at one instant, per node (a core that never
+    /// advances its deadline would otherwise hang the run).
+    spins: Vec<(u64, u32)>,
+    stuck: Vec<Violation>,
 }
 
 /// The address of server `i` in the simulated LAN.
@@ -256,6 +266,8 @@ impl World {
             sent: BTreeMap::new(),
             faults: BTreeMap::new(),
             trace: Vec::new(),
+            spins: vec![(u64::MAX, 0); n],
+            stuck: Vec::new(),
             cfg,
         }
     }
@@ -355,6 +367,14 @@ impl World {
         let local = node.local(self.now);
         if let Some(s) = node.server.as_mut() {
             s.handle_timeout(local);
+        }
+        let spin = &mut self.spins[i];
+        *spin = if spin.0 == self.now { (self.now, spin.1 + 1) } else { (self.now, 1) };
+        if spin.1 > 1_000 {
+            let detail = format!("server n{i} asked to be woken at {} µs more than 1000 times without progress", self.now);
+            self.stuck.push(Violation::new("T0", detail));
+            self.nodes[i].server = None;
+            return;
         }
         self.drain(i);
     }
@@ -546,7 +566,8 @@ impl World {
                 self.trace_line(Some(i), || line);
             }
         }
-        let mut violations = check::check_safety(&self.history);
+        let mut violations = std::mem::take(&mut self.stuck);
+        violations.extend(check::check_safety(&self.history));
         let live = check::check_liveness(&self.history, self.cfg.settle_bound_ms * 1000);
         violations.extend(live.violations);
         let elections = self
