@@ -1267,8 +1267,10 @@ impl Server {
                 let heard_any = self.latest.as_ref().is_some_and(|v| {
                     v.members.iter().any(|m| m.node.id != self.me.node.id && !self.fd.is_suspected(m.node, now, give_up_us))
                 });
-                if heard_any {
-                    // Our cluster is alive: keep trying (and push the give-up deadline on).
+                if heard_any || self.is_voter() {
+                    // Our cluster is alive, or we hold a vote in its view (the cluster may
+                    // need it for a majority, and voters can elect among themselves even if
+                    // every server restarted): keep trying, and push the give-up deadline on.
                     if let Phase::Joining { since, .. } = &mut self.phase {
                         *since = now;
                     }
