@@ -642,34 +642,15 @@ impl Server {
             Body::Beacon { leader, view_size } => return self.consider_cluster(cluster, Some(leader), view_size),
             _ => {}
         }
-        // Leader messages may move a founding or joining server into a cluster.
-        if cluster != self.durable.cluster {
-            let adoptable = matches!(body, Body::ViewPropose { .. } | Body::ViewCommit { .. })
-                && self.phase == Phase::Founding
-                && self.record().vote.is_some_and(|(e, l)| e == epoch && l == sender);
-            // The founding announcement still going round while its candidate's
-            // cluster forms: founding servers and new members pass it on.
-            let mine = self.durable.cluster;
-            let founder_ring = matches!(&body, Body::Elected { key } | Body::RingAck { key, .. }
-                if { let c = ClusterId::founded_by(key.node, epoch); (cluster, mine) == (ClusterId::NONE, c) || (cluster, mine) == (c, ClusterId::NONE) });
-            if founder_ring {
-                match body {
-                    Body::Elected { key } => self.on_elected(sender, from, epoch, key),
-                    Body::RingAck { key, elected } => {
-                        self.hops.retain(|h| !(h.epoch == epoch && h.key == key && h.elected == elected && h.to.node == sender))
-                    }
-                    _ => {}
-                }
-                return;
-            }
-            if !adoptable {
-                self.counters.foreign_cluster += 1;
-                return;
-            }
-            self.enter_cluster(cluster);
+        if cluster != self.durable.cluster && !self.founding_compatible(cluster, sender) {
+            self.counters.foreign_cluster += 1;
+            return;
         }
         let member = self.in_view(sender) || (self.phase == Phase::Founding && self.discovered.contains_key(&sender));
-        if self.role == Role::Leader && epoch > self.epoch() && (member || matches!(body, Body::JoinRequest { .. })) {
+        // Only heartbeats and join requests carry the sender's adopted epoch
+        // (election messages carry a proposed one, which a live leader refuses).
+        let adopted = matches!(body, Body::Heartbeat { .. } | Body::JoinRequest { .. });
+        if self.role == Role::Leader && adopted && epoch > self.epoch() && (member || matches!(body, Body::JoinRequest { .. })) {
             // Someone of our cluster has seen a later epoch: step down and let an
             // election above it pick the leader (a joiner may carry an epoch
             // inflated while it was cut off).
@@ -687,11 +668,11 @@ impl Server {
                     self.send(from, Body::NotMember { committed }, false);
                 }
             }
-            Body::Heartbeat { leader, committed } => self.on_heartbeat(sender, from, epoch, leader, committed),
+            Body::Heartbeat { leader, committed, latest } => self.on_heartbeat(sender, from, epoch, leader, committed, latest),
             Body::Token { key } => self.on_token(sender, from, epoch, key),
             Body::RingAck { key, elected } => {
                 self.fd.heard(sender, self.now);
-                self.hops.retain(|h| !(h.epoch == epoch && h.key == key && h.elected == elected && h.to.node == sender));
+                self.hops.retain(|h| !(h.epoch == epoch && h.key == key && h.elected == elected && h.to.node.id == sender.id));
             }
             Body::Elected { key } => self.on_elected(sender, from, epoch, key),
             Body::Accept { leader } => self.on_accept(sender, epoch, leader),
@@ -714,8 +695,45 @@ impl Server {
                 self.fd.suspect_hop(sender, self.now);
                 self.leaving.insert(sender);
             }
+            Body::ViewInfo { view } => {
+                if self.role != Role::Leader && self.latest.as_ref().is_some_and(|l| l.stamp < view.stamp) {
+                    // An installed view is a fact: it only makes our up-to-date check
+                    // stricter and our ring current (and may show we are no voter).
+                    self.set_latest(Some(view));
+                }
+            }
             Body::Hello { .. } | Body::Welcome { .. } | Body::Beacon { .. } => {}
         }
+    }
+
+    /// Carries the current epoch record into `cluster` (founding: the vote for its
+    /// founder counts there), never lowering a record already there.
+    fn carry_record_into(&mut self, cluster: ClusterId) {
+        let rec = self.record();
+        let dst = self.durable.epochs.entry(cluster).or_default();
+        if rec.epoch > dst.epoch {
+            *dst = rec;
+        }
+    }
+
+    /// The cluster founded by the candidate we accepted, if any.
+    fn founded_by_my_vote(&self) -> Option<ClusterId> {
+        self.record().vote.map(|(e, l)| ClusterId::founded_by(l, e))
+    }
+
+    /// While a founder's cluster forms, its founding servers (still without a
+    /// cluster) and its first members talk across the change of cluster id: a
+    /// founding server that accepted the founder moves into its cluster on its
+    /// first message (keeping its founding view), and members accept founding
+    /// messages from servers of their view.
+    fn founding_compatible(&mut self, cluster: ClusterId, sender: NodeId) -> bool {
+        let mine = self.durable.cluster;
+        if mine == ClusterId::NONE && self.phase == Phase::Founding && self.founded_by_my_vote() == Some(cluster) {
+            self.carry_record_into(cluster);
+            self.durable.cluster = cluster;
+            return true;
+        }
+        cluster == ClusterId::NONE && self.founded_by_my_vote() == Some(mine) && self.in_view(sender)
     }
 
     fn on_hello(&mut self, sender: NodeId, addr: SocketAddr, founding: bool) {
@@ -738,10 +756,12 @@ impl Server {
         if cluster == ClusterId::NONE {
             return;
         }
-        let my_founder = self.record().vote.is_some_and(|(e, l)| ClusterId::founded_by(l, e) == cluster);
+        let my_founder = self.founded_by_my_vote() == Some(cluster);
         match &mut self.phase {
             // The candidate we accepted founded it: its view proposal is on its way.
             Phase::Founding if my_founder && self.election.deadline.is_some() => {}
+            // A cluster without a leader cannot admit anyone: keep looking.
+            Phase::Discovering { .. } | Phase::Founding if leader.is_none() => {}
             Phase::Discovering { .. } | Phase::Founding => {
                 self.enter_cluster(cluster);
                 self.phase = Phase::Joining { since: self.now, leader };
@@ -801,8 +821,24 @@ impl Server {
         }
     }
 
-    fn on_heartbeat(&mut self, sender: NodeId, from: SocketAddr, epoch: u64, leader: Option<NodeId>, committed: ViewStamp) {
+    fn on_heartbeat(
+        &mut self,
+        sender: NodeId,
+        from: SocketAddr,
+        epoch: u64,
+        leader: Option<NodeId>,
+        committed: ViewStamp,
+        latest: ViewStamp,
+    ) {
         self.fd.heard(sender, self.now);
+        if let (Phase::Member, Some(c)) = (&self.phase, &self.committed) {
+            if latest < c.stamp && self.role != Role::Leader {
+                // A voter behind our installed view (e.g. restarted with an old one):
+                // tell it, so its ring and up-to-date check stop using the stale view.
+                let view = c.clone();
+                self.send(from, Body::ViewInfo { view }, false);
+            }
+        }
         let my_epoch = self.epoch();
         if leader == Some(sender) {
             if epoch < my_epoch {
@@ -917,6 +953,11 @@ impl Server {
             }
             self.election.epoch = self.election.epoch.max(epoch);
             self.election.deadline = Some(self.now.plus_ms(self.cfg.election_timeout_ms));
+        } else if epoch > self.election.epoch {
+            // A candidate we refuse (stale view, or we accepted another) stands at
+            // `epoch`: our next election must go above it, or it would drop our tokens.
+            self.election.epoch = epoch;
+            self.election.participant = false;
         }
         if self.forwarded.insert((epoch, key, true)) {
             self.ring_send(epoch, key, true, false);
@@ -1004,8 +1045,11 @@ impl Server {
     }
 
     fn on_not_member(&mut self, committed: ViewStamp) {
-        if self.phase == Phase::Member && self.committed.as_ref().is_some_and(|c| c.stamp < committed) {
-            self.rejoin();
+        match self.phase {
+            Phase::Member if self.committed.as_ref().is_some_and(|c| c.stamp < committed) => self.rejoin(),
+            // A newer installed view leaves us out: our old view no longer makes us a voter.
+            Phase::Joining { .. } if self.latest.as_ref().is_some_and(|l| l.stamp < committed) => self.set_latest(None),
+            _ => {}
         }
     }
 
@@ -1106,6 +1150,23 @@ impl Server {
         self.maybe_win();
     }
 
+    /// A candidate re-sends its announcement straight to the members that have
+    /// not accepted yet (the ring may have lost it); these are retransmissions.
+    fn resend_elected(&mut self) {
+        let (Some(c), Some(view)) = (self.candidacy.as_ref(), self.latest.as_ref()) else { return };
+        let epoch = c.epoch;
+        let key = self.my_key();
+        let missing: Vec<SocketAddr> = view
+            .members
+            .iter()
+            .filter(|m| m.node.id != self.me.node.id && !c.accepts.iter().any(|a| a.id == m.node.id))
+            .map(|m| m.addr)
+            .collect();
+        for addr in missing {
+            self.send_epoch(Dest::Addr(addr), epoch, Body::Elected { key }, true);
+        }
+    }
+
     fn maybe_win(&mut self) {
         let Some(c) = self.candidacy.as_ref() else {
             return;
@@ -1122,10 +1183,9 @@ impl Server {
         let old = view.clone();
         if self.phase == Phase::Founding {
             // The founder names the cluster; its epoch record moves along.
-            let rec = self.record();
             let cluster = ClusterId::founded_by(self.me.node, epoch);
+            self.carry_record_into(cluster);
             self.durable.cluster = cluster;
-            self.durable.epochs.insert(cluster, rec);
             self.phase = Phase::Member;
             self.emit(Event::Joined { cluster, node: self.me.node });
         }
@@ -1299,12 +1359,14 @@ impl Server {
 
     fn member_tick(&mut self) {
         let now = self.now;
-        if now >= self.next_heartbeat {
+        let beat = now >= self.next_heartbeat;
+        if beat {
             self.next_heartbeat = now.plus_ms(self.cfg.heartbeat_ms);
             let committed = self.committed.as_ref().map(|c| c.stamp).unwrap_or_default();
             let leader = self.leader;
             let to: Vec<SocketAddr> = self.others().iter().map(|m| m.addr).collect();
-            self.send_all(&to, Body::Heartbeat { leader, committed });
+            let latest = self.latest.as_ref().map(|v| v.stamp).unwrap_or_default();
+            self.send_all(&to, Body::Heartbeat { leader, committed, latest });
         }
         if self.phase == Phase::Founding && now >= self.next_hello {
             self.next_hello = now.plus_ms(self.cfg.hello_ms);
@@ -1314,6 +1376,9 @@ impl Server {
         if self.role == Role::Leader {
             self.leader_tick();
             return;
+        }
+        if beat && self.role == Role::Candidate {
+            self.resend_elected();
         }
         if let Some(l) = self.leader {
             if self.fd.is_suspected(l, now, self.suspect_us()) {

@@ -83,6 +83,8 @@ pub enum Body {
         leader: Option<NodeId>,
         /// Sender's last committed view.
         committed: ViewStamp,
+        /// Sender's latest stored view (a member answers a sender behind it with its installed view).
+        latest: ViewStamp,
     },
     /// "You are not in my committed view" (the receiver rejoins if that view is newer than its own).
     NotMember {
@@ -135,6 +137,13 @@ pub enum Body {
     ViewRequest,
     /// A member leaves cleanly.
     Leave,
+    /// A member tells a server behind it (or a joining one) the view it installed.
+    /// Information only: it updates what the receiver compares candidates against
+    /// and the ring it forwards on, and is never taken as a leader's action.
+    ViewInfo {
+        /// The sender's installed view.
+        view: View,
+    },
 }
 
 impl Body {
@@ -157,6 +166,7 @@ impl Body {
             Body::ViewCommit { .. } => "view_commit",
             Body::ViewRequest => "view_request",
             Body::Leave => "leave",
+            Body::ViewInfo { .. } => "view_info",
         }
     }
 }
@@ -216,7 +226,7 @@ pub fn decode(bytes: &[u8]) -> Result<Packet, DecodeError> {
     }
     let valid = match &packet {
         Packet::Peer(env) => match &env.body {
-            Body::ViewPropose { view } | Body::ViewCommit { view } => view.is_well_formed(),
+            Body::ViewPropose { view } | Body::ViewCommit { view } | Body::ViewInfo { view } => view.is_well_formed(),
             _ => true,
         },
         Packet::FromClient(m) => m.is_well_formed(),

@@ -1,6 +1,7 @@
 //! `ringchat sim`: run one seed or a range of seeds, print reports, and the
 //! exact command that replays a failure.
 
+use crate::faults::Schedule;
 use crate::world::{self, FaultMode, Report, SimConfig};
 use ringchat_core::RingOrder;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,6 +56,14 @@ pub struct SimArgs {
     /// Worker threads for a range (default: every core).
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// Replay an explicit fault schedule (JSON, as a property test prints it) instead of drawing one.
+    #[arg(long, value_parser = parse_schedule)]
+    pub schedule: Option<Schedule>,
+}
+
+fn parse_schedule(path: &str) -> Result<Schedule, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    serde_json::from_str(&text).map_err(|e| format!("{path} is not a fault schedule: {e}"))
 }
 
 fn parse_range(s: &str) -> Result<(u64, u64), String> {
@@ -74,9 +83,10 @@ impl SimArgs {
             seed,
             servers: self.servers as usize,
             duration_ms: self.duration_ms,
-            faults: match self.faults {
-                FaultsArg::Swarm => FaultMode::Swarm,
-                FaultsArg::None => FaultMode::None,
+            faults: match (&self.schedule, self.faults) {
+                (Some(s), _) => FaultMode::Schedule(s.clone()),
+                (None, FaultsArg::Swarm) => FaultMode::Swarm,
+                (None, FaultsArg::None) => FaultMode::None,
             },
             ring: match self.ring {
                 RingArg::Ascending => RingOrder::Ascending,
@@ -91,8 +101,9 @@ impl SimArgs {
     pub fn replay_command(&self, seed: u64) -> String {
         let faults = if self.faults == FaultsArg::Swarm { "swarm" } else { "none" };
         let ring = if self.ring == RingArg::Ascending { "ascending" } else { "random" };
+        let schedule = if self.schedule.is_some() { " --schedule <the same schedule file>" } else { "" };
         format!(
-            "ringchat sim --seed {seed} --servers {} --duration-ms {} --faults {faults} --ring {ring} --trace",
+            "ringchat sim --seed {seed} --servers {} --duration-ms {} --faults {faults} --ring {ring}{schedule} --trace",
             self.servers, self.duration_ms
         )
     }
