@@ -4,6 +4,7 @@
 use crate::faults::Schedule;
 use crate::world::{self, FaultMode, Report, SimConfig};
 use ringchat_core::RingOrder;
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -66,6 +67,15 @@ fn parse_schedule(path: &str) -> Result<Schedule, String> {
     serde_json::from_str(&text).map_err(|e| format!("{path} is not a fault schedule: {e}"))
 }
 
+/// Prints a line to stdout; a closed pipe (`| head`) ends the process quietly.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        if writeln!(std::io::stdout().lock(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    };
+}
+
 fn parse_range(s: &str) -> Result<(u64, u64), String> {
     let (a, b) = s.split_once("..").ok_or_else(|| format!("expected A..B, got {s:?}"))?;
     let a: u64 = a.trim().parse().map_err(|_| format!("bad range start {a:?}"))?;
@@ -124,11 +134,11 @@ pub fn run(args: SimArgs) -> i32 {
 fn run_one(args: &SimArgs, seed: u64) -> i32 {
     let outcome = world::run(args.config(seed));
     for line in &outcome.trace {
-        println!("{line}");
+        out!("{line}");
     }
     let r = &outcome.report;
     if args.json {
-        println!("{}", serde_json::to_string(r).unwrap_or_default());
+        out!("{}", serde_json::to_string(r).unwrap_or_default());
     } else {
         print_human(r);
     }
@@ -142,7 +152,7 @@ fn run_one(args: &SimArgs, seed: u64) -> i32 {
 
 fn print_human(r: &Report) {
     let status = if r.ok { "ok" } else { "FAILED" };
-    println!(
+    out!(
         "seed {}: {status}: {} servers, {} ms simulated, {} events, trace {}",
         r.seed,
         r.servers.len(),
@@ -150,7 +160,7 @@ fn print_human(r: &Report) {
         r.events,
         r.trace_hash
     );
-    println!(
+    out!(
         "  rates: loss {:.1}%, duplicate {:.1}%, latency {}+{} us, drift {} ppm",
         r.rates.loss * 100.0,
         r.rates.duplicate * 100.0,
@@ -159,16 +169,16 @@ fn print_human(r: &Report) {
         r.rates.drift_ppm
     );
     let faults: Vec<String> = r.faults.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    println!("  faults: {}", if faults.is_empty() { "none".into() } else { faults.join(" ") });
+    out!("  faults: {}", if faults.is_empty() { "none".into() } else { faults.join(" ") });
     let msgs: Vec<String> = r.messages_by_kind.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    println!("  messages: {}", msgs.join(" "));
-    println!("  elections: {}", r.elections.len());
+    out!("  messages: {}", msgs.join(" "));
+    out!("  elections: {}", r.elections.len());
     for e in r.elections.iter().take(12) {
-        println!("    epoch {:>3} leader {} at {:.1} ms", e.epoch, &e.leader[..8], e.at_ms);
+        out!("    epoch {:>3} leader {} at {:.1} ms", e.epoch, &e.leader[..8], e.at_ms);
     }
     match (&r.final_leader, r.settle_ms) {
-        (Some(l), Some(s)) => println!("  final leader {} (agreed {s:.1} ms after heal at {} ms)", &l[..8], r.heal_ms),
-        _ => println!("  no final leader"),
+        (Some(l), Some(s)) => out!("  final leader {} (agreed {s:.1} ms after heal at {} ms)", &l[..8], r.heal_ms),
+        _ => out!("  no final leader"),
     }
 }
 
@@ -203,7 +213,7 @@ fn run_range(args: &SimArgs, a: u64, b: u64) -> i32 {
     let failed: Vec<&Report> = results.iter().filter(|r| !r.ok).collect();
     if args.json {
         for r in &results {
-            println!("{}", serde_json::to_string(r).unwrap_or_default());
+            out!("{}", serde_json::to_string(r).unwrap_or_default());
         }
     }
     for r in &failed {
@@ -220,7 +230,7 @@ fn run_range(args: &SimArgs, a: u64, b: u64) -> i32 {
     if args.json {
         eprintln!("{summary}");
     } else {
-        println!("{summary}");
+        out!("{summary}");
     }
     if failed.is_empty() {
         0
