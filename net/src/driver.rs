@@ -1,0 +1,375 @@
+//! The tokio driver: one unicast UDP socket per server, one discovery socket
+//! for the group (multicast or broadcast), timers from `poll_timeout`.
+//!
+//! It follows the core's call rule: after every input (a datagram, a timeout,
+//! `leave`) it persists the durable state if it changed, then sends every
+//! datagram and logs every event, then sleeps until the next deadline or datagram.
+
+use ringchat_core::{Dest, Event, Instant, Server, ServerConfig, ServerId};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket as StdUdpSocket};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::net::UdpSocket;
+use tracing::{debug, info, warn};
+
+/// Default multicast discovery group.
+pub const DEFAULT_GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, 77), 7777);
+/// Default broadcast discovery target (limited broadcast on the discovery port).
+pub const DEFAULT_BROADCAST: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::BROADCAST, 7777);
+
+/// How servers find each other besides `--join`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Discovery {
+    /// UDP multicast to a group (239.255.0.0/16 by default).
+    Multicast,
+    /// UDP broadcast (255.255.255.255 or a subnet's broadcast address).
+    Broadcast,
+    /// Only the `--join` list.
+    Off,
+}
+
+/// Everything `ringchat server` needs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Unicast address to bind.
+    pub bind: SocketAddr,
+    /// Discovery mechanism.
+    pub discovery: Discovery,
+    /// Multicast group or broadcast target (with the discovery port); defaults per mode.
+    pub group: Option<SocketAddrV4>,
+    /// Known peers.
+    pub join: Vec<SocketAddr>,
+    /// Interface address for multicast (and the advertised address when binding 0.0.0.0).
+    pub interface: Option<Ipv4Addr>,
+    /// Core timings and settings (its `discovery` and `join` are set from the fields above).
+    pub config: ServerConfig,
+    /// Where to keep the durable state.
+    pub state: Option<PathBuf>,
+}
+
+/// Sockets and state ready to run; building it performs every check that can fail at start.
+pub struct Prepared {
+    opts: Options,
+    unicast: StdUdpSocket,
+    discovery: Option<StdUdpSocket>,
+    group: Option<SocketAddr>,
+    advertised: SocketAddr,
+    id: ServerId,
+    previous: Option<ringchat_core::Durable>,
+}
+
+impl Prepared {
+    /// The address other servers are told to use.
+    pub fn advertised(&self) -> SocketAddr {
+        self.advertised
+    }
+}
+
+/// Binds the sockets, loads the state and picks the advertised address.
+/// Errors are one-line messages (without the `error: ` prefix).
+pub fn prepare(opts: Options) -> Result<Prepared, String> {
+    let previous = match &opts.state {
+        Some(path) => crate::state::load(path)?,
+        None => None,
+    };
+    let group: Option<SocketAddrV4> = match opts.discovery {
+        Discovery::Off => None,
+        Discovery::Multicast => {
+            let g = opts.group.unwrap_or(DEFAULT_GROUP);
+            if !g.ip().is_multicast() {
+                return Err(format!("--group {g} is not a multicast address (use --discovery broadcast for broadcast)"));
+            }
+            Some(g)
+        }
+        Discovery::Broadcast => Some(opts.group.unwrap_or(DEFAULT_BROADCAST)),
+    };
+    if group.is_some() && !opts.bind.is_ipv4() {
+        return Err(format!("--bind {}: multicast and broadcast discovery need IPv4 (or use --discovery off)", opts.bind));
+    }
+
+    let unicast = bind_unicast(&opts)?;
+    let local = unicast.local_addr().map_err(|e| format!("cannot read the bound address: {}", crate::io_msg(&e)))?;
+    let advertised = advertised_addr(&opts, local, group)?;
+
+    let discovery = match group {
+        None => None,
+        Some(g) => Some(bind_discovery(&opts, g, advertised)?),
+    };
+
+    let id = previous.as_ref().map(|d| d.id).unwrap_or_else(|| ServerId(uuid::Uuid::new_v4().as_u128()));
+    Ok(Prepared { opts, unicast, discovery, group: group.map(SocketAddr::V4), advertised, id, previous })
+}
+
+fn bind_unicast(opts: &Options) -> Result<StdUdpSocket, String> {
+    let bind = opts.bind;
+    let fail = |e: std::io::Error| format!("cannot bind {bind}: {}", crate::io_msg(&e));
+    let sock = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP)).map_err(fail)?;
+    sock.bind(&SockAddr::from(bind)).map_err(fail)?;
+    match opts.discovery {
+        Discovery::Off => {}
+        Discovery::Broadcast => sock.set_broadcast(true).map_err(fail)?,
+        Discovery::Multicast => {
+            // Group datagrams leave from this socket, so their source is our unicast address.
+            let _ = sock.set_multicast_ttl_v4(1);
+            let _ = sock.set_multicast_loop_v4(true); // servers on one host find each other
+            let iface = opts.interface.or(match bind.ip() {
+                IpAddr::V4(ip) if !ip.is_unspecified() && !ip.is_loopback() => Some(ip),
+                _ => None,
+            });
+            if let Some(ip) = iface {
+                sock.set_multicast_if_v4(&ip).map_err(|e| format!("cannot send multicast on interface {ip}: {}", crate::io_msg(&e)))?;
+            }
+        }
+    }
+    sock.set_nonblocking(true).map_err(fail)?;
+    Ok(sock.into())
+}
+
+/// The concrete address peers should use for us.
+fn advertised_addr(opts: &Options, local: SocketAddr, group: Option<SocketAddrV4>) -> Result<SocketAddr, String> {
+    if !local.ip().is_unspecified() {
+        return Ok(local);
+    }
+    if let Some(ip) = opts.interface {
+        return Ok(SocketAddr::new(IpAddr::V4(ip), local.port()));
+    }
+    // Ask the routing table which source address reaches a peer (or the group).
+    let mut probes: Vec<SocketAddr> = opts.join.iter().copied().filter(|a| a.is_ipv4() == local.is_ipv4()).collect();
+    if let Some(g) = group {
+        probes.push(SocketAddr::V4(g));
+    }
+    for target in probes {
+        if let Some(ip) = source_ip_towards(local, target) {
+            return Ok(SocketAddr::new(ip, local.port()));
+        }
+    }
+    Err(format!("cannot tell which address to advertise for {}; pass --bind IP:PORT or --interface IP", opts.bind))
+}
+
+fn source_ip_towards(local: SocketAddr, target: SocketAddr) -> Option<IpAddr> {
+    let unspecified = SocketAddr::new(local.ip(), 0);
+    let probe = Socket::new(Domain::for_address(unspecified), Type::DGRAM, Some(Protocol::UDP)).ok()?;
+    let _ = probe.set_broadcast(true);
+    probe.bind(&SockAddr::from(unspecified)).ok()?;
+    probe.connect(&SockAddr::from(target)).ok()?;
+    let ip = probe.local_addr().ok()?.as_socket()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
+}
+
+fn bind_discovery(opts: &Options, group: SocketAddrV4, advertised: SocketAddr) -> Result<StdUdpSocket, String> {
+    let fail = |what: &str, e: std::io::Error| format!("{what}: {}", crate::io_msg(&e));
+    let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(|e| fail("cannot open the discovery socket", e))?;
+    sock.set_reuse_address(true).map_err(|e| fail("cannot set SO_REUSEADDR", e))?;
+    match opts.discovery {
+        Discovery::Multicast => {
+            // Bound to the group address itself, the socket only sees group traffic;
+            // 0.0.0.0 is the portable fallback.
+            let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, group.port());
+            if sock.bind(&SockAddr::from(group)).is_err() {
+                sock.bind(&SockAddr::from(any)).map_err(|e| fail(&format!("cannot bind discovery port {any}"), e))?;
+            }
+            let iface = match (opts.interface, advertised.ip()) {
+                (Some(ip), _) => ip,
+                (None, IpAddr::V4(ip)) => ip,
+                (None, IpAddr::V6(_)) => Ipv4Addr::UNSPECIFIED,
+            };
+            sock.join_multicast_v4(group.ip(), &iface).or_else(|_| sock.join_multicast_v4(group.ip(), &Ipv4Addr::UNSPECIFIED)).map_err(
+                |e| {
+                    fail(
+                        &format!(
+                            "cannot join multicast group {} on {iface} (no multicast route? try --interface IP or --discovery off)",
+                            group.ip()
+                        ),
+                        e,
+                    )
+                },
+            )?;
+        }
+        Discovery::Broadcast => {
+            sock.set_broadcast(true).map_err(|e| fail("cannot set SO_BROADCAST", e))?;
+            let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, group.port());
+            sock.bind(&SockAddr::from(any)).map_err(|e| fail(&format!("cannot bind discovery port {any}"), e))?;
+        }
+        Discovery::Off => unreachable!("no discovery socket without discovery"), // invariant: caller checks
+    }
+    sock.set_nonblocking(true).map_err(|e| fail("cannot make the discovery socket non-blocking", e))?;
+    Ok(sock.into())
+}
+
+/// Runs a prepared server until Ctrl-C or SIGTERM, then leaves cleanly.
+/// Returns the process exit code.
+pub fn run(p: Prepared) -> i32 {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {}", crate::io_msg(&e));
+            return 1;
+        }
+    };
+    rt.block_on(async move {
+        match serve(p).await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        }
+    })
+}
+
+struct Clock {
+    origin: tokio::time::Instant,
+}
+
+impl Clock {
+    fn now(&self) -> Instant {
+        Instant(u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+
+    fn deadline(&self, t: Instant) -> tokio::time::Instant {
+        let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+        self.origin.checked_add(Duration::from_micros(t.0)).map_or(far, |d| d.min(far))
+    }
+}
+
+struct Node {
+    server: Server,
+    unicast: UdpSocket,
+    group: Option<SocketAddr>,
+    state: Option<PathBuf>,
+    saved: Option<ringchat_core::Durable>,
+}
+
+impl Node {
+    /// The call rule: persist, then send every datagram, then report every event.
+    async fn after_input(&mut self) -> Result<(), String> {
+        if let Some(path) = &self.state {
+            if self.saved.as_ref() != Some(self.server.durable()) {
+                crate::state::save(path, self.server.durable())?;
+                self.saved = Some(self.server.durable().clone());
+            }
+        }
+        while let Some(t) = self.server.poll_transmit() {
+            let to = match t.dest {
+                Dest::Addr(a) => a,
+                Dest::Group => match self.group {
+                    Some(g) => g,
+                    None => continue,
+                },
+            };
+            if let Err(e) = self.unicast.send_to(&t.bytes, to).await {
+                debug!(kind = t.kind, %to, "send failed: {}", crate::io_msg(&e));
+            }
+        }
+        while let Some(e) = self.server.poll_event() {
+            log_event(&e);
+        }
+        Ok(())
+    }
+}
+
+fn log_event(e: &Event) {
+    match e {
+        Event::BecameLeader { cluster, epoch } => info!(%cluster, epoch, "became leader"),
+        Event::SteppedDown { cluster, epoch } => info!(%cluster, epoch, "stepped down"),
+        Event::LeaderLearned { cluster, epoch, leader } => info!(%cluster, epoch, %leader, "leader learned"),
+        Event::LeaderLost { cluster, epoch } => info!(%cluster, epoch, "leader lost"),
+        Event::ViewInstalled { cluster, view } => {
+            let members: Vec<String> = view.members.iter().map(|m| format!("{}@{}", m.node, m.addr)).collect();
+            info!(%cluster, epoch = view.stamp.epoch, view = view.stamp.id, "view installed: [{}]", members.join(", "));
+        }
+        Event::Joined { cluster, node } => info!(%cluster, %node, "joined cluster"),
+        Event::Left { cluster, node } => info!(%cluster, %node, "left cluster"),
+        Event::EpochAdopted { cluster, epoch } => debug!(%cluster, epoch, "epoch adopted"),
+        Event::Voted { cluster, epoch, leader } => debug!(%cluster, epoch, %leader, "voted"),
+        Event::LeaderActionApplied { cluster, epoch, seen } => debug!(%cluster, epoch, seen, "leader action applied"),
+    }
+}
+
+async fn recv_opt(sock: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    match sock {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn serve(p: Prepared) -> Result<(), String> {
+    let Prepared { opts, unicast, discovery, group, advertised, id, previous } = p;
+    let unicast = UdpSocket::from_std(unicast).map_err(|e| format!("cannot register the socket: {}", crate::io_msg(&e)))?;
+    let discovery = match discovery {
+        Some(s) => Some(UdpSocket::from_std(s).map_err(|e| format!("cannot register the discovery socket: {}", crate::io_msg(&e)))?),
+        None => None,
+    };
+    let mut cfg = opts.config.clone();
+    cfg.discovery = group.is_some();
+    cfg.join = opts.join.clone();
+    let clock = Clock { origin: tokio::time::Instant::now() };
+    let seed = uuid::Uuid::new_v4().as_u128() as u64;
+    let restarted = previous.is_some();
+    let server = Server::new(cfg, id, advertised, previous, seed, clock.now());
+    info!(
+        node = %server.node(),
+        id = %id.full(),
+        bind = %opts.bind,
+        advertised = %advertised,
+        discovery = ?opts.discovery,
+        group = ?group,
+        join = ?opts.join,
+        restarted,
+        "server started"
+    );
+    let mut node = Node { server, unicast, group, state: opts.state.clone(), saved: None };
+    node.after_input().await?;
+
+    let mut ubuf = vec![0u8; 2048];
+    let mut dbuf = vec![0u8; 2048];
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let wake = node.server.poll_timeout().map(|t| clock.deadline(t)).unwrap_or_else(|| clock.deadline(Instant(u64::MAX)));
+        tokio::select! {
+            r = node.unicast.recv_from(&mut ubuf) => match r {
+                Ok((n, from)) => node.server.handle_datagram(clock.now(), from, &ubuf[..n]),
+                Err(e) => debug!("receive failed: {}", crate::io_msg(&e)),
+            },
+            r = recv_opt(discovery.as_ref(), &mut dbuf) => match r {
+                Ok((n, from)) => node.server.handle_datagram(clock.now(), from, &dbuf[..n]),
+                Err(e) => debug!("discovery receive failed: {}", crate::io_msg(&e)),
+            },
+            _ = tokio::time::sleep_until(wake) => node.server.handle_timeout(clock.now()),
+            _ = &mut shutdown => {
+                info!("shutting down: leaving the cluster");
+                node.server.leave(clock.now());
+                node.after_input().await?;
+                return Ok(());
+            }
+        }
+        if let Err(e) = node.after_input().await {
+            warn!("{e}");
+            return Err(e);
+        }
+    }
+}

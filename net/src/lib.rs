@@ -1,0 +1,19 @@
+//! ringchat-net: the tokio/socket2 runtime that drives the sans-IO core on real
+//! UDP sockets, and the pieces of the `ringchat` binary (server, status).
+//!
+//! The driver only moves bytes and time between sockets and
+//! [`ringchat_core::Server`]; every protocol rule lives in the core.
+#![forbid(unsafe_code)]
+
+pub mod driver;
+pub mod state;
+pub mod status;
+
+/// An OS error without its " (os error N)" suffix, for one-line messages.
+pub fn io_msg(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" (os error ") {
+        Some(i) if s.ends_with(')') => s[..i].to_string(),
+        _ => s,
+    }
+}

@@ -1,0 +1,201 @@
+//! Helpers for the loopback tests: free ports, server processes that die with
+//! the test, status polling with deadlines (never sleeps as synchronisation).
+#![allow(dead_code)]
+
+use ringchat_core::client_wire::StatusReport;
+use ringchat_core::NodeId;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ringchat");
+
+static NEXT: AtomicU16 = AtomicU16::new(0);
+
+/// A port free on 127.0.0.1 right now. Ports start from a base derived from the
+/// pid (parallel test processes use different ranges) and every candidate is
+/// bind-probed (anything else on the machine is skipped).
+pub fn free_port() -> u16 {
+    // 20000..32000: below Linux's ephemeral range (32768..), where status clients bind.
+    let base = (std::process::id() % 600) as u16 * 20;
+    loop {
+        let off = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = 20_000 + (base + off % 12_000) % 12_000;
+        let udp = UdpSocket::bind(("127.0.0.1", port));
+        if udp.is_ok() {
+            return port;
+        }
+    }
+}
+
+pub fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A process killed (SIGKILL) and reaped when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// kill -9, and wait for it to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn log_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ringchat-net-tests");
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+/// `ringchat server --bind 127.0.0.1:port --discovery off --join ...` with its log in a file.
+pub fn spawn_server(name: &str, port: u16, join: &[u16], extra: &[&str]) -> Proc {
+    let log = log_dir().join(format!("{name}-{port}.log"));
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["server", "--bind", &addr(port).to_string(), "--discovery", "off"]);
+    for j in join {
+        cmd.args(["--join", &addr(*j).to_string()]);
+    }
+    cmd.args(extra);
+    cmd.env("RUST_LOG", "info").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::from(file));
+    let child = cmd.spawn().expect("spawn ringchat server");
+    Proc { child, port, log }
+}
+
+/// A cluster of `n` servers that all know each other's addresses.
+pub struct Cluster {
+    pub name: String,
+    pub procs: Vec<Proc>,
+    pub ports: Vec<u16>,
+}
+
+impl Cluster {
+    pub fn start(name: &str, n: usize) -> Cluster {
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let procs = ports.iter().map(|&p| spawn_server(name, p, &ports, &[])).collect();
+        Cluster { name: name.to_string(), procs, ports }
+    }
+
+    /// The last lines of every server log (for failure messages).
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for p in &self.procs {
+            let text = std::fs::read_to_string(&p.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(15)..];
+            out.push_str(&format!("--- {} (port {})\n{}\n", p.log.display(), p.port, tail.join("\n")));
+        }
+        out
+    }
+
+    /// Polls `f` every 10 ms until it returns `Some` or `timeout` passes (then panics with the logs).
+    pub fn wait_for<T>(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(t) = f() {
+                return t;
+            }
+            if Instant::now() >= deadline {
+                let now: Vec<String> = self.ports.iter().map(|&p| format!("{p}: {:?}", status(p).map(|r| brief(&r)))).collect();
+                panic!("timed out after {timeout:?} waiting for {what}\nnow:\n{}\n{}", now.join("\n"), self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+pub fn brief(r: &StatusReport) -> String {
+    let members: Vec<String> = r.members.iter().map(|(m, a)| format!("{}{}", m.node, if *a { "" } else { "?" })).collect();
+    format!(
+        "node {} phase {} leader {:?} epoch {} is_leader {} view {:?} [{}]",
+        r.node,
+        r.phase,
+        r.leader.map(|l| l.to_string()),
+        r.epoch,
+        r.is_leader,
+        r.view_id,
+        members.join(" ")
+    )
+}
+
+/// One status query (a few resends within 300 ms).
+pub fn status(port: u16) -> Option<StatusReport> {
+    ringchat_net::status::query(addr(port), Duration::from_millis(300)).ok()
+}
+
+/// `Some(reports)` when every server in `ports` answers, all name the same leader,
+/// that leader is one of them and says it leads, and all installed the same view
+/// whose members are exactly these servers, all alive.
+pub fn agreement(ports: &[u16]) -> Option<(NodeId, Vec<StatusReport>)> {
+    let reports: Vec<StatusReport> = ports.iter().map(|&p| status(p)).collect::<Option<_>>()?;
+    let leader = reports[0].leader?;
+    if reports.iter().any(|r| r.leader != Some(leader)) {
+        return None;
+    }
+    let leaders: Vec<&StatusReport> = reports.iter().filter(|r| r.is_leader).collect();
+    if leaders.len() != 1 || leaders[0].node != leader {
+        return None;
+    }
+    let view = reports[0].view_id?;
+    let mut nodes: Vec<NodeId> = reports.iter().map(|r| r.node).collect();
+    nodes.sort();
+    for r in &reports {
+        if r.view_id != Some(view) || r.epoch != reports[0].epoch {
+            return None;
+        }
+        let mut members: Vec<NodeId> = r.members.iter().map(|(m, _)| m.node).collect();
+        members.sort();
+        if members != nodes || r.members.iter().any(|(_, alive)| !alive) {
+            return None;
+        }
+    }
+    Some((leader, reports))
+}
+
+/// Runs the binary with `args`, waits at most 10 s, returns (exit code, stderr).
+pub fn run_cli(args: &[&str]) -> (Option<i32>, String, String) {
+    let mut child =
+        Command::new(BIN).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn ringchat");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().expect("output");
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// A small deterministic PRNG for hostile bytes (xorshift64*).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
