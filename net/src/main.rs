@@ -157,11 +157,10 @@ fn init_logging() {
 fn status_cmd(a: StatusArgs) -> i32 {
     match status::query(a.server, Duration::from_millis(a.timeout_ms)) {
         Ok(report) => {
-            if a.json {
-                println!("{}", status::to_json(a.server, &report));
-            } else {
-                println!("{}", status::to_human(a.server, &report));
-            }
+            use std::io::Write;
+            let text = if a.json { status::to_json(a.server, &report).to_string() } else { status::to_human(a.server, &report) };
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = writeln!(std::io::stdout().lock(), "{text}");
             0
         }
         Err(status::QueryError::Timeout) => {

@@ -14,6 +14,16 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_ringchat");
 
 static NEXT: AtomicU16 = AtomicU16::new(0);
 
+/// Held while probing a port and while spawning: a child forked by another
+/// thread holds a copy of every open socket until it execs (`spawn` returns
+/// after the exec), so a probe socket could otherwise outlive its close and
+/// make the server's bind fail.
+static FORK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn fork_lock() -> std::sync::MutexGuard<'static, ()> {
+    FORK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A port free on 127.0.0.1 right now. Ports start from a base derived from the
 /// pid (parallel test processes use different ranges) and every candidate is
 /// bind-probed (anything else on the machine is skipped).
@@ -23,8 +33,8 @@ pub fn free_port() -> u16 {
     loop {
         let off = NEXT.fetch_add(1, Ordering::SeqCst);
         let port = 20_000 + (base + off % 12_000) % 12_000;
-        let udp = UdpSocket::bind(("127.0.0.1", port));
-        if udp.is_ok() {
+        let _guard = fork_lock();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
@@ -72,7 +82,10 @@ pub fn spawn_server(name: &str, port: u16, join: &[u16], extra: &[&str]) -> Proc
     }
     cmd.args(extra);
     cmd.env("RUST_LOG", "info").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::from(file));
-    let child = cmd.spawn().expect("spawn ringchat server");
+    let child = {
+        let _guard = fork_lock();
+        cmd.spawn().expect("spawn ringchat server")
+    };
     Proc { child, port, log }
 }
 
@@ -168,8 +181,10 @@ pub fn agreement(ports: &[u16]) -> Option<(NodeId, Vec<StatusReport>)> {
 
 /// Runs the binary with `args`, waits at most 10 s, returns (exit code, stderr).
 pub fn run_cli(args: &[&str]) -> (Option<i32>, String, String) {
-    let mut child =
-        Command::new(BIN).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn ringchat");
+    let mut child = {
+        let _guard = fork_lock();
+        Command::new(BIN).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn ringchat")
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(Some(_)) = child.try_wait() {
@@ -198,4 +213,10 @@ impl Rng {
     pub fn bytes(&mut self, n: usize) -> Vec<u8> {
         (0..n).map(|_| self.next() as u8).collect()
     }
+}
+
+/// Sends SIGTERM to `child` (with the `kill` utility: no unsafe code here).
+pub fn sigterm(child: &Child) -> bool {
+    let _guard = fork_lock();
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().is_ok_and(|s| s.success())
 }
