@@ -191,7 +191,7 @@ fn bind_discovery(opts: &Options, group: SocketAddrV4, advertised: SocketAddr) -
             let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, group.port());
             sock.bind(&SockAddr::from(any)).map_err(|e| fail(&format!("cannot bind discovery port {any}"), e))?;
         }
-        Discovery::Off => unreachable!("no discovery socket without discovery"), // invariant: caller checks
+        Discovery::Off => return Err("no discovery socket without discovery".into()),
     }
     sock.set_nonblocking(true).map_err(|e| fail("cannot make the discovery socket non-blocking", e))?;
     Ok(sock.into())
