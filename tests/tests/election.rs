@@ -160,3 +160,12 @@ fn regression_seeds_stay_green() {
         assert_ok(&o);
     }
 }
+
+#[test]
+fn ten_minutes_at_ten_percent_loss_change_no_leader() {
+    // The false-failover target: default timings, 10% random loss for 10 simulated minutes.
+    let o = run(2026, 5, 615_000, lossy(0.10, 0.0, 605_000));
+    assert_ok(&o);
+    assert!(o.report.faults["drop_loss"] > 10_000, "loss fired: {:?}", o.report.faults);
+    assert_eq!(o.report.elections.len(), 1, "{:?}", o.report.elections);
+}
