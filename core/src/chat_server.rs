@@ -84,6 +84,9 @@ struct Session {
     pending: Vec<(MsgId, Op, Vc)>,
     waiting: Vec<(MsgId, Key)>,
     shown_at: BTreeMap<MsgId, Instant>,
+    numbered: BTreeMap<MsgId, u64>,
+    next_no: u64,
+    attempt: u64,
     acks: Vec<MsgId>,
     claim_at: Instant,
 }
@@ -216,7 +219,7 @@ impl ChatServer {
         }
         match msg {
             ClientMsg::Status => {}
-            ClientMsg::Login { client, name, token, ctx } => {
+            ClientMsg::Login { client, name, token, ctx, attempt } => {
                 let s = self.sessions.entry(client).or_insert_with(|| Session {
                     addr: from,
                     name: name.clone(),
@@ -227,12 +230,22 @@ impl ChatServer {
                     pending: Vec::new(),
                     waiting: Vec::new(),
                     shown_at: BTreeMap::new(),
+                    numbered: BTreeMap::new(),
+                    next_no: 1,
+                    attempt,
                     acks: Vec::new(),
                     claim_at: cx.now,
                 });
                 s.addr = from;
                 s.last_heard = cx.now;
                 merge(&mut s.ctx, &ctx);
+                if s.attempt != attempt {
+                    // A new login: its shows are numbered afresh.
+                    s.attempt = attempt;
+                    s.numbered.clear();
+                    s.shown_at.clear();
+                    s.next_no = 1;
+                }
                 if s.name != name || s.token != token {
                     s.name = name;
                     s.token = token;
@@ -286,7 +299,7 @@ impl ChatServer {
     fn progress_login(&mut self, d: &mut ChatDurable, cx: &Ctx, client: u64, out: &mut Vec<Out>) {
         let Some(s) = self.sessions.get(&client) else { return };
         if s.logged_in {
-            out.push(Out::Client(s.addr, ServerMsg::LoginOk { client }));
+            out.push(Out::Client(s.addr, ServerMsg::LoginOk { client, attempt: s.attempt }));
             return;
         }
         match d.state.names.get(&s.name).copied() {
@@ -295,7 +308,7 @@ impl ChatServer {
                     if self.stable(d, cx, key) {
                         let s = self.sessions.get_mut(&client).expect("looked up above"); // invariant
                         s.logged_in = true;
-                        out.push(Out::Client(s.addr, ServerMsg::LoginOk { client }));
+                        out.push(Out::Client(s.addr, ServerMsg::LoginOk { client, attempt: s.attempt }));
                     }
                 }
             }
@@ -429,12 +442,22 @@ impl ChatServer {
         for (id, m) in show {
             if let Item::Chat { from, room, text, .. } = &m.item {
                 s.shown_at.insert(id, now);
-                let msg = ServerMsg::Show { id, from: from.clone(), room: room.clone(), text: text.clone(), stamp: m.stamp() };
+                let no = *s.numbered.entry(id).or_insert_with(|| {
+                    s.next_no += 1;
+                    s.next_no - 1
+                });
+                let (stamp, attempt) = (m.stamp(), s.attempt);
+                let msg = ServerMsg::Show { id, from: from.clone(), room: room.clone(), text: text.clone(), stamp, attempt, no };
                 out.push(Out::Client(s.addr, msg));
             }
         }
         if s.shown_at.len() > 4 * crate::chat::MAX_INBOX {
             s.shown_at.clear();
+        }
+        // Numbers of acknowledged entries are no longer needed once they left the inbox.
+        if s.numbered.len() > 2 * crate::chat::MAX_INBOX {
+            let live: std::collections::BTreeSet<MsgId> = d.state.inbox(&s.name).map(|(id, _)| *id).collect();
+            s.numbered.retain(|id, _| live.contains(id));
         }
     }
 }

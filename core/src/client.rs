@@ -12,7 +12,10 @@ use crate::chat::{MsgId, Target, MAX_NAME, MAX_TEXT};
 use crate::client_wire::{ClientMsg, Op, ServerMsg};
 use crate::time::Instant;
 use crate::wire::{self, Packet};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Most shows a client buffers while waiting for an earlier one of the sequence.
+const MAX_EARLY: usize = 256;
 use std::net::SocketAddr;
 
 /// Client timings.
@@ -137,6 +140,9 @@ pub struct Client {
     next_seq: u64,
     outstanding: Option<Outstanding>,
     shown: BTreeSet<MsgId>,
+    attempt: u64,
+    expect: u64,
+    early: BTreeMap<u64, (MsgId, String, Option<String>, String, Vc)>,
     last_heard: Instant,
     last_login: Instant,
     next_ping: Instant,
@@ -160,6 +166,9 @@ impl Client {
             next_seq: 0,
             outstanding: None,
             shown: BTreeSet::new(),
+            attempt: 0,
+            expect: 1,
+            early: BTreeMap::new(),
             last_heard: now,
             last_login: now,
             next_ping: now,
@@ -202,6 +211,7 @@ impl Client {
         self.name = name.to_string();
         self.token = token;
         self.state = State::LoggingIn { since: now };
+        self.new_attempt();
         self.send_login(now);
         Ok(())
     }
@@ -252,7 +262,8 @@ impl Client {
 
     fn send_login(&mut self, now: Instant) {
         self.last_login = now;
-        let msg = ClientMsg::Login { client: self.id, name: self.name.clone(), token: self.token, ctx: self.ctx.clone() };
+        let attempt = self.attempt;
+        let msg = ClientMsg::Login { client: self.id, name: self.name.clone(), token: self.token, ctx: self.ctx.clone(), attempt };
         self.send(msg);
     }
 
@@ -268,7 +279,14 @@ impl Client {
             self.server = (self.server + 1) % self.cfg.servers.len();
         }
         self.state = State::LoggingIn { since: now };
+        self.new_attempt();
         self.send_login(now);
+    }
+
+    fn new_attempt(&mut self) {
+        self.attempt += 1;
+        self.expect = 1;
+        self.early.clear();
     }
 
     /// Feeds one datagram from `from`.
@@ -279,7 +297,7 @@ impl Client {
         let Ok(Packet::ToClient(msg)) = wire::decode(bytes) else { return };
         self.last_heard = now;
         match msg {
-            ServerMsg::LoginOk { client } if client == self.id => {
+            ServerMsg::LoginOk { client, attempt } if client == self.id && attempt == self.attempt => {
                 if matches!(self.state, State::LoggingIn { .. }) {
                     self.state = State::Attached;
                     self.next_ping = now.plus_ms(self.cfg.ping_ms);
@@ -294,15 +312,30 @@ impl Client {
                 }
                 self.events.push_back(ClientEvent::Refused { reason });
             }
-            ServerMsg::Show { id, from: sender, room, text, stamp } => {
-                if self.state != State::Attached {
+            ServerMsg::Show { id, from: sender, room, text, stamp, attempt, no } => {
+                if self.state != State::Attached || attempt != self.attempt {
                     return;
                 }
-                if self.shown.insert(id) {
-                    merge(&mut self.ctx, &stamp);
-                    self.events.push_back(ClientEvent::Shown { id, from: sender, room, text });
+                if no < self.expect {
+                    self.send(ClientMsg::Ack { client: self.id, ids: vec![id] });
+                    return;
                 }
-                self.send(ClientMsg::Ack { client: self.id, ids: vec![id] });
+                // Show in the server's order: a gap (a lost show) holds back what follows it.
+                if self.early.len() < MAX_EARLY || no == self.expect {
+                    self.early.insert(no, (id, sender, room, text, stamp));
+                }
+                let mut acks = Vec::new();
+                while let Some((id, sender, room, text, stamp)) = self.early.remove(&self.expect) {
+                    self.expect += 1;
+                    if self.shown.insert(id) {
+                        merge(&mut self.ctx, &stamp);
+                        self.events.push_back(ClientEvent::Shown { id, from: sender, room, text });
+                    }
+                    acks.push(id);
+                }
+                for chunk in acks.chunks(crate::chat::MAX_ACK_IDS) {
+                    self.send(ClientMsg::Ack { client: self.id, ids: chunk.to_vec() });
+                }
             }
             ServerMsg::Stored { id, stamp } => {
                 if self.outstanding.as_ref().is_some_and(|o| o.id == id) {

@@ -26,6 +26,8 @@ pub enum ClientMsg {
         token: u64,
         /// Vector of what this client has been shown (and had stored).
         ctx: Vc,
+        /// Login attempt number; the server echoes it so stale shows of an earlier login are ignored.
+        attempt: u64,
     },
     /// Submit an operation (retried with the same id until `Stored`).
     Send {
@@ -98,6 +100,8 @@ pub enum ServerMsg {
     LoginOk {
         /// Client id.
         client: u64,
+        /// The login attempt it answers.
+        attempt: u64,
     },
     /// Login refused (N1: the name is held by another user).
     LoginRefused {
@@ -118,6 +122,10 @@ pub enum ServerMsg {
         text: String,
         /// Its vector timestamp (the client merges it into its context).
         stamp: Vc,
+        /// The login attempt this show belongs to.
+        attempt: u64,
+        /// Position in this login's show sequence (1, 2, ...): the client shows in this order.
+        no: u64,
     },
     /// The operation `id` is stable (held by a majority of servers).
     Stored {
