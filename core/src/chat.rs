@@ -142,6 +142,8 @@ pub struct ChatState {
     inbox: BTreeMap<String, BTreeMap<u64, (MsgId, Key)>>,
     /// Keys referenced by some inbox, with their reference counts.
     pins: BTreeMap<Key, u32>,
+    /// Other delivered copies (retries through other servers) of a pinned message: it is stable once any copy is.
+    copies: BTreeMap<Key, Vec<Key>>,
     order: u64,
     /// Counters.
     pub counters: ChatCounters,
@@ -155,6 +157,12 @@ impl ChatState {
                 if let Some((max, canonical)) = self.seen.get(&id.client).copied() {
                     if id.seq <= max && !skip_dedup {
                         self.counters.duplicates_suppressed += 1;
+                        if id.seq == max && self.pins.contains_key(&canonical) {
+                            let c = self.copies.entry(canonical).or_default();
+                            if c.len() < 8 {
+                                c.push(key);
+                            }
+                        }
                         let canonical = if id.seq == max { canonical } else { key };
                         return Applied::Chat { id: *id, canonical, fresh: false };
                     }
@@ -182,6 +190,7 @@ impl ChatState {
                                 *p -= 1;
                                 if *p == 0 {
                                     self.pins.remove(&k);
+                                    self.copies.remove(&k);
                                 }
                             }
                         }
@@ -228,6 +237,12 @@ impl ChatState {
     pub fn forget_inboxes(&mut self) {
         self.inbox.clear();
         self.pins.clear();
+        self.copies.clear();
+    }
+
+    /// Every delivered copy of the message whose first copy is `key` (itself first).
+    pub fn copies(&self, key: Key) -> impl Iterator<Item = Key> + '_ {
+        std::iter::once(key).chain(self.copies.get(&key).into_iter().flatten().copied())
     }
 
     /// Whether some inbox still references `key`.

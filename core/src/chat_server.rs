@@ -429,7 +429,8 @@ impl ChatServer {
                 if s.shown_at.get(id).is_some_and(|t| now.since(*t) < RESEND_US) {
                     continue;
                 }
-                if !self.stable(d, cx, *key) {
+                // Copies of one retried message are interchangeable: it is stable once any copy is.
+                if !d.state.copies(*key).any(|k| self.stable(d, cx, k)) {
                     continue;
                 }
                 if let Some(m) = d.causal.get(*key) {
@@ -447,7 +448,7 @@ impl ChatServer {
                     s.next_no - 1
                 });
                 let (stamp, attempt) = (m.stamp(), s.attempt);
-                let msg = ServerMsg::Show { id, from: from.clone(), room: room.clone(), text: text.clone(), stamp, attempt, no };
+                let msg = ServerMsg::Show { id, from: from.clone(), room: room.clone(), text: text.clone(), stamp, attempt, no, client };
                 out.push(Out::Client(s.addr, msg));
             }
         }

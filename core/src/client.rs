@@ -312,8 +312,8 @@ impl Client {
                 }
                 self.events.push_back(ClientEvent::Refused { reason });
             }
-            ServerMsg::Show { id, from: sender, room, text, stamp, attempt, no } => {
-                if self.state != State::Attached || attempt != self.attempt {
+            ServerMsg::Show { id, from: sender, room, text, stamp, attempt, no, client } => {
+                if self.state != State::Attached || attempt != self.attempt || client != self.id {
                     return;
                 }
                 if no < self.expect {

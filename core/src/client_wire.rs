@@ -126,6 +126,8 @@ pub enum ServerMsg {
         attempt: u64,
         /// Position in this login's show sequence (1, 2, ...): the client shows in this order.
         no: u64,
+        /// The client it is for (a new client life at the same address ignores its predecessor's shows).
+        client: u64,
     },
     /// The operation `id` is stable (held by a majority of servers).
     Stored {

@@ -102,10 +102,7 @@ pub fn check_chat(h: &History, settled: bool) -> Vec<Violation> {
             }
             ChatHappening::Shown { id } => {
                 let Some(&i) = index.get(id) else {
-                    out.push(Violation::new(
-                        "C3",
-                        format!("user {} was shown {id:?}, which no one sent (at {})", r.user, ms(r.at)),
-                    ));
+                    out.push(Violation::new("C3", format!("user {} was shown {id:?}, which no one sent (at {})", r.user, ms(r.at))));
                     continue;
                 };
                 if !shown_once.entry(r.process).or_default().insert(*id) {
@@ -140,10 +137,7 @@ pub fn check_chat(h: &History, settled: bool) -> Vec<Violation> {
             if let Some(j) = hb[i].first_common(&all, &seen) {
                 out.push(Violation::new(
                     "C1",
-                    format!(
-                        "client {process:x} was shown {:?} before {:?}, which happened before it",
-                        ops[i].id, ops[j].id
-                    ),
+                    format!("client {process:x} was shown {:?} before {:?}, which happened before it", ops[i].id, ops[j].id),
                 ));
                 break;
             }
@@ -196,10 +190,7 @@ pub fn check_chat(h: &History, settled: bool) -> Vec<Violation> {
         };
         for u in recipients {
             if u != o.user && users.contains(&u) && !shown_to_user.contains(&(u, o.id)) {
-                out.push(Violation::new(
-                    "M1",
-                    format!("{:?} from user {} to {to:?} was stored but never shown to user {u}", o.id, o.user),
-                ));
+                out.push(Violation::new("M1", format!("{:?} from user {} to {to:?} was stored but never shown to user {u}", o.id, o.user)));
             }
         }
     }

@@ -253,6 +253,7 @@ impl World {
                     }
                 }
                 let user = p.user;
+                self.trace_line(None, || format!("client c{c} Sent {id:?} {rec:?}"));
                 self.history.push_chat(now, id.client, user, ChatHappening::Sent { id, op: rec });
             }
             Err(ClientError::TooLong { .. }) => self.chat.report.too_long += 1,
@@ -276,6 +277,11 @@ impl World {
         let now = self.now;
         let Some(cl) = self.chat.procs[c].client.as_mut() else { return };
         cl.handle_datagram(Instant(now), from_addr, bytes);
+        if self.cfg.trace {
+            if let Ok(ringchat_core::wire::Packet::ToClient(m)) = ringchat_core::wire::decode(bytes) {
+                self.trace_line(None, || format!("client c{c} recv from n{from}: {m:?}"));
+            }
+        }
         self.client_drain(c);
     }
 

@@ -426,6 +426,9 @@ impl World {
                         if let ringchat_core::wire::Body::Chat { msg } = env.body {
                             self.chat.vc_bytes += postcard::to_allocvec(&msg.deps).map_or(0, |v| v.len() as u64);
                             self.chat.vc_msgs += 1;
+                            if self.cfg.trace && t.dest == Dest::Addr(self.nodes[(i + 1) % self.nodes.len()].addr) {
+                                self.trace_line(Some(i), || format!("broadcast {}#{} {:?}", msg.origin, msg.seq, msg.item));
+                            }
                         }
                     }
                 }
@@ -598,14 +601,15 @@ impl World {
                             format!("view {} [{}]", v.stamp.id, m.join(","))
                         });
                         format!(
-                            "final {} {} cluster {} epoch {} role {:?} leader {:?} {}",
+                            "final {} {} cluster {} epoch {} role {:?} leader {:?} {} rooms {:?}",
                             st.node,
                             st.phase,
                             st.cluster,
                             st.epoch,
                             st.role,
                             st.leader.map(|l| l.to_string()),
-                            view.unwrap_or_default()
+                            view.unwrap_or_default(),
+                            s.durable().chat.state.rooms
                         )
                     }
                     None => "final: down".to_string(),
@@ -696,7 +700,10 @@ impl World {
             if st.store > 0 || st.inbox > 0 || st.holdback > 0 {
                 out.push(Violation::new(
                     "B1",
-                    format!("server n{i} still holds {} stored, {} inbox, {} held-back messages at the end", st.store, st.inbox, st.holdback),
+                    format!(
+                        "server n{i} still holds {} stored, {} inbox, {} held-back messages at the end",
+                        st.store, st.inbox, st.holdback
+                    ),
                 ));
             }
         }
