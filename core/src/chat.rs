@@ -14,6 +14,8 @@ pub const MAX_NAME: usize = 16;
 pub const MAX_RECIPIENTS: usize = 16;
 /// Most unacknowledged messages one user's inbox holds.
 pub const MAX_INBOX: usize = 512;
+/// Message ids per client remembered for deduplication (a retry older than this is dropped).
+pub const DEDUP_WINDOW: usize = 16;
 /// Most message ids one acknowledgement carries.
 pub const MAX_ACK_IDS: usize = 32;
 
@@ -136,8 +138,8 @@ pub struct ChatState {
     pub name_keys: BTreeMap<String, Key>,
     /// Room → members.
     pub rooms: BTreeMap<String, BTreeSet<String>>,
-    /// Per client: highest sequence delivered and the key of that copy.
-    seen: BTreeMap<u64, (u64, Key)>,
+    /// Per client, its latest [`DEDUP_WINDOW`] message ids: the first delivered copy and every recipient so far.
+    seen: BTreeMap<u64, BTreeMap<u64, (Key, BTreeSet<String>)>>,
     /// Per user: delivery order → (id, key) of unacknowledged messages.
     inbox: BTreeMap<String, BTreeMap<u64, (MsgId, Key)>>,
     /// Keys referenced by some inbox, with their reference counts.
@@ -154,31 +156,32 @@ impl ChatState {
     pub fn apply(&mut self, key: Key, item: &Item, skip_dedup: bool, rebind: bool) -> Applied {
         match item {
             Item::Chat { id, to, .. } => {
-                if let Some((max, canonical)) = self.seen.get(&id.client).copied() {
-                    if id.seq <= max && !skip_dedup {
-                        self.counters.duplicates_suppressed += 1;
-                        if id.seq == max && self.pins.contains_key(&canonical) {
-                            let c = self.copies.entry(canonical).or_default();
-                            if c.len() < 8 {
-                                c.push(key);
-                            }
+                let window = self.seen.entry(id.client).or_default();
+                if let Some((canonical, got)) = window.get_mut(&id.seq).filter(|_| !skip_dedup) {
+                    // A retried copy: not shown again, but recipients are the union over copies,
+                    // so every server ends with the same inbox entries whatever order copies came in.
+                    self.counters.duplicates_suppressed += 1;
+                    let canonical = *canonical;
+                    let new: Vec<String> = to.iter().filter(|u| !got.contains(*u)).cloned().collect();
+                    got.extend(new.iter().cloned());
+                    if self.pins.contains_key(&canonical) {
+                        let c = self.copies.entry(canonical).or_default();
+                        if c.len() < 8 {
+                            c.push(key);
                         }
-                        let canonical = if id.seq == max { canonical } else { key };
-                        return Applied::Chat { id: *id, canonical, fresh: false };
                     }
+                    self.add_entries(*id, key, &new);
+                    return Applied::Chat { id: *id, canonical, fresh: false };
                 }
-                self.seen.insert(id.client, (id.seq, key));
-                for user in to {
-                    let inbox = self.inbox.entry(user.clone()).or_default();
-                    if inbox.len() >= MAX_INBOX {
-                        self.counters.inbox_full += 1;
-                        continue;
-                    }
-                    self.order += 1;
-                    inbox.insert(self.order, (*id, key));
-                    self.counters.inbox_max = self.counters.inbox_max.max(inbox.len() as u64);
-                    *self.pins.entry(key).or_insert(0) += 1;
+                if window.len() >= DEDUP_WINDOW && window.keys().next().is_some_and(|first| id.seq < *first) && !skip_dedup {
+                    self.counters.duplicates_suppressed += 1;
+                    return Applied::Chat { id: *id, canonical: key, fresh: false };
                 }
+                window.insert(id.seq, (key, to.iter().cloned().collect()));
+                while window.len() > DEDUP_WINDOW {
+                    window.pop_first();
+                }
+                self.add_entries(*id, key, to);
                 Applied::Chat { id: *id, canonical: key, fresh: true }
             }
             Item::Ack { user, ids } => {
@@ -228,9 +231,23 @@ impl ChatState {
         }
     }
 
-    /// The key of the delivered copy of `id`, if a copy with this id (or a later one of its client) was delivered.
+    /// The key of the first delivered copy of `id`, if one was delivered (and is still remembered).
     pub fn delivered_copy(&self, id: MsgId) -> Option<Key> {
-        self.seen.get(&id.client).filter(|(max, _)| id.seq <= *max).map(|(_, k)| *k)
+        self.seen.get(&id.client).and_then(|w| w.get(&id.seq)).map(|(k, _)| *k)
+    }
+
+    fn add_entries(&mut self, id: MsgId, key: Key, to: &[String]) {
+        for user in to {
+            let inbox = self.inbox.entry(user.clone()).or_default();
+            if inbox.len() >= MAX_INBOX {
+                self.counters.inbox_full += 1;
+                continue;
+            }
+            self.order += 1;
+            inbox.insert(self.order, (id, key));
+            self.counters.inbox_max = self.counters.inbox_max.max(inbox.len() as u64);
+            *self.pins.entry(key).or_insert(0) += 1;
+        }
     }
 
     /// Drops every inbox (a planted bug: "lose the inbox on crash").
@@ -253,6 +270,11 @@ impl ChatState {
     /// The user's unacknowledged messages in delivery (hence causal) order.
     pub fn inbox(&self, user: &str) -> impl Iterator<Item = &(MsgId, Key)> {
         self.inbox.get(user).into_iter().flat_map(|m| m.values())
+    }
+
+    /// Every non-empty inbox: user and the ids it holds, in delivery order.
+    pub fn inboxes(&self) -> Vec<(String, Vec<MsgId>)> {
+        self.inbox.iter().map(|(u, m)| (u.clone(), m.values().map(|(id, _)| *id).collect())).collect()
     }
 
     /// Total inbox entries over all users.

@@ -312,13 +312,13 @@ impl ChatServer {
                     }
                 }
             }
-            Some(_) => {
+            Some(_) if self.plant != Some(PlantedBug::RebindNames) => {
                 let addr = s.addr;
                 let reason = format!("name {:?} is taken", s.name);
                 self.sessions.remove(&client);
                 out.push(Out::Client(addr, ServerMsg::LoginRefused { client, reason }));
             }
-            None => {
+            _ => {
                 let (name, token) = (s.name.clone(), s.token);
                 if cx.is_leader {
                     self.on_claim(d, cx, name, token, out);

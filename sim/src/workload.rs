@@ -85,6 +85,8 @@ pub(super) struct Chat {
     pub vc_msgs: u64,
     /// Users whose owner has logged in (the impostor only tries those names).
     pub registered: Vec<usize>,
+    /// Broadcasts already written to the trace.
+    pub traced: BTreeSet<(ringchat_core::NodeId, u64)>,
 }
 
 fn user_name(u: usize) -> String {

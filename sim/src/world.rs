@@ -426,7 +426,7 @@ impl World {
                         if let ringchat_core::wire::Body::Chat { msg } = env.body {
                             self.chat.vc_bytes += postcard::to_allocvec(&msg.deps).map_or(0, |v| v.len() as u64);
                             self.chat.vc_msgs += 1;
-                            if self.cfg.trace && t.dest == Dest::Addr(self.nodes[(i + 1) % self.nodes.len()].addr) {
+                            if self.cfg.trace && self.chat.traced.insert((msg.origin, msg.seq)) {
                                 self.trace_line(Some(i), || format!("broadcast {}#{} {:?}", msg.origin, msg.seq, msg.item));
                             }
                         }
@@ -610,7 +610,7 @@ impl World {
                             st.leader.map(|l| l.to_string()),
                             view.unwrap_or_default(),
                             s.durable().chat.state.rooms
-                        )
+                        ) + &format!(" inboxes {:?}", s.durable().chat.state.inboxes())
                     }
                     None => "final: down".to_string(),
                 };
