@@ -158,19 +158,18 @@ impl ChatState {
             Item::Chat { id, to, .. } => {
                 let window = self.seen.entry(id.client).or_default();
                 if let Some((canonical, got)) = window.get_mut(&id.seq).filter(|_| !skip_dedup) {
-                    // A retried copy: not shown again, but recipients are the union over copies,
-                    // so every server ends with the same inbox entries whatever order copies came in.
+                    // A retried copy: not shown again. Its recipients (fixed by the server that accepted it)
+                    // may differ from the first copy's when room membership moved meanwhile; the first
+                    // delivered copy wins (adding recipients late could show a message after its effects).
                     self.counters.duplicates_suppressed += 1;
                     let canonical = *canonical;
-                    let new: Vec<String> = to.iter().filter(|u| !got.contains(*u)).cloned().collect();
-                    got.extend(new.iter().cloned());
+                    let _ = (&got, to);
                     if self.pins.contains_key(&canonical) {
                         let c = self.copies.entry(canonical).or_default();
                         if c.len() < 8 {
                             c.push(key);
                         }
                     }
-                    self.add_entries(*id, key, &new);
                     return Applied::Chat { id: *id, canonical, fresh: false };
                 }
                 if window.len() >= DEDUP_WINDOW && window.keys().next().is_some_and(|first| id.seq < *first) && !skip_dedup {

@@ -86,6 +86,7 @@ struct Session {
     shown_at: BTreeMap<MsgId, Instant>,
     numbered: BTreeMap<MsgId, u64>,
     next_no: u64,
+    client_next: u64,
     attempt: u64,
     acks: Vec<MsgId>,
     claim_at: Instant,
@@ -232,6 +233,7 @@ impl ChatServer {
                     shown_at: BTreeMap::new(),
                     numbered: BTreeMap::new(),
                     next_no: 1,
+                    client_next: 1,
                     attempt,
                     acks: Vec::new(),
                     claim_at: cx.now,
@@ -245,6 +247,7 @@ impl ChatServer {
                     s.numbered.clear();
                     s.shown_at.clear();
                     s.next_no = 1;
+                    s.client_next = 1;
                 }
                 if s.name != name || s.token != token {
                     s.name = name;
@@ -253,10 +256,13 @@ impl ChatServer {
                 }
                 self.progress_login(d, cx, client, out);
             }
-            ClientMsg::Ping { client } => {
+            ClientMsg::Ping { client, attempt, next } => {
                 if let Some(s) = self.sessions.get_mut(&client) {
                     s.last_heard = cx.now;
                     s.addr = from;
+                    if attempt == s.attempt {
+                        s.client_next = s.client_next.max(next);
+                    }
                     out.push(Out::Client(from, ServerMsg::Pong { client }));
                 }
             }
@@ -455,10 +461,25 @@ impl ChatServer {
         if s.shown_at.len() > 4 * crate::chat::MAX_INBOX {
             s.shown_at.clear();
         }
-        // Numbers of acknowledged entries are no longer needed once they left the inbox.
-        if s.numbered.len() > 2 * crate::chat::MAX_INBOX {
-            let live: std::collections::BTreeSet<MsgId> = d.state.inbox(&s.name).map(|(id, _)| *id).collect();
-            s.numbered.retain(|id, _| live.contains(id));
+        // A numbered entry that left the inbox before the client took it (acknowledged through
+        // another server) becomes a skip, so the client's in-order sequence has no hole.
+        let live: std::collections::BTreeSet<MsgId> = d.state.inbox(&s.name).map(|(id, _)| *id).collect();
+        let next = s.client_next;
+        let mut skips = Vec::new();
+        s.numbered.retain(|id, no| {
+            if live.contains(id) {
+                return true;
+            }
+            if *no >= next {
+                skips.push((*id, *no));
+            }
+            *no >= next
+        });
+        for (id, no) in skips {
+            if s.shown_at.get(&id).is_none_or(|t| now.since(*t) >= RESEND_US) {
+                s.shown_at.insert(id, now);
+                out.push(Out::Client(s.addr, ServerMsg::Skip { client, attempt: s.attempt, no }));
+            }
         }
     }
 }

@@ -142,7 +142,7 @@ pub struct Client {
     shown: BTreeSet<MsgId>,
     attempt: u64,
     expect: u64,
-    early: BTreeMap<u64, (MsgId, String, Option<String>, String, Vc)>,
+    early: BTreeMap<u64, Option<(MsgId, String, Option<String>, String, Vc)>>,
     last_heard: Instant,
     last_login: Instant,
     next_ping: Instant,
@@ -322,20 +322,18 @@ impl Client {
                 }
                 // Show in the server's order: a gap (a lost show) holds back what follows it.
                 if self.early.len() < MAX_EARLY || no == self.expect {
-                    self.early.insert(no, (id, sender, room, text, stamp));
+                    self.early.insert(no, Some((id, sender, room, text, stamp)));
                 }
-                let mut acks = Vec::new();
-                while let Some((id, sender, room, text, stamp)) = self.early.remove(&self.expect) {
-                    self.expect += 1;
-                    if self.shown.insert(id) {
-                        merge(&mut self.ctx, &stamp);
-                        self.events.push_back(ClientEvent::Shown { id, from: sender, room, text });
-                    }
-                    acks.push(id);
+                self.release();
+            }
+            ServerMsg::Skip { client, attempt, no } => {
+                if self.state != State::Attached || attempt != self.attempt || client != self.id || no < self.expect {
+                    return;
                 }
-                for chunk in acks.chunks(crate::chat::MAX_ACK_IDS) {
-                    self.send(ClientMsg::Ack { client: self.id, ids: chunk.to_vec() });
+                if self.early.len() < MAX_EARLY || no == self.expect {
+                    self.early.insert(no, None);
                 }
+                self.release();
             }
             ServerMsg::Stored { id, stamp } => {
                 if self.outstanding.as_ref().is_some_and(|o| o.id == id) {
@@ -345,6 +343,23 @@ impl Client {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Shows (and acknowledges) what is contiguous from the next expected number.
+    fn release(&mut self) {
+        let mut acks = Vec::new();
+        while let Some(entry) = self.early.remove(&self.expect) {
+            self.expect += 1;
+            let Some((id, sender, room, text, stamp)) = entry else { continue };
+            if self.shown.insert(id) {
+                merge(&mut self.ctx, &stamp);
+                self.events.push_back(ClientEvent::Shown { id, from: sender, room, text });
+            }
+            acks.push(id);
+        }
+        for chunk in acks.chunks(crate::chat::MAX_ACK_IDS) {
+            self.send(ClientMsg::Ack { client: self.id, ids: chunk.to_vec() });
         }
     }
 
@@ -382,7 +397,8 @@ impl Client {
                 }
                 if now >= self.next_ping {
                     self.next_ping = now.plus_ms(self.cfg.ping_ms);
-                    self.send(ClientMsg::Ping { client: self.id });
+                    let (attempt, next) = (self.attempt, self.expect);
+                    self.send(ClientMsg::Ping { client: self.id, attempt, next });
                 }
                 if self.outstanding.as_ref().is_some_and(|o| now.since(o.last) >= self.cfg.retry_ms * 1000) {
                     self.send_outstanding(now);

@@ -49,6 +49,10 @@ pub enum ClientMsg {
     Ping {
         /// Client id.
         client: u64,
+        /// The login attempt it belongs to.
+        attempt: u64,
+        /// The next show number the client waits for (everything before it was shown or skipped).
+        next: u64,
     },
     /// Log out (go offline).
     Logout {
@@ -141,6 +145,15 @@ pub enum ServerMsg {
         /// Client id.
         client: u64,
     },
+    /// Show number `no` is void (its message was acknowledged through another server meanwhile).
+    Skip {
+        /// Client id.
+        client: u64,
+        /// The login attempt it belongs to.
+        attempt: u64,
+        /// The void number.
+        no: u64,
+    },
 }
 
 impl ServerMsg {
@@ -153,6 +166,7 @@ impl ServerMsg {
             ServerMsg::Show { .. } => "show",
             ServerMsg::Stored { .. } => "stored",
             ServerMsg::Pong { .. } => "pong",
+            ServerMsg::Skip { .. } => "skip",
         }
     }
 
@@ -160,7 +174,7 @@ impl ServerMsg {
     pub fn is_well_formed(&self) -> bool {
         match self {
             ServerMsg::Status(r) => r.members.len() <= MAX_MEMBERS,
-            ServerMsg::LoginOk { .. } | ServerMsg::Pong { .. } => true,
+            ServerMsg::LoginOk { .. } | ServerMsg::Pong { .. } | ServerMsg::Skip { .. } => true,
             ServerMsg::LoginRefused { reason, .. } => reason.len() <= 200,
             ServerMsg::Show { from, room, text, stamp, .. } => {
                 ok_name(from) && room.as_ref().is_none_or(ok_name) && text.len() <= MAX_TEXT && stamp.len() <= MAX_ORIGINS
