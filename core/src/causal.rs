@@ -232,7 +232,7 @@ mod tests {
     }
 
     fn join(user: &str) -> Item {
-        Item::Join { user: user.into(), room: "r".into() }
+        Item::Join { id: crate::chat::MsgId { client: 1, seq: user.len() as u64 }, user: user.into(), room: "r".into() }
     }
 
     #[test]

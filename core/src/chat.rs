@@ -62,6 +62,8 @@ pub enum Item {
     },
     /// `user` joins `room`.
     Join {
+        /// The operation's id (a retried copy is applied once).
+        id: MsgId,
         /// The user.
         user: String,
         /// The room.
@@ -69,6 +71,8 @@ pub enum Item {
     },
     /// `user` leaves `room`.
     Leave {
+        /// The operation's id (a retried copy is applied once).
+        id: MsgId,
         /// The user.
         user: String,
         /// The room.
@@ -94,7 +98,7 @@ impl Item {
                 name(from) && room.as_ref().is_none_or(name) && to.len() <= MAX_RECIPIENTS && to.iter().all(name) && text.len() <= MAX_TEXT
             }
             Item::Ack { user, ids } => name(user) && ids.len() <= MAX_ACK_IDS,
-            Item::Join { user, room } | Item::Leave { user, room } => name(user) && name(room),
+            Item::Join { user, room, .. } | Item::Leave { user, room, .. } => name(user) && name(room),
             Item::Bind { name: n, .. } => name(n),
         }
     }
@@ -203,14 +207,18 @@ impl ChatState {
                 }
                 Applied::Other
             }
-            Item::Join { user, room } => {
+            Item::Join { id, .. } | Item::Leave { id, .. } if !self.first_copy(*id, key) => {
+                self.counters.duplicates_suppressed += 1;
+                Applied::Other
+            }
+            Item::Join { user, room, .. } => {
                 let members = self.rooms.entry(room.clone()).or_default();
                 if members.len() < MAX_RECIPIENTS + 1 {
                     members.insert(user.clone());
                 }
                 Applied::Other
             }
-            Item::Leave { user, room } => {
+            Item::Leave { user, room, .. } => {
                 if let Some(m) = self.rooms.get_mut(room) {
                     m.remove(user);
                 }
@@ -233,6 +241,19 @@ impl ChatState {
     /// The key of the first delivered copy of `id`, if one was delivered (and is still remembered).
     pub fn delivered_copy(&self, id: MsgId) -> Option<Key> {
         self.seen.get(&id.client).and_then(|w| w.get(&id.seq)).map(|(k, _)| *k)
+    }
+
+    /// Records `id` as delivered (as `key`); false if a copy of it was delivered before or it is too old.
+    fn first_copy(&mut self, id: MsgId, key: Key) -> bool {
+        let window = self.seen.entry(id.client).or_default();
+        if window.contains_key(&id.seq) || (window.len() >= DEDUP_WINDOW && window.keys().next().is_some_and(|f| id.seq < *f)) {
+            return false;
+        }
+        window.insert(id.seq, (key, BTreeSet::new()));
+        while window.len() > DEDUP_WINDOW {
+            window.pop_first();
+        }
+        true
     }
 
     fn add_entries(&mut self, id: MsgId, key: Key, to: &[String]) {

@@ -71,6 +71,8 @@ const MAX_PENDING: usize = 4;
 const SHOW_BATCH: usize = 8;
 /// A session silent this long is dropped.
 const SESSION_TIMEOUT_US: u64 = 2_500_000;
+/// How long a retried operation waits for the copy sent through another server.
+const RETRY_HOLD_US: u64 = 2_000_000;
 /// Period of re-showing unacknowledged messages and of name claims.
 const RESEND_US: u64 = 300_000;
 
@@ -81,7 +83,8 @@ struct Session {
     logged_in: bool,
     ctx: Vc,
     last_heard: Instant,
-    pending: Vec<(MsgId, Op, Vc)>,
+    /// Operations waiting for their causal context (and, for a retry, for an earlier copy to arrive).
+    pending: Vec<(MsgId, Op, Vc, Option<Instant>)>,
     waiting: Vec<(MsgId, Key)>,
     shown_at: BTreeMap<MsgId, Instant>,
     numbered: BTreeMap<MsgId, u64>,
@@ -280,7 +283,7 @@ impl ChatServer {
                     }
                 }
             }
-            ClientMsg::Send { id, op, ctx } => {
+            ClientMsg::Send { id, op, ctx, retry } => {
                 let Some(s) = self.sessions.get_mut(&id.client) else { return };
                 if !s.logged_in {
                     return;
@@ -295,7 +298,10 @@ impl ChatServer {
                     return;
                 }
                 if s.pending.len() < MAX_PENDING {
-                    s.pending.push((id, op, ctx));
+                    // A retry waits a while: if the copy sent through another server arrives
+                    // meanwhile, no second copy (with possibly other room recipients) is made.
+                    let hold = retry.then(|| cx.now.plus_us(RETRY_HOLD_US));
+                    s.pending.push((id, op, ctx, hold));
                 }
                 self.dirty = true;
             }
@@ -375,8 +381,10 @@ impl ChatServer {
         // Sends whose causal context this server has delivered.
         let Some(s) = self.sessions.get_mut(&client) else { return };
         let mut ready = Vec::new();
-        s.pending.retain(|(id, op, ctx)| {
-            let ok = dominates(&d.causal.delivered, ctx) && dominates(&d.causal.delivered, &s.ctx);
+        s.pending.retain(|(id, op, ctx, hold)| {
+            let copy = d.state.delivered_copy(*id).is_some();
+            let ok =
+                copy || (dominates(&d.causal.delivered, ctx) && dominates(&d.causal.delivered, &s.ctx) && hold.is_none_or(|h| now >= h));
             if ok {
                 ready.push((*id, op.clone()));
             }
@@ -398,8 +406,8 @@ impl ChatServer {
                     };
                     Item::Chat { id, from: name.clone(), room, to: recipients, text }
                 }
-                Op::Join(room) => Item::Join { user: name.clone(), room },
-                Op::Leave(room) => Item::Leave { user: name.clone(), room },
+                Op::Join(room) => Item::Join { id, user: name.clone(), room },
+                Op::Leave(room) => Item::Leave { id, user: name.clone(), room },
             };
             let Some((key, applied)) = self.broadcast(d, cx, item, out) else { continue };
             let canonical = match applied {

@@ -126,6 +126,10 @@ struct Outstanding {
     op: Op,
     first: Instant,
     last: Instant,
+    /// First server it was sent to.
+    tried: Option<SocketAddr>,
+    /// It has been sent to more than one server.
+    moved: bool,
 }
 
 /// The client state machine.
@@ -244,7 +248,7 @@ impl Client {
         }
         self.next_seq += 1;
         let id = MsgId { client: self.id, seq: self.next_seq };
-        self.outstanding = Some(Outstanding { id, op, first: now, last: now });
+        self.outstanding = Some(Outstanding { id, op, first: now, last: now, tried: None, moved: false });
         self.send_outstanding(now);
         Ok(id)
     }
@@ -270,7 +274,12 @@ impl Client {
     fn send_outstanding(&mut self, now: Instant) {
         let Some(o) = self.outstanding.as_mut() else { return };
         o.last = now;
-        let msg = ClientMsg::Send { id: o.id, op: o.op.clone(), ctx: self.ctx.clone() };
+        let retry = o.tried.is_some_and(|t| Some(t) != self.cfg.servers.get(self.server).copied());
+        o.tried = o.tried.or(self.cfg.servers.get(self.server).copied());
+        if retry {
+            o.moved = true;
+        }
+        let msg = ClientMsg::Send { id: o.id, op: o.op.clone(), ctx: self.ctx.clone(), retry: o.moved };
         self.send(msg);
     }
 

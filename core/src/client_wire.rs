@@ -37,6 +37,8 @@ pub enum ClientMsg {
         op: Op,
         /// The client's causal context.
         ctx: Vc,
+        /// Sent before to another server: the receiver first gives that copy time to arrive.
+        retry: bool,
     },
     /// Acknowledge shown messages.
     Ack {
