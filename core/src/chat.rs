@@ -163,11 +163,16 @@ impl ChatState {
                 let window = self.seen.entry(id.client).or_default();
                 if let Some((canonical, got)) = window.get_mut(&id.seq).filter(|_| !skip_dedup) {
                     // A retried copy: not shown again. Its recipients (fixed by the server that accepted it)
-                    // may differ from the first copy's when room membership moved meanwhile; the first
-                    // delivered copy wins (adding recipients late could show a message after its effects).
+                    // may differ from the first copy's when room membership moved meanwhile. Recipients end
+                    // as the intersection over copies, the same on every server whatever the delivery order
+                    // (adding recipients late could show a message after its effects; removing is safe).
                     self.counters.duplicates_suppressed += 1;
                     let canonical = *canonical;
-                    let _ = (&got, to);
+                    let dropped: Vec<String> = got.iter().filter(|u| !to.contains(u)).cloned().collect();
+                    got.retain(|u| to.contains(u));
+                    for user in dropped {
+                        self.remove_entries(&user, &[*id]);
+                    }
                     if self.pins.contains_key(&canonical) {
                         let c = self.copies.entry(canonical).or_default();
                         if c.len() < 8 {
@@ -188,23 +193,7 @@ impl ChatState {
                 Applied::Chat { id: *id, canonical: key, fresh: true }
             }
             Item::Ack { user, ids } => {
-                if let Some(inbox) = self.inbox.get_mut(user) {
-                    let gone: Vec<u64> = inbox.iter().filter(|(_, (id, _))| ids.contains(id)).map(|(o, _)| *o).collect();
-                    for o in gone {
-                        if let Some((_, k)) = inbox.remove(&o) {
-                            if let Some(p) = self.pins.get_mut(&k) {
-                                *p -= 1;
-                                if *p == 0 {
-                                    self.pins.remove(&k);
-                                    self.copies.remove(&k);
-                                }
-                            }
-                        }
-                    }
-                    if inbox.is_empty() {
-                        self.inbox.remove(user);
-                    }
-                }
+                self.remove_entries(user, ids);
                 Applied::Other
             }
             Item::Join { id, .. } | Item::Leave { id, .. } if !self.first_copy(*id, key) => {
@@ -241,6 +230,26 @@ impl ChatState {
     /// The key of the first delivered copy of `id`, if one was delivered (and is still remembered).
     pub fn delivered_copy(&self, id: MsgId) -> Option<Key> {
         self.seen.get(&id.client).and_then(|w| w.get(&id.seq)).map(|(k, _)| *k)
+    }
+
+    /// Drops `user`'s inbox entries for `ids`.
+    fn remove_entries(&mut self, user: &str, ids: &[MsgId]) {
+        let Some(inbox) = self.inbox.get_mut(user) else { return };
+        let gone: Vec<u64> = inbox.iter().filter(|(_, (id, _))| ids.contains(id)).map(|(o, _)| *o).collect();
+        for o in gone {
+            if let Some((_, k)) = inbox.remove(&o) {
+                if let Some(p) = self.pins.get_mut(&k) {
+                    *p -= 1;
+                    if *p == 0 {
+                        self.pins.remove(&k);
+                        self.copies.remove(&k);
+                    }
+                }
+            }
+        }
+        if inbox.is_empty() {
+            self.inbox.remove(user);
+        }
     }
 
     /// Records `id` as delivered (as `key`); false if a copy of it was delivered before or it is too old.
