@@ -45,7 +45,7 @@ pub struct SimConfig {
     pub server: ServerConfig,
     /// L1 bound: heal to agreement, milliseconds.
     pub settle_bound_ms: u64,
-    /// Simulated chat users (0 = servers only).
+    /// Simulated chat users (0 = servers only, the library default; `ringchat sim` defaults to 8).
     pub clients: usize,
     /// Chat rooms of the workload.
     pub rooms: usize,
@@ -62,7 +62,7 @@ impl Default for SimConfig {
             trace: false,
             server: ServerConfig { discovery: true, ..ServerConfig::default() },
             settle_bound_ms: 10_000,
-            clients: 8,
+            clients: 0,
             rooms: 3,
         }
     }
@@ -380,7 +380,13 @@ impl World {
             }
             return;
         }
-        self.trace_line(Some(to), || format!("recv {kind} from n{from} ({}B)", bytes.len()));
+        if kind == "chat_need" && self.cfg.trace {
+            if let Ok(ringchat_core::wire::Packet::Peer(env)) = ringchat_core::wire::decode(&bytes) {
+                self.trace_line(Some(to), || format!("recv chat_need from n{from}: {:?}", env.body));
+            }
+        } else {
+            self.trace_line(Some(to), || format!("recv {kind} from n{from} ({}B)", bytes.len()));
+        }
         let from_addr = self.nodes[from].addr;
         let node = &mut self.nodes[to];
         let local = node.local(self.now);

@@ -6,7 +6,7 @@ use ringchat_sim::{run, FaultMode, Outcome, SimConfig};
 
 fn chat_run(seed: u64, plant: Option<PlantedBug>) -> Outcome {
     let server = ServerConfig { plant, ..SimConfig::default().server };
-    run(SimConfig { seed, server, ..SimConfig::default() })
+    run(SimConfig { seed, server, clients: 8, ..SimConfig::default() })
 }
 
 /// The first seed in `seeds` whose run breaks `property`.
