@@ -167,6 +167,17 @@ impl Causal {
             && m.deps.iter().all(|(k, v)| *k == m.origin || self.delivered.get(k).copied().unwrap_or(0) >= *v)
     }
 
+    /// The first held-back message of each origin (for diagnosis: what it waits for).
+    pub fn holdback_heads(&self) -> Vec<(Key, Vc)> {
+        let mut out: Vec<(Key, Vc)> = Vec::new();
+        for (k, m) in &self.holdback {
+            if out.last().is_none_or(|(l, _)| l.0 != k.0) {
+                out.push((*k, m.deps.clone()));
+            }
+        }
+        out
+    }
+
     /// Messages held back now.
     pub fn holdback_len(&self) -> usize {
         self.holdback.len()

@@ -433,7 +433,15 @@ impl World {
                             self.chat.vc_bytes += postcard::to_allocvec(&msg.deps).map_or(0, |v| v.len() as u64);
                             self.chat.vc_msgs += 1;
                             if self.cfg.trace && self.chat.traced.insert((msg.origin, msg.seq)) {
-                                self.trace_line(Some(i), || format!("broadcast {}#{} {:?}", msg.origin, msg.seq, msg.item));
+                                self.trace_line(Some(i), || {
+                                    format!(
+                                        "broadcast {}#{} deps {:?} {:?}",
+                                        msg.origin,
+                                        msg.seq,
+                                        msg.deps.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>(),
+                                        msg.item
+                                    )
+                                });
                             }
                         }
                     }
@@ -616,7 +624,12 @@ impl World {
                             st.leader.map(|l| l.to_string()),
                             view.unwrap_or_default(),
                             s.durable().chat.state.rooms
-                        ) + &format!(" inboxes {:?}", s.durable().chat.state.inboxes())
+                        ) + &format!(
+                            " inboxes {:?} delivered {:?} held {:?}",
+                            s.durable().chat.state.inboxes(),
+                            s.durable().chat.causal.delivered,
+                            s.durable().chat.causal.holdback_heads()
+                        )
                     }
                     None => "final: down".to_string(),
                 };
