@@ -677,6 +677,9 @@ impl Server {
 
     fn handle_envelope(&mut self, from: SocketAddr, env: Envelope) {
         let Envelope { cluster, from: sender, epoch, body } = env;
+        // Every server ever heard of must hold a chat message before it leaves the retransmission
+        // store: a server that joins later catches up from it.
+        self.durable.chat.causal.known.insert(sender.id);
         match body {
             Body::Hello { addr, founding } => return self.on_hello(sender, addr, founding),
             Body::Welcome { leader, view_size } => return self.consider_cluster(cluster, leader, view_size),

@@ -625,7 +625,9 @@ impl World {
                             view.unwrap_or_default(),
                             s.durable().chat.state.rooms
                         ) + &format!(
-                            " inboxes {:?} delivered {:?} held {:?}",
+                            " counters {:?} causal {:?} inboxes {:?} delivered {:?} held {:?}",
+                            s.counters(),
+                            s.durable().chat.causal.counters,
                             s.durable().chat.state.inboxes(),
                             s.durable().chat.causal.delivered,
                             s.durable().chat.causal.holdback_heads()
