@@ -57,6 +57,9 @@ pub struct SimArgs {
     /// Worker threads for a range (default: every core).
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// Simulated chat users (0 = servers only).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(0..=64))]
+    pub clients: u64,
     /// Replay an explicit fault schedule (JSON, as a property test prints it) instead of drawing one.
     #[arg(long, value_parser = parse_schedule)]
     pub schedule: Option<Schedule>,
@@ -103,6 +106,7 @@ impl SimArgs {
                 RingArg::Random => RingOrder::Hashed,
             },
             trace: self.trace,
+            clients: self.clients as usize,
             ..SimConfig::default()
         }
     }
@@ -113,8 +117,8 @@ impl SimArgs {
         let ring = if self.ring == RingArg::Ascending { "ascending" } else { "random" };
         let schedule = if self.schedule.is_some() { " --schedule <the same schedule file>" } else { "" };
         format!(
-            "ringchat sim --seed {seed} --servers {} --duration-ms {} --faults {faults} --ring {ring}{schedule} --trace",
-            self.servers, self.duration_ms
+            "ringchat sim --seed {seed} --servers {} --clients {} --duration-ms {} --faults {faults} --ring {ring}{schedule} --trace",
+            self.servers, self.clients, self.duration_ms
         )
     }
 }
@@ -179,6 +183,21 @@ fn print_human(r: &Report) {
     match (&r.final_leader, r.settle_ms) {
         (Some(l), Some(s)) => out!("  final leader {} (agreed {s:.1} ms after heal at {} ms)", &l[..8], r.heal_ms),
         _ => out!("  no final leader"),
+    }
+    if let Some(c) = &r.chat {
+        out!(
+            "  chat: sent {} stored {} shown {} failed {} duplicates_suppressed {} max_holdback {} inbox_max {} delivery p50 {:.1} ms p99 {:.1} ms, vc {:.1} B/message",
+            c.sent,
+            c.stored,
+            c.shown,
+            c.failed,
+            c.duplicates_suppressed,
+            c.max_holdback,
+            c.inbox_max,
+            c.delivery_ms.p50,
+            c.delivery_ms.p99,
+            c.vc_bytes_per_message
+        );
     }
 }
 

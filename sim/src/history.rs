@@ -1,6 +1,7 @@
 //! The recorded history of a run: every protocol event and every node fault,
 //! in the order the simulator processed them.
 
+use ringchat_core::chat::{MsgId, Target};
 use ringchat_core::{Event, NodeId, ServerId};
 
 /// Something that happened at one node.
@@ -40,11 +41,94 @@ pub struct History {
     pub heal_at: u64,
     /// End of the run (microseconds).
     pub end: u64,
+    /// What simulated clients did and were shown, in processing order.
+    pub chat: Vec<ChatRecord>,
+}
+
+/// An operation a simulated user submitted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChatOp {
+    /// A chat message; `reply_to` is the shown message it answers.
+    Chat {
+        /// Recipient.
+        to: Target,
+        /// The message it replies to.
+        reply_to: Option<MsgId>,
+    },
+    /// Join a room.
+    Join(String),
+    /// Leave a room.
+    Leave(String),
+}
+
+/// Something a simulated client process did or was told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChatHappening {
+    /// Started logging in as `name` with credential `token`.
+    Login {
+        /// Name.
+        name: String,
+        /// Credential (which real user it is).
+        token: u64,
+    },
+    /// Logged in as `name` (holder of `token`).
+    LoggedIn {
+        /// Name.
+        name: String,
+        /// Credential.
+        token: u64,
+    },
+    /// Login refused.
+    Refused,
+    /// Logged out.
+    Logout,
+    /// The client process crashed.
+    Crash,
+    /// The user submitted an operation.
+    Sent {
+        /// Its id.
+        id: MsgId,
+        /// What.
+        op: ChatOp,
+    },
+    /// The operation was acknowledged `stored`.
+    Stored {
+        /// Its id.
+        id: MsgId,
+    },
+    /// The operation was reported failed.
+    Failed {
+        /// Its id.
+        id: MsgId,
+    },
+    /// The user was shown a message.
+    Shown {
+        /// Its id.
+        id: MsgId,
+    },
+}
+
+/// One entry of the chat history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatRecord {
+    /// Virtual time, microseconds.
+    pub at: u64,
+    /// The client process (one life of a client; its client id).
+    pub process: u64,
+    /// The user behind it (index; the impostor is the last).
+    pub user: usize,
+    /// What happened.
+    pub what: ChatHappening,
 }
 
 impl History {
     /// Appends a record.
     pub fn push(&mut self, at: u64, node: usize, what: Happening) {
         self.records.push(Record { at, node, what });
+    }
+
+    /// Appends a chat record.
+    pub fn push_chat(&mut self, at: u64, process: u64, user: usize, what: ChatHappening) {
+        self.chat.push(ChatRecord { at, process, user, what });
     }
 }

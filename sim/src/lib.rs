@@ -3,6 +3,7 @@
 //! bit-identical replay of any seed.
 #![forbid(unsafe_code)]
 
+pub mod chat_check;
 pub mod check;
 pub mod cli;
 pub mod faults;

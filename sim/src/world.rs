@@ -45,6 +45,10 @@ pub struct SimConfig {
     pub server: ServerConfig,
     /// L1 bound: heal to agreement, milliseconds.
     pub settle_bound_ms: u64,
+    /// Simulated chat users (0 = servers only, the library default; `ringchat sim` defaults to 8).
+    pub clients: usize,
+    /// Chat rooms of the workload.
+    pub rooms: usize,
 }
 
 impl Default for SimConfig {
@@ -58,6 +62,8 @@ impl Default for SimConfig {
             trace: false,
             server: ServerConfig { discovery: true, ..ServerConfig::default() },
             settle_bound_ms: 10_000,
+            clients: 0,
+            rooms: 3,
         }
     }
 }
@@ -112,6 +118,8 @@ pub struct Report {
     pub heal_ms: u64,
     /// Run length, milliseconds.
     pub duration_ms: u64,
+    /// Chat figures (absent without clients).
+    pub chat: Option<workload::ChatReport>,
 }
 
 /// A finished run: its report, its history, and its trace lines if asked for.
@@ -129,6 +137,8 @@ enum Item {
     Timer { node: usize, generation: u64 },
     Fault(FaultAction),
     Heal,
+    Act { c: usize },
+    ClientTimer { c: usize, generation: u64 },
 }
 
 struct Node {
@@ -202,7 +212,12 @@ pub struct World {
     /// advances its deadline would otherwise hang the run).
     spins: Vec<(u64, u32)>,
     stuck: Vec<Violation>,
+    chat: workload::Chat,
 }
+
+#[path = "workload.rs"]
+mod workload;
+pub use workload::{client_addr, ChatReport, Percentiles};
 
 /// The address of server `i` in the simulated LAN.
 pub fn server_addr(i: usize) -> SocketAddr {
@@ -250,7 +265,8 @@ impl World {
             queue.push(at * 1000, Item::Fault(action.clone()));
         }
         queue.push(schedule.heal_ms * 1000, Item::Heal);
-        let history = History { servers: ids, records: Vec::new(), heal_at: schedule.heal_ms * 1000, end: cfg.duration_ms * 1000 };
+        let history =
+            History { servers: ids, records: Vec::new(), heal_at: schedule.heal_ms * 1000, end: cfg.duration_ms * 1000, chat: Vec::new() };
         World {
             rates: schedule.rates.clone(),
             blocked: vec![vec![false; n]; n],
@@ -268,6 +284,7 @@ impl World {
             trace: Vec::new(),
             spins: vec![(u64::MAX, 0); n],
             stuck: Vec::new(),
+            chat: workload::Chat::default(),
             cfg,
         }
     }
@@ -307,6 +324,7 @@ impl World {
         for i in 0..self.nodes.len() {
             self.start(i);
         }
+        self.setup_clients();
         let end = self.cfg.duration_ms * 1000;
         while let Some((at, item)) = self.queue.pop() {
             if at > end {
@@ -320,6 +338,8 @@ impl World {
                 Item::Timer { node, generation } => self.timer(node, generation),
                 Item::Fault(action) => self.fault(action),
                 Item::Heal => self.heal(),
+                Item::Act { c } => self.act(c),
+                Item::ClientTimer { c, generation } => self.client_timer(c, generation),
             }
         }
         self.finish()
@@ -328,12 +348,28 @@ impl World {
     fn deliver(&mut self, to: usize, from: usize, bytes: Vec<u8>, kind: &'static str, sent_at: u64) {
         self.hash.u64(((to as u64) << 32) | from as u64);
         self.hash.bytes(&bytes);
+        let n = self.nodes.len();
+        if to >= n {
+            return self.client_deliver(to - n, from, &bytes);
+        }
+        if from >= n {
+            let node = &mut self.nodes[to];
+            if node.server.is_none() || node.paused {
+                return;
+            }
+            let from_addr = self.chat.procs[from - n].addr;
+            let local = node.local(self.now);
+            if let Some(s) = node.server.as_mut() {
+                s.handle_datagram(local, from_addr, &bytes);
+            }
+            return self.drain(to);
+        }
         let node = &mut self.nodes[to];
         if node.server.is_none() {
             return;
         }
         let link = from * self.nodes.len() + to;
-        if sent_at < self.last_delivery[link] {
+        if from < n && sent_at < self.last_delivery[link] {
             self.count_fault("reordered");
         }
         self.last_delivery[link] = self.last_delivery[link].max(sent_at);
@@ -344,7 +380,13 @@ impl World {
             }
             return;
         }
-        self.trace_line(Some(to), || format!("recv {kind} from n{from} ({}B)", bytes.len()));
+        if kind == "chat_need" && self.cfg.trace {
+            if let Ok(ringchat_core::wire::Packet::Peer(env)) = ringchat_core::wire::decode(&bytes) {
+                self.trace_line(Some(to), || format!("recv chat_need from n{from}: {:?}", env.body));
+            }
+        } else {
+            self.trace_line(Some(to), || format!("recv {kind} from n{from} ({}B)", bytes.len()));
+        }
         let from_addr = self.nodes[from].addr;
         let node = &mut self.nodes[to];
         let local = node.local(self.now);
@@ -385,6 +427,25 @@ impl World {
             let Some(t) = server.poll_transmit() else { break };
             if !t.retransmit {
                 *self.sent.entry(t.kind).or_insert(0) += 1;
+                if t.kind == "chat" {
+                    if let Ok(ringchat_core::wire::Packet::Peer(env)) = ringchat_core::wire::decode(&t.bytes) {
+                        if let ringchat_core::wire::Body::Chat { msg } = env.body {
+                            self.chat.vc_bytes += postcard::to_allocvec(&msg.deps).map_or(0, |v| v.len() as u64);
+                            self.chat.vc_msgs += 1;
+                            if self.cfg.trace && self.chat.traced.insert((msg.origin, msg.seq)) {
+                                self.trace_line(Some(i), || {
+                                    format!(
+                                        "broadcast {}#{} deps {:?} {:?}",
+                                        msg.origin,
+                                        msg.seq,
+                                        msg.deps.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>(),
+                                        msg.item
+                                    )
+                                });
+                            }
+                        }
+                    }
+                }
             }
             self.hash.bytes(&t.bytes);
             match t.dest {
@@ -427,7 +488,10 @@ impl World {
     }
 
     fn route(&mut self, from: usize, to: usize, bytes: &[u8], kind: &'static str) {
-        if self.blocked[from][to] {
+        // A client sits on the side of its home server.
+        let n = self.nodes.len();
+        let side = |e: usize| if e < n { e } else { (e - n) % n };
+        if self.blocked[side(from)][side(to)] {
             self.count_fault("drop_partition");
             self.trace_line(Some(from), || format!("cut {kind} to n{to}"));
             return;
@@ -551,14 +615,22 @@ impl World {
                             format!("view {} [{}]", v.stamp.id, m.join(","))
                         });
                         format!(
-                            "final {} {} cluster {} epoch {} role {:?} leader {:?} {}",
+                            "final {} {} cluster {} epoch {} role {:?} leader {:?} {} rooms {:?}",
                             st.node,
                             st.phase,
                             st.cluster,
                             st.epoch,
                             st.role,
                             st.leader.map(|l| l.to_string()),
-                            view.unwrap_or_default()
+                            view.unwrap_or_default(),
+                            s.durable().chat.state.rooms
+                        ) + &format!(
+                            " counters {:?} causal {:?} inboxes {:?} delivered {:?} held {:?}",
+                            s.counters(),
+                            s.durable().chat.causal.counters,
+                            s.durable().chat.state.inboxes(),
+                            s.durable().chat.causal.delivered,
+                            s.durable().chat.causal.holdback_heads()
                         )
                     }
                     None => "final: down".to_string(),
@@ -570,6 +642,13 @@ impl World {
         violations.extend(check::check_safety(&self.history));
         let live = check::check_liveness(&self.history, self.cfg.settle_bound_ms * 1000);
         violations.extend(live.violations);
+        let chat = self.chat_report();
+        if self.cfg.clients > 0 {
+            violations.extend(crate::chat_check::check_chat(&self.history, self.chat_settled()));
+            if self.chat_settled() {
+                violations.extend(self.check_trimmed());
+            }
+        }
         let elections = self
             .history
             .records
@@ -600,8 +679,56 @@ impl World {
             settle_ms: live.settle_us.map(|u| u as f64 / 1000.0),
             heal_ms: self.history.heal_at / 1000,
             duration_ms: self.cfg.duration_ms,
+            chat,
         };
         Outcome { report, history: self.history, trace: self.trace }
+    }
+}
+
+impl World {
+    /// Whether the run leaves enough time after heal for chat to settle (liveness checks apply).
+    fn chat_settled(&self) -> bool {
+        self.history.end.saturating_sub(self.history.heal_at) >= 15_000_000
+    }
+
+    fn chat_report(&mut self) -> Option<ChatReport> {
+        if self.cfg.clients == 0 {
+            return None;
+        }
+        let mut r = self.chat.report.clone();
+        for n in &self.nodes {
+            if let Some(s) = &n.server {
+                let st = s.chat_stats();
+                r.duplicates_suppressed += st.duplicates_suppressed;
+                r.max_holdback = r.max_holdback.max(st.max_holdback);
+                r.inbox_max = r.inbox_max.max(st.inbox_max);
+            }
+        }
+        let mut d = self.chat.delays.clone();
+        d.sort_unstable();
+        let pct = |q: f64| if d.is_empty() { 0.0 } else { d[((d.len() - 1) as f64 * q) as usize] as f64 / 1000.0 };
+        r.delivery_ms = Percentiles { p50: pct(0.5), p99: pct(0.99) };
+        r.vc_bytes_per_message = if self.chat.vc_msgs == 0 { 0.0 } else { self.chat.vc_bytes as f64 / self.chat.vc_msgs as f64 };
+        Some(r)
+    }
+
+    /// B1: after heal every live server has dropped acknowledged inbox entries and stable retransmission buffers.
+    fn check_trimmed(&self) -> Vec<Violation> {
+        let mut out = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let Some(s) = &n.server else { continue };
+            let st = s.chat_stats();
+            if st.store > 0 || st.inbox > 0 || st.holdback > 0 {
+                out.push(Violation::new(
+                    "B1",
+                    format!(
+                        "server n{i} still holds {} stored, {} inbox, {} held-back messages at the end",
+                        st.store, st.inbox, st.holdback
+                    ),
+                ));
+            }
+        }
+        out
     }
 }
 

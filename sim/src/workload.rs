@@ -1,0 +1,362 @@
+//! Simulated chat clients and their workload: users log in and out, stay
+//! offline for long stretches, join and leave rooms, send private and room
+//! messages and reply to what they were shown; client processes crash. An
+//! impostor keeps trying to log in under other users' names.
+//!
+//! Clients share the servers' network model (latency, loss, duplicates); a
+//! partition puts each client on the side of its home server.
+
+use super::{Item, World};
+use crate::history::{ChatHappening, ChatOp};
+use rand::{Rng, RngCore};
+use ringchat_core::chat::{MsgId, Target};
+use ringchat_core::client::{Client, ClientConfig, ClientError, ClientEvent};
+use ringchat_core::client_wire::Op;
+use ringchat_core::Instant;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+/// A simulated client process slot (one user; lives come and go).
+pub(super) struct Proc {
+    pub user: usize,
+    pub addr: SocketAddr,
+    pub client: Option<Client>,
+    pub life: u64,
+    pub token: u64,
+    pub timer_at: Option<u64>,
+    pub generation: u64,
+    pub offline_until: u64,
+    pub last_shown: Option<(MsgId, String, Option<String>)>,
+    pub rooms: BTreeSet<String>,
+    pub impostor: bool,
+    pub name: String,
+}
+
+/// Chat figures of a run, for the JSON report.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ChatReport {
+    /// Chat messages submitted.
+    pub sent: u64,
+    /// Operations acknowledged `stored`.
+    pub stored: u64,
+    /// Messages shown to users.
+    pub shown: u64,
+    /// Operations reported failed.
+    pub failed: u64,
+    /// Retried copies servers did not show again (summed over live servers).
+    pub duplicates_suppressed: u64,
+    /// Largest hold-back queue on any server.
+    pub max_holdback: u64,
+    /// Largest user inbox on any server.
+    pub inbox_max: u64,
+    /// Virtual time from send to shown, milliseconds.
+    pub delivery_ms: Percentiles,
+    /// Mean encoded size of the vector clock (deps) of a first-sent chat broadcast, bytes.
+    pub vc_bytes_per_message: f64,
+    /// Logins refused (impostors and the like).
+    pub refused: u64,
+    /// Oversize texts refused at the client before sending.
+    pub too_long: u64,
+}
+
+/// Two percentiles.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+}
+
+/// The address of client slot `c`.
+pub fn client_addr(c: usize) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 1, (c / 250) as u8, (c % 250 + 1) as u8)), 9000)
+}
+
+/// Workload bookkeeping kept by the world.
+#[derive(Default)]
+pub(super) struct Chat {
+    pub procs: Vec<Proc>,
+    pub sent_at: BTreeMap<MsgId, u64>,
+    pub delays: Vec<u64>,
+    pub report: ChatReport,
+    pub vc_bytes: u64,
+    pub vc_msgs: u64,
+    /// Users whose owner has logged in (the impostor only tries those names).
+    pub registered: Vec<usize>,
+    /// Broadcasts already written to the trace.
+    pub traced: BTreeSet<(ringchat_core::NodeId, u64)>,
+}
+
+fn user_name(u: usize) -> String {
+    format!("u{u}")
+}
+
+impl World {
+    pub(super) fn setup_clients(&mut self) {
+        let m = self.cfg.clients;
+        if m == 0 {
+            return;
+        }
+        for c in 0..=m {
+            let token = self.rng.next_u64() | 1;
+            let addr = client_addr(c);
+            let e = self.nodes.len() + c;
+            self.by_addr.insert(addr, e);
+            self.chat.procs.push(Proc {
+                user: c,
+                addr,
+                client: None,
+                life: 0,
+                token,
+                timer_at: None,
+                generation: 0,
+                offline_until: 0,
+                last_shown: None,
+                rooms: BTreeSet::new(),
+                impostor: c == m,
+                name: user_name(c),
+            });
+            let first = 300_000 + self.rng.random_range(0..1_500_000);
+            self.queue.push(first, Item::Act { c });
+        }
+    }
+
+    fn new_life(&mut self, c: usize) {
+        let servers: Vec<SocketAddr> = self.nodes.iter().map(|n| n.addr).collect();
+        let start = self.rng.random_range(0..servers.len().max(1));
+        let p = &mut self.chat.procs[c];
+        p.life += 1;
+        let id = ((c as u64 + 1) << 32) | p.life;
+        p.client = Some(Client::new(ClientConfig { servers, ..ClientConfig::default() }, id, start, Instant(self.now)));
+        p.last_shown = None;
+    }
+
+    fn login(&mut self, c: usize, name: String, token: u64) {
+        if self.chat.procs[c].client.is_none() {
+            self.new_life(c);
+        }
+        let now = self.now;
+        let p = &mut self.chat.procs[c];
+        p.name = name.clone();
+        let Some(cl) = p.client.as_mut() else { return };
+        let process = cl.id();
+        if cl.login(Instant(now), &name, token).is_ok() {
+            let user = p.user;
+            self.history.push_chat(now, process, user, ChatHappening::Login { name, token });
+        }
+        self.client_drain(c);
+    }
+
+    /// One workload step of client slot `c`.
+    pub(super) fn act(&mut self, c: usize) {
+        let now = self.now;
+        let heal = self.history.heal_at;
+        let chaos = now < heal;
+        let send_until = heal + 3_000_000;
+        let next = now + 200_000 + self.rng.random_range(0..1_000_000);
+        self.queue.push(next, Item::Act { c });
+        let m = self.cfg.clients;
+        let p = &self.chat.procs[c];
+        let active = p.client.as_ref().is_some_and(|cl| cl.is_active());
+        let online = p.client.as_ref().is_some_and(|cl| cl.is_online());
+        if p.impostor {
+            if !chaos {
+                return;
+            }
+            if active {
+                if self.rng.random_bool(0.3) {
+                    self.logout(c);
+                }
+            } else if !self.chat.registered.is_empty() && self.rng.random_bool(0.3) {
+                let victim = self.chat.registered[self.rng.random_range(0..self.chat.registered.len())];
+                let token = p.token;
+                self.chat.procs[c].client = None;
+                self.login(c, user_name(victim), token);
+            }
+            return;
+        }
+        if !active {
+            if now >= p.offline_until || !chaos {
+                let token = p.token;
+                self.login(c, user_name(c), token);
+            }
+            return;
+        }
+        if !online {
+            return;
+        }
+        if chaos && self.rng.random_bool(0.02) {
+            let p = &mut self.chat.procs[c];
+            if let Some(cl) = p.client.take() {
+                self.history.push_chat(now, cl.id(), p.user, ChatHappening::Crash);
+            }
+            p.offline_until = now + self.rng.random_range(500_000..6_000_000);
+            return;
+        }
+        if chaos && self.rng.random_bool(0.04) {
+            self.logout(c);
+            self.chat.procs[c].offline_until = now + self.rng.random_range(2_000_000..10_000_000);
+            return;
+        }
+        if now >= send_until || self.chat.procs[c].client.as_ref().is_some_and(|cl| cl.is_busy()) {
+            return;
+        }
+        let rooms = self.cfg.rooms.max(1);
+        let r: f64 = self.rng.random();
+        let p = &self.chat.procs[c];
+        let (op, rec) = if p.rooms.is_empty() || r < 0.08 {
+            let room = format!("r{}", if p.rooms.is_empty() { c % rooms } else { self.rng.random_range(0..rooms) });
+            if p.rooms.contains(&room) && self.rng.random_bool(0.5) {
+                (Op::Leave(room.clone()), ChatOp::Leave(room))
+            } else {
+                (Op::Join(room.clone()), ChatOp::Join(room))
+            }
+        } else {
+            let (to, reply_to) = match (&p.last_shown, r) {
+                (Some((id, from, room)), r) if r < 0.6 => {
+                    let to = match room {
+                        Some(room) => Target::Room(room.clone()),
+                        None => Target::User(from.clone()),
+                    };
+                    (to, Some(*id))
+                }
+                (_, r) if r < 0.8 => {
+                    let joined: Vec<&String> = p.rooms.iter().collect();
+                    let room = joined[self.rng.random_range(0..joined.len())].clone();
+                    (Target::Room(room), None)
+                }
+                _ => {
+                    let mut u = self.rng.random_range(0..m);
+                    if u == c {
+                        u = (u + 1) % m;
+                    }
+                    (Target::User(user_name(u)), None)
+                }
+            };
+            let text = if self.rng.random_bool(0.01) { "x".repeat(ringchat_core::chat::MAX_TEXT + 1) } else { format!("hi {now}") };
+            (Op::Chat { to: to.clone(), text }, ChatOp::Chat { to, reply_to })
+        };
+        let p = &mut self.chat.procs[c];
+        let Some(cl) = p.client.as_mut() else { return };
+        match cl.submit(Instant(now), op) {
+            Ok(id) => {
+                match &rec {
+                    ChatOp::Join(room) => {
+                        p.rooms.insert(room.clone());
+                    }
+                    ChatOp::Leave(room) => {
+                        p.rooms.remove(room);
+                    }
+                    ChatOp::Chat { .. } => {
+                        self.chat.report.sent += 1;
+                        self.chat.sent_at.insert(id, now);
+                    }
+                }
+                let user = p.user;
+                self.trace_line(None, || format!("client c{c} Sent {id:?} {rec:?}"));
+                self.history.push_chat(now, id.client, user, ChatHappening::Sent { id, op: rec });
+            }
+            Err(ClientError::TooLong { .. }) => self.chat.report.too_long += 1,
+            Err(_) => {}
+        }
+        self.client_drain(c);
+    }
+
+    fn logout(&mut self, c: usize) {
+        let now = self.now;
+        let p = &mut self.chat.procs[c];
+        let Some(cl) = p.client.as_mut() else { return };
+        cl.logout(Instant(now));
+        let (process, user) = (cl.id(), p.user);
+        self.history.push_chat(now, process, user, ChatHappening::Logout);
+        self.client_drain(c);
+    }
+
+    pub(super) fn client_deliver(&mut self, c: usize, from: usize, bytes: &[u8]) {
+        let from_addr = self.nodes[from].addr;
+        let now = self.now;
+        let Some(cl) = self.chat.procs[c].client.as_mut() else { return };
+        cl.handle_datagram(Instant(now), from_addr, bytes);
+        if self.cfg.trace {
+            if let Ok(ringchat_core::wire::Packet::ToClient(m)) = ringchat_core::wire::decode(bytes) {
+                self.trace_line(None, || format!("client c{c} recv from n{from}: {m:?}"));
+            }
+        }
+        self.client_drain(c);
+    }
+
+    pub(super) fn client_timer(&mut self, c: usize, generation: u64) {
+        let now = self.now;
+        let p = &mut self.chat.procs[c];
+        if p.generation != generation {
+            return;
+        }
+        p.timer_at = None;
+        let Some(cl) = p.client.as_mut() else { return };
+        cl.handle_timeout(Instant(now));
+        self.client_drain(c);
+    }
+
+    fn client_drain(&mut self, c: usize) {
+        let e = self.nodes.len() + c;
+        loop {
+            let Some(cl) = self.chat.procs[c].client.as_mut() else { return };
+            let Some((addr, bytes)) = cl.poll_transmit() else { break };
+            self.hash.bytes(&bytes);
+            if let Some(&to) = self.by_addr.get(&addr) {
+                self.route(e, to, &bytes, "client");
+            }
+        }
+        loop {
+            let p = &mut self.chat.procs[c];
+            let Some(cl) = p.client.as_mut() else { return };
+            let process = cl.id();
+            let Some(ev) = cl.poll_event() else { break };
+            let user = p.user;
+            let what = match ev {
+                ClientEvent::LoggedIn { .. } => {
+                    if !p.impostor && !self.chat.registered.contains(&user) {
+                        self.chat.registered.push(user);
+                    }
+                    ChatHappening::LoggedIn { name: p.name.clone(), token: p.token }
+                }
+                ClientEvent::Refused { .. } => {
+                    self.chat.report.refused += 1;
+                    ChatHappening::Refused
+                }
+                ClientEvent::Shown { id, from, room, .. } => {
+                    p.last_shown = Some((id, from, room));
+                    self.chat.report.shown += 1;
+                    if let Some(t) = self.chat.sent_at.get(&id) {
+                        self.chat.delays.push(self.now - t);
+                    }
+                    ChatHappening::Shown { id }
+                }
+                ClientEvent::Stored { id } => {
+                    self.chat.report.stored += 1;
+                    ChatHappening::Stored { id }
+                }
+                ClientEvent::Failed { id } => {
+                    self.chat.report.failed += 1;
+                    ChatHappening::Failed { id }
+                }
+                ClientEvent::ServerLost { .. } => continue,
+            };
+            self.trace_line(None, || format!("client c{c} {what:?}"));
+            self.history.push_chat(self.now, process, user, what);
+        }
+        let p = &mut self.chat.procs[c];
+        let Some(cl) = p.client.as_ref() else { return };
+        if let Some(deadline) = cl.poll_timeout() {
+            let at = deadline.0.max(self.now);
+            if p.timer_at.is_none_or(|t| at < t) {
+                p.generation += 1;
+                p.timer_at = Some(at);
+                let generation = p.generation;
+                self.queue.push(at, Item::ClientTimer { c, generation });
+            }
+        }
+    }
+}
