@@ -1,22 +1,90 @@
 //! Messages between clients (and `ringchat status`) and servers.
 
+use crate::causal::{Vc, MAX_ORIGINS};
+use crate::chat::{MsgId, Target, MAX_ACK_IDS, MAX_NAME, MAX_TEXT};
 use crate::id::{ClusterId, NodeId};
 use crate::server::{Counters, Status};
 use crate::view::{Member, MAX_MEMBERS};
 use serde::{Deserialize, Serialize};
+
+fn ok_name(s: &String) -> bool {
+    !s.is_empty() && s.len() <= MAX_NAME
+}
 
 /// Client to server. New kinds are only ever appended.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ClientMsg {
     /// Ask for a [`StatusReport`].
     Status,
+    /// Log in as `name` (holder of `token`), carrying the causal context of what was shown so far.
+    Login {
+        /// Client id (one client process life).
+        client: u64,
+        /// User name.
+        name: String,
+        /// The user's credential (proves the name is ours).
+        token: u64,
+        /// Vector of what this client has been shown (and had stored).
+        ctx: Vc,
+    },
+    /// Submit an operation (retried with the same id until `Stored`).
+    Send {
+        /// The operation's id.
+        id: MsgId,
+        /// What to do.
+        op: Op,
+        /// The client's causal context.
+        ctx: Vc,
+    },
+    /// Acknowledge shown messages.
+    Ack {
+        /// Client id.
+        client: u64,
+        /// Shown messages.
+        ids: Vec<MsgId>,
+    },
+    /// Client heartbeat.
+    Ping {
+        /// Client id.
+        client: u64,
+    },
+    /// Log out (go offline).
+    Logout {
+        /// Client id.
+        client: u64,
+    },
+}
+
+/// An operation a client submits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// A chat message.
+    Chat {
+        /// Recipient.
+        to: Target,
+        /// Text, at most [`crate::chat::MAX_TEXT`] bytes.
+        text: String,
+    },
+    /// Join a room.
+    Join(String),
+    /// Leave a room.
+    Leave(String),
 }
 
 impl ClientMsg {
     /// Bounds a message from the wire must respect.
     pub fn is_well_formed(&self) -> bool {
         match self {
-            ClientMsg::Status => true,
+            ClientMsg::Status | ClientMsg::Ping { .. } | ClientMsg::Logout { .. } => true,
+            ClientMsg::Login { name, ctx, .. } => ok_name(name) && ctx.len() <= MAX_ORIGINS,
+            ClientMsg::Send { op, ctx, .. } => {
+                ctx.len() <= MAX_ORIGINS
+                    && match op {
+                        Op::Chat { to: Target::User(n) | Target::Room(n), text } => ok_name(n) && text.len() <= MAX_TEXT,
+                        Op::Join(r) | Op::Leave(r) => ok_name(r),
+                    }
+            }
+            ClientMsg::Ack { ids, .. } => ids.len() <= MAX_ACK_IDS,
         }
     }
 }
@@ -26,6 +94,43 @@ impl ClientMsg {
 pub enum ServerMsg {
     /// Answer to [`ClientMsg::Status`].
     Status(StatusReport),
+    /// Logged in: this server now shows the user's messages.
+    LoginOk {
+        /// Client id.
+        client: u64,
+    },
+    /// Login refused (N1: the name is held by another user).
+    LoginRefused {
+        /// Client id.
+        client: u64,
+        /// Why, in words.
+        reason: String,
+    },
+    /// A stable message for the user.
+    Show {
+        /// Its id.
+        id: MsgId,
+        /// Sender.
+        from: String,
+        /// Room, for room messages.
+        room: Option<String>,
+        /// Text.
+        text: String,
+        /// Its vector timestamp (the client merges it into its context).
+        stamp: Vc,
+    },
+    /// The operation `id` is stable (held by a majority of servers).
+    Stored {
+        /// The operation.
+        id: MsgId,
+        /// The timestamp of the stored copy.
+        stamp: Vc,
+    },
+    /// Answer to a ping.
+    Pong {
+        /// Client id.
+        client: u64,
+    },
 }
 
 impl ServerMsg {
@@ -33,6 +138,11 @@ impl ServerMsg {
     pub fn kind(&self) -> &'static str {
         match self {
             ServerMsg::Status(_) => "status",
+            ServerMsg::LoginOk { .. } => "login_ok",
+            ServerMsg::LoginRefused { .. } => "login_refused",
+            ServerMsg::Show { .. } => "show",
+            ServerMsg::Stored { .. } => "stored",
+            ServerMsg::Pong { .. } => "pong",
         }
     }
 
@@ -40,6 +150,12 @@ impl ServerMsg {
     pub fn is_well_formed(&self) -> bool {
         match self {
             ServerMsg::Status(r) => r.members.len() <= MAX_MEMBERS,
+            ServerMsg::LoginOk { .. } | ServerMsg::Pong { .. } => true,
+            ServerMsg::LoginRefused { reason, .. } => reason.len() <= 200,
+            ServerMsg::Show { from, room, text, stamp, .. } => {
+                ok_name(from) && room.as_ref().is_none_or(ok_name) && text.len() <= MAX_TEXT && stamp.len() <= MAX_ORIGINS
+            }
+            ServerMsg::Stored { stamp, .. } => stamp.len() <= MAX_ORIGINS,
         }
     }
 }

@@ -6,6 +6,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod causal;
+pub mod chat;
+pub mod chat_server;
+pub mod client;
 pub mod client_wire;
 pub mod election;
 pub mod failure_detector;
@@ -16,6 +20,7 @@ pub mod time;
 pub mod view;
 pub mod wire;
 
+pub use chat_server::{ChatStats, PlantedBug};
 pub use id::{ClusterId, NodeId, ServerId};
 pub use server::{Counters, Dest, Durable, Event, Phase, Role, Server, ServerConfig, Status, Transmit};
 pub use time::Instant;

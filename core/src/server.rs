@@ -5,6 +5,7 @@
 //! drain `poll_transmit` and `poll_event` until they return `None`, then sleep
 //! until `poll_timeout`. Timeouts are idempotent: firing early or twice is harmless.
 
+use crate::chat_server::{ChatDurable, ChatServer, ChatStats, Ctx as ChatCtx, Out as ChatOut, PlantedBug};
 use crate::client_wire::{ClientMsg, ServerMsg, StatusReport};
 use crate::election::{Candidacy, Election, PendingHop, TokenVerdict};
 use crate::failure_detector::FailureDetector;
@@ -50,6 +51,10 @@ pub struct ServerConfig {
     pub discovery: bool,
     /// Known peers, sent discovery datagrams directly.
     pub join: Vec<SocketAddr>,
+    /// A bug planted on purpose (checker tests only; `None` in every real configuration).
+    #[doc(hidden)]
+    #[serde(skip)]
+    pub plant: Option<PlantedBug>,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +74,7 @@ impl Default for ServerConfig {
             ring: RingOrder::Ascending,
             discovery: true,
             join: Vec::new(),
+            plant: None,
         }
     }
 }
@@ -88,6 +94,9 @@ pub struct Durable {
     pub epochs: BTreeMap<ClusterId, EpochRecord>,
     /// Latest view stored in `cluster` (a voter's up-to-date check must survive a crash).
     pub view: Option<View>,
+    /// Chat: causal broadcast and replicated chat state.
+    #[serde(default)]
+    pub chat: ChatDurable,
 }
 
 /// Highest adopted epoch in one cluster, and whom the server accepted in it.
@@ -265,6 +274,7 @@ pub struct Server {
     out: VecDeque<Transmit>,
     events: VecDeque<Event>,
     counters: Counters,
+    chat: ChatServer,
 }
 
 impl Server {
@@ -275,9 +285,14 @@ impl Server {
             Some(mut d) => {
                 assert_eq!(d.id, id, "durable state of another server"); // invariant: driver bug
                 d.incarnation += 1;
+                if cfg.plant == Some(PlantedBug::ForgetInboxOnRestart) {
+                    d.chat.state.forget_inboxes();
+                }
                 d
             }
-            None => Durable { id, incarnation: 1, cluster: ClusterId::NONE, epochs: BTreeMap::new(), view: None },
+            None => {
+                Durable { id, incarnation: 1, cluster: ClusterId::NONE, epochs: BTreeMap::new(), view: None, chat: ChatDurable::default() }
+            }
         };
         let me = Member { node: NodeId { id, incarnation: durable.incarnation }, addr };
         let phase = if durable.cluster == ClusterId::NONE {
@@ -311,6 +326,7 @@ impl Server {
             out: VecDeque::new(),
             events: VecDeque::new(),
             counters: Counters::default(),
+            chat: ChatServer::new(cfg.plant),
             cfg,
         }
     }
@@ -360,6 +376,11 @@ impl Server {
     /// Refusal counters.
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// Sizes of the chat state (store, inboxes, hold-back, sessions).
+    pub fn chat_stats(&self) -> ChatStats {
+        self.chat.stats(&self.durable.chat)
     }
 
     /// A snapshot of the server's state.
@@ -483,6 +504,23 @@ impl Server {
                 let report = StatusReport::from_status(&self.status());
                 self.send_client(from, ServerMsg::Status(report));
             }
+            msg => self.with_chat(|c, d, cx, out| c.on_client(d, cx, from, msg, out)),
+        }
+    }
+
+    /// Runs a chat-layer step with a snapshot of this server's membership, then sends its output.
+    fn with_chat(&mut self, f: impl FnOnce(&mut ChatServer, &mut ChatDurable, &ChatCtx, &mut Vec<ChatOut>)) {
+        let leader = self.leader.and_then(|l| self.addr_of(l));
+        let epoch = self.epoch();
+        let view = if self.phase == Phase::Member { self.committed.as_ref().filter(|v| v.contains(self.me.node)) } else { None };
+        let cx = ChatCtx { me: self.me.node, now: self.now, view, leader, is_leader: self.role == Role::Leader, epoch };
+        let mut out = Vec::new();
+        f(&mut self.chat, &mut self.durable.chat, &cx, &mut out);
+        for o in out {
+            match o {
+                ChatOut::Peer(addr, body, retransmit) => self.send(addr, body, retransmit),
+                ChatOut::Client(addr, msg) => self.send_client(addr, msg),
+            }
         }
     }
 
@@ -570,8 +608,11 @@ impl Server {
         let kind = body.kind();
         let env = Envelope { cluster: self.durable.cluster, from: self.me.node, epoch, body };
         // Every message kind is bounded by construction (views hold at most MAX_MEMBERS).
-        let bytes = wire::encode(&Packet::Peer(env)).expect("every message kind fits in a datagram"); // invariant
-        self.out.push_back(Transmit { dest, bytes, kind, retransmit });
+        // A chat message over the limit (too many origins) is counted, not sent.
+        match wire::encode(&Packet::Peer(env)) {
+            Some(bytes) => self.out.push_back(Transmit { dest, bytes, kind, retransmit }),
+            None => self.counters.invalid += 1,
+        }
     }
 
     /// Sends one body to many peers, encoded once.
@@ -668,7 +709,16 @@ impl Server {
                     self.send(from, Body::NotMember { committed }, false);
                 }
             }
-            Body::Heartbeat { leader, committed, latest } => self.on_heartbeat(sender, from, epoch, leader, committed, latest),
+            Body::Heartbeat { leader, committed, latest, digest } => {
+                self.on_heartbeat(sender, from, epoch, leader, committed, latest);
+                self.with_chat(|c, d, _, out| c.on_digest(d, sender, from, &digest, out));
+            }
+            Body::Chat { msg } => {
+                self.fd.heard(sender, self.now);
+                self.with_chat(|c, d, _, _| c.on_chat(d, msg));
+            }
+            Body::ChatNeed { origin, from: lo, to: hi } => self.with_chat(|c, d, _, out| c.on_need(d, from, origin, lo, hi, out)),
+            Body::NameClaim { name, token } => self.with_chat(|c, d, cx, out| c.on_claim(d, cx, name, token, out)),
             Body::Token { key } => self.on_token(sender, from, epoch, key),
             Body::RingAck { key, elected } => {
                 self.fd.heard(sender, self.now);
@@ -1366,13 +1416,15 @@ impl Server {
             let leader = self.leader;
             let to: Vec<SocketAddr> = self.others().iter().map(|m| m.addr).collect();
             let latest = self.latest.as_ref().map(|v| v.stamp).unwrap_or_default();
-            self.send_all(&to, Body::Heartbeat { leader, committed, latest });
+            let digest = self.durable.chat.causal.delivered.clone();
+            self.send_all(&to, Body::Heartbeat { leader, committed, latest, digest });
         }
         if self.phase == Phase::Founding && now >= self.next_hello {
             self.next_hello = now.plus_ms(self.cfg.hello_ms);
             self.send_discovery(Body::Hello { addr: self.me.addr, founding: true });
         }
         self.retry_hops();
+        self.with_chat(|c, d, cx, out| c.tick(d, cx, out));
         if self.role == Role::Leader {
             self.leader_tick();
             return;

@@ -85,6 +85,8 @@ pub enum Body {
         committed: ViewStamp,
         /// Sender's latest stored view (a member answers a sender behind it with its installed view).
         latest: ViewStamp,
+        /// Anti-entropy digest: the sender's delivered vector clock.
+        digest: crate::causal::Vc,
     },
     /// "You are not in my committed view" (the receiver rejoins if that view is newer than its own).
     NotMember {
@@ -144,6 +146,27 @@ pub enum Body {
         /// The sender's installed view.
         view: View,
     },
+    /// A causal-broadcast message (first send or retransmission).
+    Chat {
+        /// The message.
+        msg: crate::causal::CausalMsg,
+    },
+    /// Anti-entropy: resend `origin`'s messages `from..=to`.
+    ChatNeed {
+        /// Origin.
+        origin: NodeId,
+        /// First missing sequence number.
+        from: u64,
+        /// Last wanted sequence number.
+        to: u64,
+    },
+    /// A server asks the leader to bind a user name.
+    NameClaim {
+        /// The name.
+        name: String,
+        /// The claimant's credential.
+        token: u64,
+    },
 }
 
 impl Body {
@@ -167,6 +190,9 @@ impl Body {
             Body::ViewRequest => "view_request",
             Body::Leave => "leave",
             Body::ViewInfo { .. } => "view_info",
+            Body::Chat { .. } => "chat",
+            Body::ChatNeed { .. } => "chat_need",
+            Body::NameClaim { .. } => "name_claim",
         }
     }
 }
@@ -227,6 +253,9 @@ pub fn decode(bytes: &[u8]) -> Result<Packet, DecodeError> {
     let valid = match &packet {
         Packet::Peer(env) => match &env.body {
             Body::ViewPropose { view } | Body::ViewCommit { view } | Body::ViewInfo { view } => view.is_well_formed(),
+            Body::Heartbeat { digest, .. } => digest.len() <= crate::causal::MAX_ORIGINS,
+            Body::Chat { msg } => msg.is_well_formed(),
+            Body::NameClaim { name, .. } => !name.is_empty() && name.len() <= crate::chat::MAX_NAME,
             _ => true,
         },
         Packet::FromClient(m) => m.is_well_formed(),

@@ -1,0 +1,307 @@
+//! Causal broadcast among servers (Birman-Schiper-Stephenson): per-origin
+//! sequence numbers, the origin's delivered vector clock, a bounded hold-back
+//! queue, a retransmission store and per-peer digests for anti-entropy.
+//!
+//! Vector clocks are `BTreeMap`s keyed by origin (a server life); nothing here
+//! iterates a hash map, so every server delivers deterministically.
+
+use crate::id::{NodeId, ServerId};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A vector clock: origin → number of its messages delivered. Absent = 0.
+pub type Vc = BTreeMap<NodeId, u64>;
+
+/// Most origins a vector clock on the wire may name (keeps every message in one datagram).
+pub const MAX_ORIGINS: usize = 32;
+/// Most messages held back waiting for their causal past.
+pub const MAX_HOLDBACK: usize = 1024;
+/// Most messages kept for retransmission.
+pub const MAX_STORE: usize = 8192;
+/// Most messages one anti-entropy request asks for.
+pub const MAX_RANGE: u64 = 16;
+
+/// `(origin, seq)`: the identity of a broadcast message among servers.
+pub type Key = (NodeId, u64);
+
+/// A message of the causal broadcast.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CausalMsg {
+    /// The server life that broadcast it.
+    pub origin: NodeId,
+    /// Its per-origin sequence number (1, 2, ...).
+    pub seq: u64,
+    /// The origin's delivered vector when it sent the message (its own entry excluded).
+    pub deps: Vc,
+    /// The replicated operation.
+    pub item: crate::chat::Item,
+}
+
+impl CausalMsg {
+    /// The message's key.
+    pub fn key(&self) -> Key {
+        (self.origin, self.seq)
+    }
+
+    /// The message's full vector timestamp (deps plus itself).
+    pub fn stamp(&self) -> Vc {
+        let mut vc = self.deps.clone();
+        vc.insert(self.origin, self.seq);
+        vc
+    }
+
+    /// Bounds a message from the wire must respect.
+    pub fn is_well_formed(&self) -> bool {
+        self.seq > 0 && self.deps.len() <= MAX_ORIGINS && self.item.is_well_formed()
+    }
+}
+
+/// Whether `a` ≥ `b` componentwise.
+pub fn dominates(a: &Vc, b: &Vc) -> bool {
+    b.iter().all(|(k, v)| a.get(k).copied().unwrap_or(0) >= *v)
+}
+
+/// Raises `a` to the componentwise maximum of `a` and `b`.
+pub fn merge(a: &mut Vc, b: &Vc) {
+    for (k, v) in b {
+        let e = a.entry(*k).or_insert(0);
+        *e = (*e).max(*v);
+    }
+}
+
+/// Counters of the causal layer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CausalCounters {
+    /// Copies of already delivered messages ignored.
+    pub duplicates: u64,
+    /// Messages refused because the hold-back queue was full.
+    pub holdback_full: u64,
+    /// Messages not kept for retransmission because the store was full.
+    pub store_full: u64,
+    /// Largest hold-back queue seen.
+    pub max_holdback: u64,
+    /// Broadcasts refused because the vector clock named too many origins.
+    pub vc_overflow: u64,
+}
+
+/// The causal-broadcast state of one server (durable: it survives a crash).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Causal {
+    /// What this server delivered.
+    pub delivered: Vc,
+    holdback: BTreeMap<Key, CausalMsg>,
+    store: BTreeMap<Key, CausalMsg>,
+    /// Latest delivered vector heard from each server (its digest).
+    pub digests: BTreeMap<ServerId, Vc>,
+    /// Every server ever seen in an installed view: a message leaves the store once all of them hold it.
+    pub known: BTreeSet<ServerId>,
+    /// Counters.
+    pub counters: CausalCounters,
+}
+
+impl Causal {
+    /// Broadcasts `item` as `origin`: returns the message (already delivered here).
+    pub fn broadcast(&mut self, origin: NodeId, item: crate::chat::Item) -> Option<CausalMsg> {
+        let seq = self.delivered.get(&origin).copied().unwrap_or(0) + 1;
+        let mut deps = self.delivered.clone();
+        deps.remove(&origin);
+        if deps.len() >= MAX_ORIGINS {
+            self.counters.vc_overflow += 1;
+            return None;
+        }
+        let msg = CausalMsg { origin, seq, deps, item };
+        self.delivered.insert(origin, seq);
+        self.keep(msg.clone());
+        Some(msg)
+    }
+
+    fn keep(&mut self, msg: CausalMsg) {
+        if self.store.len() >= MAX_STORE {
+            self.counters.store_full += 1;
+            return;
+        }
+        self.store.insert(msg.key(), msg);
+    }
+
+    /// Whether `key` was delivered here.
+    pub fn has(&self, key: Key) -> bool {
+        self.delivered.get(&key.0).copied().unwrap_or(0) >= key.1
+    }
+
+    /// Receives a message; returns those that became deliverable, in delivery order.
+    /// `no_holdback` is a planted bug (deliver at once, ignoring the causal past).
+    pub fn receive(&mut self, msg: CausalMsg, no_holdback: bool) -> Vec<CausalMsg> {
+        if self.has(msg.key()) || self.holdback.contains_key(&msg.key()) {
+            self.counters.duplicates += 1;
+            return Vec::new();
+        }
+        if no_holdback {
+            self.delivered.insert(msg.origin, msg.seq);
+            self.keep(msg.clone());
+            return vec![msg];
+        }
+        if self.holdback.len() >= MAX_HOLDBACK {
+            self.counters.holdback_full += 1;
+            return Vec::new();
+        }
+        self.holdback.insert(msg.key(), msg);
+        self.counters.max_holdback = self.counters.max_holdback.max(self.holdback.len() as u64);
+        let mut out = Vec::new();
+        loop {
+            let next = self.holdback.values().find(|m| self.deliverable(m)).map(|m| m.key());
+            let Some(key) = next else { break };
+            let Some(m) = self.holdback.remove(&key) else { break };
+            self.delivered.insert(m.origin, m.seq);
+            self.keep(m.clone());
+            out.push(m);
+        }
+        // Anything at or below what is delivered is a stale copy.
+        let delivered = &self.delivered;
+        self.holdback.retain(|k, _| delivered.get(&k.0).copied().unwrap_or(0) < k.1);
+        out
+    }
+
+    /// The BSS rule: next from its origin, and its causal past delivered.
+    fn deliverable(&self, m: &CausalMsg) -> bool {
+        self.delivered.get(&m.origin).copied().unwrap_or(0) + 1 == m.seq
+            && m.deps.iter().all(|(k, v)| *k == m.origin || self.delivered.get(k).copied().unwrap_or(0) >= *v)
+    }
+
+    /// Messages held back now.
+    pub fn holdback_len(&self) -> usize {
+        self.holdback.len()
+    }
+
+    /// Messages in the retransmission store now.
+    pub fn store_len(&self) -> usize {
+        self.store.len()
+    }
+
+    /// A stored message.
+    pub fn get(&self, key: Key) -> Option<&CausalMsg> {
+        self.store.get(&key)
+    }
+
+    /// Records a peer's digest (delivered vectors only grow: keep the maximum).
+    pub fn note_digest(&mut self, server: ServerId, vc: &Vc) {
+        merge(self.digests.entry(server).or_default(), vc);
+    }
+
+    /// Whether server `s` (us included as `me`) holds `key`.
+    pub fn holds(&self, me: ServerId, s: ServerId, key: Key) -> bool {
+        if s == me {
+            return self.has(key);
+        }
+        self.digests.get(&s).is_some_and(|d| d.get(&key.0).copied().unwrap_or(0) >= key.1)
+    }
+
+    /// The ranges `(origin, from, to)` this server misses relative to `digest`.
+    pub fn missing(&self, digest: &Vc) -> Vec<(NodeId, u64, u64)> {
+        digest
+            .iter()
+            .filter_map(|(o, v)| {
+                let have = self.delivered.get(o).copied().unwrap_or(0);
+                (*v > have).then(|| (*o, have + 1, (*v).min(have + MAX_RANGE)))
+            })
+            .collect()
+    }
+
+    /// Stored messages of `origin` in `from..=to` (bounded by [`MAX_RANGE`]).
+    pub fn range(&self, origin: NodeId, from: u64, to: u64) -> Vec<CausalMsg> {
+        let to = to.min(from.saturating_add(MAX_RANGE - 1));
+        self.store.range((origin, from)..=(origin, to)).map(|(_, m)| m.clone()).collect()
+    }
+
+    /// Drops stored messages every known server holds, unless `pinned`.
+    pub fn trim(&mut self, me: ServerId, pinned: impl Fn(Key) -> bool) {
+        let known: Vec<ServerId> = self.known.iter().copied().collect();
+        let keys: Vec<Key> = self.store.keys().copied().filter(|k| !pinned(*k) && known.iter().all(|s| self.holds(me, *s, *k))).collect();
+        for k in keys {
+            self.store.remove(&k);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::Item;
+
+    fn node(i: u128) -> NodeId {
+        NodeId { id: ServerId(i), incarnation: 1 }
+    }
+
+    fn join(user: &str) -> Item {
+        Item::Join { user: user.into(), room: "r".into() }
+    }
+
+    #[test]
+    fn reply_is_held_back_until_its_question_is_delivered() {
+        let mut a = Causal::default();
+        let mut b = Causal::default();
+        let mut c = Causal::default();
+        let m1 = a.broadcast(node(1), join("q")).unwrap();
+        assert_eq!(b.receive(m1.clone(), false).len(), 1);
+        let m2 = b.broadcast(node(2), join("reply")).unwrap();
+        assert!(c.receive(m2.clone(), false).is_empty(), "reply must wait for the question");
+        assert_eq!(c.holdback_len(), 1);
+        let got = c.receive(m1.clone(), false);
+        assert_eq!(got.iter().map(|m| m.key()).collect::<Vec<_>>(), vec![m1.key(), m2.key()]);
+    }
+
+    #[test]
+    fn retransmission_never_delivers_twice() {
+        let mut a = Causal::default();
+        let mut b = Causal::default();
+        let m1 = a.broadcast(node(1), join("x")).unwrap();
+        assert_eq!(b.receive(m1.clone(), false).len(), 1);
+        assert!(b.receive(m1.clone(), false).is_empty());
+        assert_eq!(b.counters.duplicates, 1);
+    }
+
+    #[test]
+    fn anti_entropy_fills_a_gap_from_the_store() {
+        let mut a = Causal::default();
+        let mut b = Causal::default();
+        let m1 = a.broadcast(node(1), join("x")).unwrap();
+        let m2 = a.broadcast(node(1), join("y")).unwrap();
+        assert!(b.receive(m2, false).is_empty());
+        let need = b.missing(&a.delivered);
+        assert_eq!(need, vec![(node(1), 1, 2)]);
+        let resent = a.range(node(1), 1, 2);
+        assert_eq!(resent.len(), 2);
+        let mut n = 0;
+        for m in resent {
+            n += b.receive(m, false).len();
+        }
+        assert_eq!(n, 2);
+        assert_eq!(b.delivered, a.delivered);
+        let _ = m1;
+    }
+
+    #[test]
+    fn store_is_trimmed_once_every_known_server_holds_a_message() {
+        let mut a = Causal::default();
+        a.known.insert(ServerId(1));
+        a.known.insert(ServerId(2));
+        let m = a.broadcast(node(1), join("x")).unwrap();
+        a.trim(ServerId(1), |_| false);
+        assert_eq!(a.store_len(), 1);
+        a.note_digest(ServerId(2), &m.stamp());
+        a.trim(ServerId(1), |k| k == m.key());
+        assert_eq!(a.store_len(), 1, "pinned stays");
+        a.trim(ServerId(1), |_| false);
+        assert_eq!(a.store_len(), 0);
+    }
+
+    #[test]
+    fn hold_back_is_bounded() {
+        let mut c = Causal::default();
+        for s in 2..(MAX_HOLDBACK as u64 + 10) {
+            let m = CausalMsg { origin: node(1), seq: s, deps: Vc::new(), item: join("x") };
+            c.receive(m, false);
+        }
+        assert_eq!(c.holdback_len(), MAX_HOLDBACK);
+        assert!(c.counters.holdback_full > 0);
+    }
+}

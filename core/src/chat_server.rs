@@ -1,0 +1,440 @@
+//! A server's chat duties: the causal broadcast among servers, stability,
+//! client sessions (login, sends held for their causal context, `stored`
+//! acknowledgements, showing stable inbox entries) and name claims to the leader.
+//!
+//! The server routes datagrams here with a [`Ctx`] snapshot of its membership
+//! state and sends whatever [`Out`]s come back.
+
+use crate::causal::{dominates, merge, Causal, CausalMsg, Key, Vc};
+use crate::chat::{Applied, ChatState, Item, MsgId, MAX_ACK_IDS};
+use crate::client_wire::{ClientMsg, Op, ServerMsg};
+use crate::id::NodeId;
+use crate::time::Instant;
+use crate::view::View;
+use crate::wire::Body;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+/// Bugs that can be planted on purpose so the simulator's checkers can be shown to catch them.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// Deliver (and show) messages on receipt, without waiting for their causal past.
+    NoHoldback,
+    /// Do not deduplicate retried messages.
+    SkipDedup,
+    /// Lose every inbox when the server restarts.
+    ForgetInboxOnRestart,
+    /// Bind a name again to whoever claims it last.
+    RebindNames,
+    /// Show messages before they are stable.
+    ShowUnstable,
+}
+
+/// Chat state that survives a crash (part of [`crate::Durable`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatDurable {
+    /// Causal broadcast.
+    pub causal: Causal,
+    /// Replicated application state.
+    pub state: ChatState,
+}
+
+/// What the server knows of itself when it routes to the chat layer.
+pub struct Ctx<'a> {
+    /// This life.
+    pub me: NodeId,
+    /// Now.
+    pub now: Instant,
+    /// Installed view, when a member.
+    pub view: Option<&'a View>,
+    /// The leader's address, if known.
+    pub leader: Option<SocketAddr>,
+    /// This server leads.
+    pub is_leader: bool,
+    /// Adopted epoch.
+    pub epoch: u64,
+}
+
+/// Something the chat layer wants sent.
+pub enum Out {
+    /// To a peer server (`true` = retransmission).
+    Peer(SocketAddr, Body, bool),
+    /// To a client.
+    Client(SocketAddr, ServerMsg),
+}
+
+/// Most operations a session holds waiting for their causal context.
+const MAX_PENDING: usize = 4;
+/// Most messages shown to one session per round.
+const SHOW_BATCH: usize = 8;
+/// A session silent this long is dropped.
+const SESSION_TIMEOUT_US: u64 = 2_500_000;
+/// Period of re-showing unacknowledged messages and of name claims.
+const RESEND_US: u64 = 300_000;
+
+struct Session {
+    addr: SocketAddr,
+    name: String,
+    token: u64,
+    logged_in: bool,
+    ctx: Vc,
+    last_heard: Instant,
+    pending: Vec<(MsgId, Op, Vc)>,
+    waiting: Vec<(MsgId, Key)>,
+    shown_at: BTreeMap<MsgId, Instant>,
+    acks: Vec<MsgId>,
+    claim_at: Instant,
+}
+
+/// Per-server chat runtime state (sessions are not durable: clients log in again).
+#[derive(Default)]
+pub struct ChatServer {
+    sessions: BTreeMap<u64, Session>,
+    /// Planted bug, if any (tests only).
+    pub plant: Option<PlantedBug>,
+    next_trim: Instant,
+    dirty: bool,
+}
+
+/// Sizes for reports and the bounded-memory check.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ChatStats {
+    /// Messages in the retransmission store.
+    pub store: usize,
+    /// Unacknowledged inbox entries over all users.
+    pub inbox: usize,
+    /// Messages held back.
+    pub holdback: usize,
+    /// Largest hold-back queue seen.
+    pub max_holdback: u64,
+    /// Largest inbox seen.
+    pub inbox_max: u64,
+    /// Retried copies not shown again.
+    pub duplicates_suppressed: u64,
+    /// Client sessions.
+    pub sessions: usize,
+}
+
+impl ChatServer {
+    /// A chat layer with no sessions yet (`plant` is for checker tests only).
+    pub fn new(plant: Option<PlantedBug>) -> ChatServer {
+        ChatServer { plant, ..ChatServer::default() }
+    }
+
+    /// Stats of this server.
+    pub fn stats(&self, d: &ChatDurable) -> ChatStats {
+        ChatStats {
+            store: d.causal.store_len(),
+            inbox: d.state.inbox_total(),
+            holdback: d.causal.holdback_len(),
+            max_holdback: d.causal.counters.max_holdback,
+            inbox_max: d.state.counters.inbox_max,
+            duplicates_suppressed: d.state.counters.duplicates_suppressed,
+            sessions: self.sessions.len(),
+        }
+    }
+
+    fn stable(&self, d: &ChatDurable, cx: &Ctx, key: Key) -> bool {
+        if self.plant == Some(PlantedBug::ShowUnstable) {
+            return d.causal.has(key);
+        }
+        let Some(view) = cx.view else { return false };
+        let n = view.members.iter().filter(|m| d.causal.holds(cx.me.id, m.node.id, key)).count();
+        view.is_majority(n)
+    }
+
+    fn peers(cx: &Ctx) -> Vec<SocketAddr> {
+        cx.view.map(|v| v.members.iter().filter(|m| m.node.id != cx.me.id).map(|m| m.addr).collect()).unwrap_or_default()
+    }
+
+    fn apply(&mut self, d: &mut ChatDurable, msg: &CausalMsg) -> Applied {
+        self.dirty = true;
+        let skip = self.plant == Some(PlantedBug::SkipDedup);
+        let rebind = self.plant == Some(PlantedBug::RebindNames);
+        d.state.apply(msg.key(), &msg.item, skip, rebind)
+    }
+
+    /// Broadcasts `item` from this server; returns the applied result and the message key.
+    fn broadcast(&mut self, d: &mut ChatDurable, cx: &Ctx, item: Item, out: &mut Vec<Out>) -> Option<(Key, Applied)> {
+        let msg = d.causal.broadcast(cx.me, item)?;
+        let applied = self.apply(d, &msg);
+        for addr in Self::peers(cx) {
+            out.push(Out::Peer(addr, Body::Chat { msg: msg.clone() }, false));
+        }
+        Some((msg.key(), applied))
+    }
+
+    /// A causal message from a peer.
+    pub fn on_chat(&mut self, d: &mut ChatDurable, msg: CausalMsg) {
+        let no_holdback = self.plant == Some(PlantedBug::NoHoldback);
+        for m in d.causal.receive(msg, no_holdback) {
+            self.apply(d, &m);
+        }
+    }
+
+    /// A peer's anti-entropy request.
+    pub fn on_need(&mut self, d: &ChatDurable, from: SocketAddr, origin: NodeId, lo: u64, hi: u64, out: &mut Vec<Out>) {
+        for msg in d.causal.range(origin, lo, hi) {
+            out.push(Out::Peer(from, Body::Chat { msg }, true));
+        }
+    }
+
+    /// A peer's digest (from its heartbeat): note it, and ask it for what we miss.
+    pub fn on_digest(&mut self, d: &mut ChatDurable, sender: NodeId, from: SocketAddr, digest: &Vc, out: &mut Vec<Out>) {
+        d.causal.note_digest(sender.id, digest);
+        self.dirty = true;
+        for (origin, lo, hi) in d.causal.missing(digest) {
+            out.push(Out::Peer(from, Body::ChatNeed { origin, from: lo, to: hi }, false));
+        }
+    }
+
+    /// A name claim forwarded to us (we act only as leader, once caught up with a majority).
+    pub fn on_claim(&mut self, d: &mut ChatDurable, cx: &Ctx, name: String, token: u64, out: &mut Vec<Out>) {
+        if !cx.is_leader || d.state.names.contains_key(&name) && self.plant != Some(PlantedBug::RebindNames) {
+            return;
+        }
+        // Fence: a new leader binds only once it has delivered what a majority of the view delivered,
+        // so it knows every binding that was ever reported to a user.
+        let Some(view) = cx.view else { return };
+        let caught_up = view
+            .members
+            .iter()
+            .filter(|m| m.node.id == cx.me.id || d.causal.digests.get(&m.node.id).is_some_and(|g| dominates(&d.causal.delivered, g)))
+            .count();
+        if !view.is_majority(caught_up) {
+            return;
+        }
+        self.broadcast(d, cx, Item::Bind { name, token, epoch: cx.epoch }, out);
+    }
+
+    /// A datagram from a client.
+    pub fn on_client(&mut self, d: &mut ChatDurable, cx: &Ctx, from: SocketAddr, msg: ClientMsg, out: &mut Vec<Out>) {
+        if cx.view.is_none() {
+            return; // not a member: the client will try another server
+        }
+        match msg {
+            ClientMsg::Status => {}
+            ClientMsg::Login { client, name, token, ctx } => {
+                let s = self.sessions.entry(client).or_insert_with(|| Session {
+                    addr: from,
+                    name: name.clone(),
+                    token,
+                    logged_in: false,
+                    ctx: Vc::new(),
+                    last_heard: cx.now,
+                    pending: Vec::new(),
+                    waiting: Vec::new(),
+                    shown_at: BTreeMap::new(),
+                    acks: Vec::new(),
+                    claim_at: cx.now,
+                });
+                s.addr = from;
+                s.last_heard = cx.now;
+                merge(&mut s.ctx, &ctx);
+                if s.name != name || s.token != token {
+                    s.name = name;
+                    s.token = token;
+                    s.logged_in = false;
+                }
+                self.progress_login(d, cx, client, out);
+            }
+            ClientMsg::Ping { client } => {
+                if let Some(s) = self.sessions.get_mut(&client) {
+                    s.last_heard = cx.now;
+                    s.addr = from;
+                    out.push(Out::Client(from, ServerMsg::Pong { client }));
+                }
+            }
+            ClientMsg::Logout { client } => {
+                self.sessions.remove(&client);
+            }
+            ClientMsg::Ack { client, ids } => {
+                if let Some(s) = self.sessions.get_mut(&client) {
+                    s.last_heard = cx.now;
+                    for id in ids {
+                        s.shown_at.remove(&id);
+                        if !s.acks.contains(&id) && s.acks.len() < 4 * MAX_ACK_IDS {
+                            s.acks.push(id);
+                        }
+                    }
+                }
+            }
+            ClientMsg::Send { id, op, ctx } => {
+                let Some(s) = self.sessions.get_mut(&id.client) else { return };
+                if !s.logged_in {
+                    return;
+                }
+                s.last_heard = cx.now;
+                s.addr = from;
+                if s.pending.iter().any(|p| p.0 == id) || s.waiting.iter().any(|w| w.0 == id) {
+                    return;
+                }
+                if let Some(canonical) = d.state.delivered_copy(id) {
+                    s.waiting.push((id, canonical));
+                    return;
+                }
+                if s.pending.len() < MAX_PENDING {
+                    s.pending.push((id, op, ctx));
+                }
+                self.dirty = true;
+            }
+        }
+    }
+
+    fn progress_login(&mut self, d: &mut ChatDurable, cx: &Ctx, client: u64, out: &mut Vec<Out>) {
+        let Some(s) = self.sessions.get(&client) else { return };
+        if s.logged_in {
+            out.push(Out::Client(s.addr, ServerMsg::LoginOk { client }));
+            return;
+        }
+        match d.state.names.get(&s.name).copied() {
+            Some(token) if token == s.token => {
+                if let Some(key) = d.state.name_keys.get(&s.name).copied() {
+                    if self.stable(d, cx, key) {
+                        let s = self.sessions.get_mut(&client).expect("looked up above"); // invariant
+                        s.logged_in = true;
+                        out.push(Out::Client(s.addr, ServerMsg::LoginOk { client }));
+                    }
+                }
+            }
+            Some(_) => {
+                let addr = s.addr;
+                let reason = format!("name {:?} is taken", s.name);
+                self.sessions.remove(&client);
+                out.push(Out::Client(addr, ServerMsg::LoginRefused { client, reason }));
+            }
+            None => {
+                let (name, token) = (s.name.clone(), s.token);
+                if cx.is_leader {
+                    self.on_claim(d, cx, name, token, out);
+                } else if let Some(l) = cx.leader {
+                    out.push(Out::Peer(l, Body::NameClaim { name, token }, false));
+                }
+            }
+        }
+    }
+
+    /// Periodic work: expire sessions, release held sends, acknowledge stored ones, show inboxes, trim.
+    pub fn tick(&mut self, d: &mut ChatDurable, cx: &Ctx, out: &mut Vec<Out>) {
+        let Some(view) = cx.view else { return };
+        for m in &view.members {
+            d.causal.known.insert(m.node.id);
+        }
+        let now = cx.now;
+        self.sessions.retain(|_, s| now.since(s.last_heard) <= SESSION_TIMEOUT_US);
+        let clients: Vec<u64> = self.sessions.keys().copied().collect();
+        let resend = std::mem::take(&mut self.dirty);
+        for client in clients {
+            self.session_tick(d, cx, client, resend, out);
+        }
+        if now >= self.next_trim {
+            self.next_trim = now.plus_us(100_000);
+            let state = &d.state;
+            d.causal.trim(cx.me.id, |k| state.pinned(k));
+        }
+    }
+
+    fn session_tick(&mut self, d: &mut ChatDurable, cx: &Ctx, client: u64, dirty: bool, out: &mut Vec<Out>) {
+        let now = cx.now;
+        let Some(s) = self.sessions.get_mut(&client) else { return };
+        if !s.logged_in {
+            if now.since(s.claim_at) >= RESEND_US || dirty {
+                s.claim_at = now;
+                self.progress_login(d, cx, client, out);
+            }
+            return;
+        }
+        // Acknowledgements spread through the broadcast.
+        if !s.acks.is_empty() {
+            let n = s.acks.len().min(MAX_ACK_IDS);
+            let ids: Vec<MsgId> = s.acks.drain(..n).collect();
+            let user = s.name.clone();
+            self.broadcast(d, cx, Item::Ack { user, ids }, out);
+        }
+        // Sends whose causal context this server has delivered.
+        let Some(s) = self.sessions.get_mut(&client) else { return };
+        let mut ready = Vec::new();
+        s.pending.retain(|(id, op, ctx)| {
+            let ok = dominates(&d.causal.delivered, ctx) && dominates(&d.causal.delivered, &s.ctx);
+            if ok {
+                ready.push((*id, op.clone()));
+            }
+            !ok
+        });
+        let name = s.name.clone();
+        for (id, op) in ready {
+            if let Some(canonical) = d.state.delivered_copy(id) {
+                if let Some(s) = self.sessions.get_mut(&client) {
+                    s.waiting.push((id, canonical));
+                }
+                continue;
+            }
+            let item = match op {
+                Op::Chat { to, text } => {
+                    let (room, recipients) = match &to {
+                        crate::chat::Target::Room(r) => (Some(r.clone()), d.state.recipients(&name, &to)),
+                        crate::chat::Target::User(_) => (None, d.state.recipients(&name, &to)),
+                    };
+                    Item::Chat { id, from: name.clone(), room, to: recipients, text }
+                }
+                Op::Join(room) => Item::Join { user: name.clone(), room },
+                Op::Leave(room) => Item::Leave { user: name.clone(), room },
+            };
+            let Some((key, applied)) = self.broadcast(d, cx, item, out) else { continue };
+            let canonical = match applied {
+                Applied::Chat { canonical, .. } => canonical,
+                Applied::Other => key,
+            };
+            if let Some(s) = self.sessions.get_mut(&client) {
+                s.waiting.push((id, canonical));
+            }
+        }
+        // Stored acknowledgements.
+        let Some(s) = self.sessions.get(&client) else { return };
+        let waiting = s.waiting.clone();
+        let addr = s.addr;
+        let mut keep = Vec::new();
+        for (id, key) in waiting {
+            if self.stable(d, cx, key) {
+                let mut stamp = Vc::new();
+                stamp.insert(key.0, key.1);
+                out.push(Out::Client(addr, ServerMsg::Stored { id, stamp }));
+            } else {
+                keep.push((id, key));
+            }
+        }
+        // Stable inbox entries, in delivery order.
+        let mut show = Vec::new();
+        {
+            let s = self.sessions.get(&client).expect("looked up above"); // invariant
+            for (id, key) in d.state.inbox(&s.name) {
+                if show.len() >= SHOW_BATCH {
+                    break;
+                }
+                if s.shown_at.get(id).is_some_and(|t| now.since(*t) < RESEND_US) {
+                    continue;
+                }
+                if !self.stable(d, cx, *key) {
+                    continue;
+                }
+                if let Some(m) = d.causal.get(*key) {
+                    show.push((*id, m.clone()));
+                }
+            }
+        }
+        let s = self.sessions.get_mut(&client).expect("looked up above"); // invariant
+        s.waiting = keep;
+        for (id, m) in show {
+            if let Item::Chat { from, room, text, .. } = &m.item {
+                s.shown_at.insert(id, now);
+                let msg = ServerMsg::Show { id, from: from.clone(), room: room.clone(), text: text.clone(), stamp: m.stamp() };
+                out.push(Out::Client(s.addr, msg));
+            }
+        }
+        if s.shown_at.len() > 4 * crate::chat::MAX_INBOX {
+            s.shown_at.clear();
+        }
+    }
+}
