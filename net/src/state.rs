@@ -1,101 +1,102 @@
-//! `--state FILE`: what a server keeps across a restart ([`Durable`]), as JSON.
+//! `--state FILE`: what a server keeps across a restart ([`Durable`]): the
+//! election part (identity, epochs, votes, view) and the chat part (causal
+//! broadcast store and replicated chat state).
 //!
-//! The file is written (to a temporary file, then renamed over the old one)
-//! after every input that changed it and before any datagram of that input is
-//! sent, so a vote is on disk before the `Accept` that announces it leaves.
+//! Format: the 8-byte magic `RINGCHAT`, a little-endian `u32` format version,
+//! then postcard bytes of the whole [`Durable`]. The file is written to a
+//! temporary file, fsynced, then renamed over the old one. The driver writes it
+//! before any datagram of an input that changed the election part (so a vote is
+//! on disk before the `Accept` that announces it leaves); changes of the chat
+//! part alone are written at most every few milliseconds.
 
-use ringchat_core::server::EpochRecord;
-use ringchat_core::{ClusterId, Durable, ServerId, View};
-use serde::{Deserialize, Serialize};
+use ringchat_core::Durable;
 use std::path::{Path, PathBuf};
 
-/// On-disk form of [`Durable`]. JSON maps need string keys, so the per-cluster
-/// epoch records are a list of pairs here.
-#[derive(Serialize, Deserialize)]
-struct StateFile {
-    format: u32,
-    id: ServerId,
-    incarnation: u64,
-    cluster: ClusterId,
-    epochs: Vec<(ClusterId, EpochRecord)>,
-    view: Option<View>,
-}
-
-const FORMAT: u32 = 1;
-
-impl StateFile {
-    fn from_durable(d: &Durable) -> StateFile {
-        // Destructured field by field: a field added to `Durable` fails to compile here.
-        let Durable { id, incarnation, cluster, epochs, view } = d;
-        StateFile {
-            format: FORMAT,
-            id: *id,
-            incarnation: *incarnation,
-            cluster: *cluster,
-            epochs: epochs.iter().map(|(c, r)| (*c, *r)).collect(),
-            view: view.clone(),
-        }
-    }
-
-    fn into_durable(self) -> Durable {
-        Durable {
-            id: self.id,
-            incarnation: self.incarnation,
-            cluster: self.cluster,
-            epochs: self.epochs.into_iter().collect(),
-            view: self.view,
-        }
-    }
-}
+const MAGIC: &[u8; 8] = b"RINGCHAT";
+const FORMAT: u32 = 2;
 
 /// Reads the state file; `Ok(None)` if it does not exist yet.
 pub fn load(path: &Path) -> Result<Option<Durable>, String> {
-    let text = match std::fs::read_to_string(path) {
+    let bytes = match std::fs::read(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("cannot read state file {}: {}", path.display(), crate::io_msg(&e))),
     };
-    let file: StateFile =
-        serde_json::from_str(&text).map_err(|e| format!("state file {} is not a ringchat state file: {e}", path.display()))?;
-    if file.format != FORMAT {
-        return Err(format!("state file {} has format {}, expected {FORMAT}", path.display(), file.format));
+    let bad = || format!("state file {} is not a ringchat state file", path.display());
+    if bytes.len() < 12 || &bytes[..8] != MAGIC {
+        return Err(bad());
     }
-    Ok(Some(file.into_durable()))
+    let mut v = [0u8; 4];
+    v.copy_from_slice(&bytes[8..12]);
+    let format = u32::from_le_bytes(v);
+    if format != FORMAT {
+        return Err(format!("state file {} has format {format}, expected {FORMAT}", path.display()));
+    }
+    let d: Durable = postcard::from_bytes(&bytes[12..]).map_err(|e| format!("{}: {e}", bad()))?;
+    Ok(Some(d))
 }
 
 /// Writes the state file atomically (temporary file, fsync, rename).
 pub fn save(path: &Path, d: &Durable) -> Result<(), String> {
     use std::io::Write;
-    let text = serde_json::to_string_pretty(&StateFile::from_durable(d)).map_err(|e| format!("cannot encode state: {e}"))?;
+    let body = postcard::to_stdvec(d).map_err(|e| format!("cannot encode state: {e}"))?;
     let mut tmp: PathBuf = path.to_path_buf();
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "state".into());
     tmp.set_file_name(format!(".{name}.tmp"));
     let fail = |e: std::io::Error| format!("cannot write state file {}: {}", path.display(), crate::io_msg(&e));
     let mut f = std::fs::File::create(&tmp).map_err(fail)?;
-    f.write_all(text.as_bytes()).map_err(fail)?;
-    f.write_all(b"\n").map_err(fail)?;
+    f.write_all(MAGIC).map_err(fail)?;
+    f.write_all(&FORMAT.to_le_bytes()).map_err(fail)?;
+    f.write_all(&body).map_err(fail)?;
     f.sync_all().map_err(fail)?;
     drop(f);
     std::fs::rename(&tmp, path).map_err(fail)?;
     Ok(())
 }
 
+/// The election part of [`Durable`], compared after every input.
+#[derive(Clone, PartialEq)]
+pub struct ElectionPart {
+    id: ringchat_core::ServerId,
+    incarnation: u64,
+    cluster: ringchat_core::ClusterId,
+    epochs: std::collections::BTreeMap<ringchat_core::ClusterId, ringchat_core::server::EpochRecord>,
+    view: Option<ringchat_core::View>,
+}
+
+impl ElectionPart {
+    /// Copies the election part out of `d`.
+    pub fn of(d: &Durable) -> ElectionPart {
+        // Destructured field by field: a field added to `Durable` fails to compile here.
+        let Durable { id, incarnation, cluster, epochs, view, chat: _ } = d;
+        ElectionPart { id: *id, incarnation: *incarnation, cluster: *cluster, epochs: epochs.clone(), view: view.clone() }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringchat_core::{Member, NodeId, ViewStamp};
+    use ringchat_core::server::EpochRecord;
+    use ringchat_core::{ClusterId, Member, NodeId, ServerId, View, ViewStamp};
 
     #[test]
-    fn state_roundtrips_through_json() {
+    fn state_roundtrips() {
         let node = NodeId { id: ServerId(0xabc << 100), incarnation: 3 };
-        let mut d = Durable { id: node.id, incarnation: 3, cluster: ClusterId(77), epochs: Default::default(), view: None };
+        let mut d = Durable {
+            id: node.id,
+            incarnation: 3,
+            cluster: ClusterId(77),
+            epochs: Default::default(),
+            view: None,
+            chat: Default::default(),
+        };
         d.epochs.insert(ClusterId(77), EpochRecord { epoch: 9, vote: Some((9, node)) });
         d.epochs.insert(ClusterId::NONE, EpochRecord { epoch: 1, vote: None });
         let addr = "10.0.0.1:7000".parse().expect("addr");
         d.view = Some(View::new(ViewStamp { epoch: 9, id: 4 }, vec![Member { node, addr }]));
         let dir = std::env::temp_dir().join(format!("ringchat-state-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("s.json");
+        let path = dir.join("s.state");
         assert_eq!(load(&path), Ok(None));
         save(&path, &d).expect("save");
         assert_eq!(load(&path), Ok(Some(d)));
