@@ -340,10 +340,8 @@ pub async fn run<R: AsyncBufRead + Unpin>(opts: ClientOptions, input: R) -> i32 
                             None => {}
                             Some(Err(e)) => out.error(&e),
                             Some(Ok(Command::Op(op))) => {
-                                if !client.is_online() || client.is_busy() {
-                                    if !opts.json {
-                                        out.emit(Value::Null, format!("  [queued] {}", out.describe(&op)));
-                                    }
+                                if (!client.is_online() || client.is_busy()) && !opts.json {
+                                    out.emit(Value::Null, format!("  [queued] {}", out.describe(&op)));
                                 }
                                 queue.push_back(op);
                             }
