@@ -12,7 +12,8 @@
 #   3. kill -9 the leader: the 4 others agree on a new leader;
 #   4. cut one host's link, wait until the others drop it from the view, restore
 #      the link: it is back in the view;
-#   5. (hook) client checks, once clients exist.
+#   5. clients: 3 JSON clients on the client hosts exchange messages, and a
+#      message sent after a kill -9 of the leader is stored and shown once.
 # Prints timings. Exit 0 only if every check passes. Skips (exit 0) only when
 # network namespaces cannot be created (not root). Installs nothing; it needs
 # iproute2 and nftables. Everything it creates (namespaces, bridge, processes,
@@ -275,11 +276,61 @@ log "restored host $CUT's link: back in view $VIEW with leader ${LEADER:0:8} aft
 
 # ---- 5. clients (hook) ---------------------------------------------------------------
 
-# Clients are not built yet. When `ringchat client` exists, add its checks here:
-# the namespaces ${P}c101..${P}c103 ($NET.101-103) are up and reach every server;
-# live servers: ${LIVE[*]} (leader on host $LEADER_HOST).
+# Clients: alice, bob and carol on the client hosts, each given every live
+# server; alice and carol write to bob, then the leader is killed (10% loss is
+# still on) and alice's next message must still be stored and shown to bob.
+declare -A CFD=()
+# start_client HOST NAME: `ringchat client --json` in ${P}cHOST, stdin a FIFO, stdout a file.
+start_client() {
+  local c=$1 name=$2 fifo="$TMP/$2.in" fd args=() h
+  mkfifo "$fifo" || fail "cannot create a FIFO"
+  exec {fd}<>"$fifo"
+  CFD[$name]=$fd
+  for h in "${LIVE[@]}"; do args+=(--server "$NET.$h:7000"); done
+  ip netns exec "${P}c$c" "$BIN" client --json --name "$name" "${args[@]}" <"$fifo" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+  PID[$name]=$!
+}
+say() { printf '%s\n' "$2" >&"${CFD[$1]}"; }
+# seen NAME PATTERN: the client's output has a line matching PATTERN (fixed string).
+seen() { grep -qF -- "$2" "$TMP/$1.out" 2>/dev/null; }
+# shown_once NAME TEXT: exactly one "shown" event with this text.
+shown_once() { [ "$(grep -F '"event":"shown"' "$TMP/$1.out" | grep -cF "\"text\":\"$2\"")" -eq 1 ]; }
+stored_text() { # stored_text NAME TEXT: the submission with this text got "stored"
+  local id
+  id=$(grep -F '"event":"pending"' "$TMP/$1.out" | grep -F "\"text\":\"$2\"" | sed -n 's/.*"id":"\([^"]*\)".*/\1/p' | head -n 1)
+  [ -n "$id" ] && grep -F '"event":"stored"' "$TMP/$1.out" | grep -qF "\"id\":\"$id\""
+}
+
 client_checks() {
-  log "client checks: none yet (no client binary)"
+  local t
+  start_client 101 alice
+  start_client 102 bob
+  start_client 103 carol
+  for n in alice bob carol; do wait_for 20 "$n to attach to a server" seen "$n" '"event":"attached"'; done
+  log "3 clients attached: $(for n in alice bob carol; do printf '%s@%s ' "$n" "$(grep -F '"event":"attached"' "$TMP/$n.out" | head -n 1 | sed 's/.*"server":"\([^"]*\)".*/\1/')"; done)"
+  say alice '{"cmd":"send","to":"bob","text":"lan hello from alice"}'
+  say carol '{"cmd":"send","to":"bob","text":"lan hello from carol"}'
+  wait_for 20 "alice's message stored" stored_text alice "lan hello from alice"
+  wait_for 20 "bob to be shown alice's message" shown_once bob "lan hello from alice"
+  wait_for 20 "bob to be shown carol's message" shown_once bob "lan hello from carol"
+  log "bob was shown the messages of alice and carol (10% loss on)"
+
+  wait_for 15 "the live servers to agree on a leader" same_leader "${LIVE[@]}"
+  local dead=$LEADER_HOST
+  t=$(now_ms)
+  kill -9 "${PID[$dead]}"
+  wait "${PID[$dead]}" 2>/dev/null
+  unset 'PID[$dead]'
+  say alice '{"cmd":"send","to":"bob","text":"lan after the leader kill"}'
+  wait_for 30 "alice's message after the leader kill to be stored" stored_text alice "lan after the leader kill"
+  wait_for 30 "bob to be shown alice's message after the leader kill" shown_once bob "lan after the leader kill"
+  log "killed leader on host $dead: alice's next message stored and shown to bob once after $(( $(now_ms) - t )) ms"
+  grep -qF '"event":"failed"' "$TMP/alice.out" "$TMP/carol.out" && fail "a client reported a failed message"
+  shown_once bob "lan hello from alice" || fail "bob was shown alice's first message more than once"
+  say alice '{"cmd":"quit"}'
+  say bob '{"cmd":"quit"}'
+  say carol '{"cmd":"quit"}'
+  log "client checks passed"
 }
 client_checks
 

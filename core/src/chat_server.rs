@@ -272,6 +272,37 @@ impl ChatServer {
             ClientMsg::Logout { client } => {
                 self.sessions.remove(&client);
             }
+            ClientMsg::Who { client } => {
+                use crate::client_wire::MAX_WHO;
+                // Names cost their length plus framing; the answer must fit one datagram.
+                let mut budget: usize = crate::wire::MAX_DATAGRAM - 64;
+                let mut take = |n: &str| {
+                    let cost = n.len() + 3;
+                    let ok = cost <= budget;
+                    if ok {
+                        budget -= cost;
+                    }
+                    ok
+                };
+                let online: std::collections::BTreeSet<&str> =
+                    self.sessions.values().filter(|s| s.logged_in).map(|s| s.name.as_str()).collect();
+                let mut users = Vec::new();
+                for n in d.state.names.keys().take(MAX_WHO) {
+                    if !take(n) {
+                        break;
+                    }
+                    users.push((n.clone(), online.contains(n.as_str())));
+                }
+                let mut rooms = Vec::new();
+                for (r, m) in d.state.rooms.iter().filter(|(_, m)| !m.is_empty()).take(MAX_WHO) {
+                    if !take(r) {
+                        break;
+                    }
+                    let members: Vec<String> = m.iter().take(MAX_WHO).take_while(|n| take(n)).cloned().collect();
+                    rooms.push((r.clone(), members));
+                }
+                out.push(Out::Client(from, ServerMsg::Who { client, users, rooms }));
+            }
             ClientMsg::Ack { client, ids } => {
                 if let Some(s) = self.sessions.get_mut(&client) {
                     s.last_heard = cx.now;

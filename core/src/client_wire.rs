@@ -61,7 +61,15 @@ pub enum ClientMsg {
         /// Client id.
         client: u64,
     },
+    /// Ask for the known users and rooms (answered with [`ServerMsg::Who`]).
+    Who {
+        /// Client id.
+        client: u64,
+    },
 }
+
+/// Most names one [`ServerMsg::Who`] lists (users, rooms, and members of each room).
+pub const MAX_WHO: usize = 32;
 
 /// An operation a client submits.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,7 +91,7 @@ impl ClientMsg {
     /// Bounds a message from the wire must respect.
     pub fn is_well_formed(&self) -> bool {
         match self {
-            ClientMsg::Status | ClientMsg::Ping { .. } | ClientMsg::Logout { .. } => true,
+            ClientMsg::Status | ClientMsg::Ping { .. } | ClientMsg::Logout { .. } | ClientMsg::Who { .. } => true,
             ClientMsg::Login { name, ctx, .. } => ok_name(name) && ctx.len() <= MAX_ORIGINS,
             ClientMsg::Send { op, ctx, .. } => {
                 ctx.len() <= MAX_ORIGINS
@@ -156,6 +164,17 @@ pub enum ServerMsg {
         /// The void number.
         no: u64,
     },
+    /// Answer to [`ClientMsg::Who`]: registered user names (with whether a
+    /// session on this server is logged in under it) and rooms with their
+    /// members, each list cut at [`MAX_WHO`] (in name order).
+    Who {
+        /// Client id.
+        client: u64,
+        /// Registered users and whether online here.
+        users: Vec<(String, bool)>,
+        /// Rooms and their members.
+        rooms: Vec<(String, Vec<String>)>,
+    },
 }
 
 impl ServerMsg {
@@ -169,6 +188,7 @@ impl ServerMsg {
             ServerMsg::Stored { .. } => "stored",
             ServerMsg::Pong { .. } => "pong",
             ServerMsg::Skip { .. } => "skip",
+            ServerMsg::Who { .. } => "who",
         }
     }
 
@@ -182,6 +202,12 @@ impl ServerMsg {
                 ok_name(from) && room.as_ref().is_none_or(ok_name) && text.len() <= MAX_TEXT && stamp.len() <= MAX_ORIGINS
             }
             ServerMsg::Stored { stamp, .. } => stamp.len() <= MAX_ORIGINS,
+            ServerMsg::Who { users, rooms, .. } => {
+                users.len() <= MAX_WHO
+                    && users.iter().all(|(u, _)| ok_name(u))
+                    && rooms.len() <= MAX_WHO
+                    && rooms.iter().all(|(r, m)| ok_name(r) && m.len() <= MAX_WHO && m.iter().all(ok_name))
+            }
         }
     }
 }

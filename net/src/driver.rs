@@ -238,16 +238,29 @@ struct Node {
     unicast: UdpSocket,
     group: Option<SocketAddr>,
     state: Option<PathBuf>,
-    saved: Option<ringchat_core::Durable>,
+    /// Election part last written.
+    saved: Option<crate::state::ElectionPart>,
+    /// Chat part last written, and when.
+    saved_chat: Option<ringchat_core::chat_server::ChatDurable>,
+    saved_at: std::time::Instant,
 }
+
+/// The chat part alone is written at most this often.
+const CHAT_SAVE_EVERY: Duration = Duration::from_millis(5);
 
 impl Node {
     /// The call rule: persist, then send every datagram, then report every event.
     async fn after_input(&mut self) -> Result<(), String> {
         if let Some(path) = &self.state {
-            if self.saved.as_ref() != Some(self.server.durable()) {
-                crate::state::save(path, self.server.durable())?;
-                self.saved = Some(self.server.durable().clone());
+            let d = self.server.durable();
+            let election = crate::state::ElectionPart::of(d);
+            let election_changed = self.saved.as_ref() != Some(&election);
+            let chat_due = self.saved_at.elapsed() >= CHAT_SAVE_EVERY && self.saved_chat.as_ref() != Some(&d.chat);
+            if election_changed || chat_due {
+                crate::state::save(path, d)?;
+                self.saved = Some(election);
+                self.saved_chat = Some(d.chat.clone());
+                self.saved_at = std::time::Instant::now();
             }
         }
         while let Some(t) = self.server.poll_transmit() {
@@ -341,7 +354,8 @@ async fn serve(p: Prepared) -> Result<(), String> {
         restarted,
         "server started"
     );
-    let mut node = Node { server, unicast, group, state: opts.state.clone(), saved: None };
+    let mut node =
+        Node { server, unicast, group, state: opts.state.clone(), saved: None, saved_chat: None, saved_at: std::time::Instant::now() };
     node.after_input().await?;
 
     let mut ubuf = vec![0u8; 2048];

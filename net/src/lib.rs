@@ -5,6 +5,8 @@
 //! [`ringchat_core::Server`]; every protocol rule lives in the core.
 #![forbid(unsafe_code)]
 
+pub mod client;
+pub mod demo;
 pub mod driver;
 pub mod state;
 pub mod status;

@@ -1,4 +1,4 @@
-//! The `ringchat` binary: `server`, `status`, `sim`.
+//! The `ringchat` binary: `server`, `client`, `demo`, `status`, `sim`.
 #![forbid(unsafe_code)]
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -22,6 +22,10 @@ struct Cli {
 enum Cmd {
     /// Run a server (logs to stderr; RUST_LOG sets the level, default info).
     Server(ServerArgs),
+    /// Chat as NAME (interactive; --json for JSON lines on stdin and stdout).
+    Client(ClientArgs),
+    /// A local 3-server cluster on 127.0.0.1 and an interactive client, in one command.
+    Demo(DemoArgs),
     /// Ask one server for its status.
     Status(StatusArgs),
     /// Run the deterministic simulator.
@@ -66,6 +70,32 @@ struct ServerArgs {
 }
 
 #[derive(Args, Debug)]
+struct ClientArgs {
+    /// User name (1 to 16 bytes).
+    #[arg(long)]
+    name: String,
+    /// A server to use (repeatable; the client moves between them).
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:7000")]
+    server: Vec<SocketAddr>,
+    /// JSON lines in on stdin, JSON lines out.
+    #[arg(long)]
+    json: bool,
+    /// Credential that proves the name is yours (default: derived from the name).
+    #[arg(long, value_name = "N")]
+    token: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// User name.
+    #[arg(long, default_value = "you")]
+    name: String,
+    /// JSON lines in on stdin, JSON lines out (for scripts and tests).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
 struct StatusArgs {
     /// Server to ask.
     #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:7000")]
@@ -85,6 +115,8 @@ fn main() {
     };
     let code = match cli.cmd {
         Cmd::Server(a) => server(a),
+        Cmd::Client(a) => client_cmd(a),
+        Cmd::Demo(a) => demo_cmd(a),
         Cmd::Status(a) => status_cmd(a),
         Cmd::Sim(a) => ringchat_sim::cli::run(a),
     };
@@ -100,7 +132,7 @@ fn usage_error(e: clap::Error) -> i32 {
             0
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
-            eprintln!("error: a subcommand is needed (server, status, sim); try 'ringchat --help'");
+            eprintln!("error: a subcommand is needed (server, client, demo, status, sim); try 'ringchat --help'");
             2
         }
         _ => {
@@ -172,4 +204,27 @@ fn status_cmd(a: StatusArgs) -> i32 {
             1
         }
     }
+}
+
+fn client_cmd(a: ClientArgs) -> i32 {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    let opts = ringchat_net::client::ClientOptions { name: a.name, servers: a.server, json: a.json, token: a.token };
+    rt.block_on(ringchat_net::client::run(opts, tokio::io::BufReader::new(tokio::io::stdin())))
+}
+
+fn demo_cmd(a: DemoArgs) -> i32 {
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: cannot find the ringchat binary: {e}");
+            return 1;
+        }
+    };
+    ringchat_net::demo::run(&exe, a.name, a.json)
 }

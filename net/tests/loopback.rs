@@ -79,7 +79,12 @@ fn heartbeat(cluster: ClusterId, from: NodeId, epoch: u64) -> Packet {
         cluster,
         from,
         epoch,
-        body: Body::Heartbeat { leader: Some(from), committed: ViewStamp::default(), latest: ViewStamp::default(), digest: Default::default() },
+        body: Body::Heartbeat {
+            leader: Some(from),
+            committed: ViewStamp::default(),
+            latest: ViewStamp::default(),
+            digest: Default::default(),
+        },
     })
 }
 

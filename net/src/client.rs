@@ -1,0 +1,404 @@
+//! `ringchat client`: drives [`ringchat_core::client::Client`] over a tokio UDP
+//! socket. This module is the only user of the core's client API in `net`.
+//!
+//! The core keeps at most one operation outstanding (waiting for `stored`);
+//! this driver queues the user's further commands locally ("pending") and
+//! submits them one by one.
+
+use ringchat_core::chat::{MsgId, Target, MAX_NAME, MAX_TEXT};
+use ringchat_core::client::{Client, ClientConfig, ClientError, ClientEvent};
+use ringchat_core::client_wire::{ClientMsg, Op, ServerMsg};
+use ringchat_core::wire::{self, Packet};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use tokio::net::UdpSocket;
+
+/// What `ringchat client` needs.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// User name.
+    pub name: String,
+    /// Servers to try.
+    pub servers: Vec<SocketAddr>,
+    /// JSON lines in and out instead of the interactive syntax.
+    pub json: bool,
+    /// The user's credential; default derived from the name.
+    pub token: Option<u64>,
+}
+
+/// A user command, from either syntax.
+#[derive(Clone, Debug, PartialEq)]
+enum Command {
+    Op(Op),
+    Who,
+    Rooms,
+    Quit,
+}
+
+/// Default credential: FNV-1a of the name (names are first come, first served;
+/// `--token` makes a name private).
+fn token_of(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+fn id_str(id: MsgId) -> String {
+    format!("{:x}-{}", id.client, id.seq)
+}
+
+fn check_name(n: &str) -> Result<(), String> {
+    if n.is_empty() || n.len() > MAX_NAME {
+        Err(ClientError::BadName.to_string())
+    } else {
+        Ok(())
+    }
+}
+
+fn chat(to: Target, text: String) -> Result<Command, String> {
+    match &to {
+        Target::User(n) | Target::Room(n) => check_name(n)?,
+    }
+    if text.len() > MAX_TEXT {
+        return Err(ClientError::TooLong { len: text.len(), max: MAX_TEXT }.to_string());
+    }
+    if text.is_empty() {
+        return Err("empty message".into());
+    }
+    Ok(Command::Op(Op::Chat { to, text }))
+}
+
+fn room_name(r: &str) -> Result<String, String> {
+    let r = r.trim();
+    if !r.starts_with('#') {
+        return Err(format!("room names start with '#': {r}"));
+    }
+    check_name(r)?;
+    Ok(r.to_string())
+}
+
+/// Parses an interactive line (`None` for a blank line).
+fn parse_line(line: &str) -> Option<Result<Command, String>> {
+    let line = line.trim();
+    if line.is_empty() {
+        return None;
+    }
+    let (head, rest) = match line.split_once(char::is_whitespace) {
+        Some((h, r)) => (h, r.trim()),
+        None => (line, ""),
+    };
+    Some(match head {
+        "/msg" => match rest.split_once(char::is_whitespace) {
+            Some((to, text)) => chat(Target::User(to.to_string()), text.trim().to_string()),
+            None => Err("usage: /msg USER TEXT".into()),
+        },
+        "/join" => room_name(rest).map(|r| Command::Op(Op::Join(r))),
+        "/leave" => room_name(rest).map(|r| Command::Op(Op::Leave(r))),
+        "/who" => Ok(Command::Who),
+        "/rooms" => Ok(Command::Rooms),
+        "/quit" | "/exit" => Ok(Command::Quit),
+        h if h.starts_with('#') => chat(Target::Room(h.to_string()), rest.to_string()),
+        _ => Err("commands: /msg USER TEXT, /join #ROOM, /leave #ROOM, #ROOM TEXT, /who, /rooms, /quit".into()),
+    })
+}
+
+/// Parses a JSON command line.
+fn parse_json(line: &str) -> Option<Result<Command, String>> {
+    if line.trim().is_empty() {
+        return None;
+    }
+    let v: Value = match serde_json::from_str(line) {
+        Ok(v) => v,
+        Err(e) => return Some(Err(format!("not JSON: {e}"))),
+    };
+    let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string).ok_or_else(|| format!("missing string field \"{k}\""));
+    let cmd = match s("cmd") {
+        Ok(c) => c,
+        Err(e) => return Some(Err(e)),
+    };
+    Some((|| match cmd.as_str() {
+        "send" => chat(Target::User(s("to")?), s("text")?),
+        "say" => chat(Target::Room(room_name(&s("room")?)?), s("text")?),
+        "join" => Ok(Command::Op(Op::Join(room_name(&s("room")?)?))),
+        "leave" => Ok(Command::Op(Op::Leave(room_name(&s("room")?)?))),
+        "who" => Ok(Command::Who),
+        "rooms" => Ok(Command::Rooms),
+        "quit" => Ok(Command::Quit),
+        other => Err(format!("unknown cmd \"{other}\"")),
+    })())
+}
+
+/// Output in either syntax.
+struct Out {
+    json: bool,
+    me: String,
+}
+
+impl Out {
+    fn emit(&self, v: Value, human: String) {
+        let mut o = std::io::stdout().lock();
+        let _ = if self.json { writeln!(o, "{v}") } else { writeln!(o, "{human}") };
+        let _ = o.flush();
+    }
+
+    fn error(&self, msg: &str) {
+        self.emit(json!({"event":"error","message":msg}), format!("! {msg}"));
+    }
+
+    fn describe(&self, op: &Op) -> String {
+        match op {
+            Op::Chat { to: Target::User(u), text } => format!("{} -> {u}: {text}", self.me),
+            Op::Chat { to: Target::Room(r), text } => format!("{r} {}: {text}", self.me),
+            Op::Join(r) => format!("join {r}"),
+            Op::Leave(r) => format!("leave {r}"),
+        }
+    }
+
+    fn op_json(&self, event: &str, id: MsgId, op: &Op) -> Value {
+        match op {
+            Op::Chat { to: Target::User(u), text } => json!({"event":event,"id":id_str(id),"to":u,"room":null,"text":text}),
+            Op::Chat { to: Target::Room(r), text } => json!({"event":event,"id":id_str(id),"to":null,"room":r,"text":text}),
+            Op::Join(r) => json!({"event":event,"id":id_str(id),"join":r}),
+            Op::Leave(r) => json!({"event":event,"id":id_str(id),"leave":r}),
+        }
+    }
+}
+
+fn show_who(out: &Out, kind: Command, users: Vec<(String, bool)>, rooms: Vec<(String, Vec<String>)>) {
+    if kind == Command::Rooms {
+        let human = if rooms.is_empty() {
+            "* no rooms".to_string()
+        } else {
+            rooms.iter().map(|(r, m)| format!("* {r}: {}", m.join(", "))).collect::<Vec<_>>().join("\n")
+        };
+        let v: Vec<Value> = rooms.iter().map(|(r, m)| json!({"room":r,"members":m})).collect();
+        out.emit(json!({"event":"rooms","rooms":v}), human);
+    } else {
+        let names: Vec<&str> = users.iter().map(|(u, _)| u.as_str()).collect();
+        let online: Vec<&str> = users.iter().filter(|(_, o)| *o).map(|(u, _)| u.as_str()).collect();
+        let human = users.iter().map(|(u, o)| if *o { format!("{u} (online here)") } else { u.clone() }).collect::<Vec<_>>().join(", ");
+        out.emit(json!({"event":"who","users":names,"online_here":online}), format!("* users: {human}"));
+    }
+}
+
+fn now_us(origin: std::time::Instant) -> ringchat_core::Instant {
+    ringchat_core::Instant(u64::try_from(origin.elapsed().as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Runs a client until `/quit`, end of input (after the queue drains) or Ctrl-C. Returns the exit code.
+pub async fn run<R: AsyncBufRead + Unpin>(opts: ClientOptions, input: R) -> i32 {
+    let out = Out { json: opts.json, me: opts.name.clone() };
+    if opts.servers.is_empty() {
+        eprintln!("error: no server given (--server IP:PORT)");
+        return 2;
+    }
+    let bind: SocketAddr = if opts.servers[0].is_ipv6() { "[::]:0".parse() } else { "0.0.0.0:0".parse() }
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let sock = match UdpSocket::bind(bind).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot bind a UDP socket: {}", crate::io_msg(&e));
+            return 1;
+        }
+    };
+    let origin = std::time::Instant::now();
+    let cfg = ClientConfig { servers: opts.servers.clone(), ..ClientConfig::default() };
+    let random = uuid::Uuid::new_v4().as_u64_pair();
+    let client_id: u64 = random.0 | 1;
+    let start = (random.1 % 1024) as usize;
+    let mut client = Client::new(cfg, client_id, start, now_us(origin));
+    if let Err(e) = client.login(now_us(origin), &opts.name, opts.token.unwrap_or_else(|| token_of(&opts.name))) {
+        eprintln!("error: {e}");
+        return 2;
+    }
+    let mut queue: VecDeque<Op> = VecDeque::new();
+    let mut inflight: BTreeMap<MsgId, Op> = BTreeMap::new();
+    let mut lines = input.lines();
+    let mut input_open = true;
+    let mut closing = false;
+    let mut buf = vec![0u8; 65536];
+    let mut code = 0;
+    let mut linger: Option<std::time::Instant> = None;
+    let mut attached: Option<SocketAddr> = None;
+    let mut who_asked: VecDeque<Command> = VecDeque::new();
+    let mut who_todo: VecDeque<Command> = VecDeque::new();
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    if !opts.json {
+        out.emit(Value::Null, format!("* {} connecting to {} server(s); /quit to leave", opts.name, opts.servers.len()));
+    }
+    'main: loop {
+        while let Some((to, bytes)) = client.poll_transmit() {
+            let _ = sock.send_to(&bytes, to).await;
+        }
+        while let Some(ev) = client.poll_event() {
+            match ev {
+                ClientEvent::LoggedIn { server } => {
+                    attached = Some(server);
+                    who_asked.clear();
+                    let n = queue.len() + usize::from(client.is_busy());
+                    out.emit(json!({"event":"attached","server":server.to_string()}), format!("* attached to {server} ({n} pending)"));
+                }
+                ClientEvent::Refused { reason } => {
+                    out.emit(json!({"event":"error","message":format!("login refused: {reason}")}), format!("! login refused: {reason}"));
+                    code = 1;
+                    break 'main;
+                }
+                ClientEvent::Shown { id, from, room, text } => {
+                    let to = if room.is_none() { Some(opts.name.clone()) } else { None };
+                    let human = match &room {
+                        Some(r) => format!("{r} {from}: {text}"),
+                        None => format!("{from} -> you: {text}"),
+                    };
+                    out.emit(json!({"event":"shown","id":id_str(id),"from":from,"to":to,"room":room,"text":text}), human);
+                }
+                ClientEvent::Stored { id } => {
+                    let op = inflight.remove(&id);
+                    let human = op
+                        .as_ref()
+                        .map(|o| format!("  [stored] {}", out.describe(o)))
+                        .unwrap_or_else(|| format!("  [stored] {}", id_str(id)));
+                    out.emit(json!({"event":"stored","id":id_str(id)}), human);
+                }
+                ClientEvent::Failed { id } => {
+                    let op = inflight.remove(&id);
+                    let reason = "not stored in time (no majority of servers reachable?); it may or may not be delivered";
+                    let what = op.as_ref().map(|o| out.describe(o)).unwrap_or_else(|| id_str(id));
+                    out.emit(json!({"event":"failed","id":id_str(id),"reason":reason}), format!("! [failed] {what}: {reason}"));
+                }
+                ClientEvent::ServerLost { server } => {
+                    attached = None;
+                    let n = queue.len() + usize::from(client.is_busy());
+                    out.emit(
+                        json!({"event":"moving","from":server.to_string(),"pending":n}),
+                        format!("* server {server} lost; moving to another server ({n} pending)"),
+                    );
+                }
+            }
+        }
+        // Submit the next queued operation when the core is free.
+        if client.is_online() && !client.is_busy() {
+            if let Some(op) = queue.pop_front() {
+                match client.submit(now_us(origin), op.clone()) {
+                    Ok(id) => {
+                        out.emit(out.op_json("pending", id, &op), format!("  [pending] {}", out.describe(&op)));
+                        inflight.insert(id, op);
+                    }
+                    Err(ClientError::Busy | ClientError::NotLoggedIn) => queue.push_front(op),
+                    Err(e) => out.error(&e.to_string()),
+                }
+            }
+        }
+        while let Some((to, bytes)) = client.poll_transmit() {
+            let _ = sock.send_to(&bytes, to).await;
+        }
+        if let Some(server) = attached {
+            while let Some(kind) = who_todo.pop_front() {
+                if let Some(bytes) = wire::encode(&Packet::FromClient(ClientMsg::Who { client: client_id })) {
+                    who_asked.push_back(kind);
+                    let _ = sock.send_to(&bytes, server).await;
+                }
+            }
+        }
+        if closing && queue.is_empty() && !client.is_busy() && who_todo.is_empty() {
+            // End of input: linger briefly for what the cluster still shows us.
+            let until = *linger.get_or_insert_with(|| std::time::Instant::now() + Duration::from_millis(500));
+            if std::time::Instant::now() >= until {
+                break;
+            }
+        }
+        let mut deadline = client.poll_timeout().map(|t| origin + Duration::from_micros(t.0));
+        if let Some(l) = linger {
+            deadline = Some(deadline.map_or(l, |d| d.min(l)));
+        }
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = sock.recv_from(&mut buf) => {
+                if let Ok((n, from)) = r {
+                    if let Ok(Packet::ToClient(ServerMsg::Who { client: c, users, rooms })) = wire::decode(&buf[..n]) {
+                        if c == client_id {
+                            if let Some(kind) = who_asked.pop_front() {
+                                show_who(&out, kind, users, rooms);
+                            }
+                        }
+                    }
+                    client.handle_datagram(now_us(origin), from, &buf[..n]);
+                }
+            }
+            line = lines.next_line(), if input_open => {
+                match line {
+                    Ok(Some(l)) => {
+                        let parsed = if opts.json { parse_json(&l) } else { parse_line(&l) };
+                        match parsed {
+                            None => {}
+                            Some(Err(e)) => out.error(&e),
+                            Some(Ok(Command::Op(op))) => {
+                                if (!client.is_online() || client.is_busy()) && !opts.json {
+                                    out.emit(Value::Null, format!("  [queued] {}", out.describe(&op)));
+                                }
+                                queue.push_back(op);
+                            }
+                            Some(Ok(kind @ (Command::Who | Command::Rooms))) => who_todo.push_back(kind),
+                            Some(Ok(Command::Quit)) => break 'main,
+                        }
+                    }
+                    Ok(None) | Err(_) => {
+                        input_open = false;
+                        closing = true;
+                    }
+                }
+            }
+            _ = sleep => client.handle_timeout(now_us(origin)),
+            _ = &mut ctrl_c => break 'main,
+        }
+    }
+    client.logout(now_us(origin));
+    while let Some((to, bytes)) = client.poll_transmit() {
+        let _ = sock.send_to(&bytes, to).await;
+    }
+    for op in queue {
+        out.error(&format!("not sent: {}", out.describe(&op)));
+    }
+    while let Some(ev) = client.poll_event() {
+        if let ClientEvent::Failed { id } = ev {
+            out.emit(
+                json!({"event":"failed","id":id_str(id),"reason":"quit before stored"}),
+                format!("! [failed] {} (quit before stored)", id_str(id)),
+            );
+        }
+    }
+    if !opts.json {
+        out.emit(Value::Null, "* bye".into());
+    }
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interactive_syntax() {
+        assert_eq!(parse_line("/msg bob hi there"), Some(chat(Target::User("bob".into()), "hi there".into())));
+        assert_eq!(parse_line("/join #r"), Some(Ok(Command::Op(Op::Join("#r".into())))));
+        assert_eq!(parse_line("#r hello"), Some(chat(Target::Room("#r".into()), "hello".into())));
+        assert!(matches!(parse_line("/join r"), Some(Err(_))));
+        assert!(matches!(parse_line(&format!("/msg bob {}", "x".repeat(MAX_TEXT + 1))), Some(Err(_))));
+        assert_eq!(parse_line("  "), None);
+    }
+
+    #[test]
+    fn json_syntax() {
+        assert_eq!(parse_json(r##"{"cmd":"say","room":"#r","text":"x"}"##), Some(chat(Target::Room("#r".into()), "x".into())));
+        assert_eq!(parse_json(r#"{"cmd":"quit"}"#), Some(Ok(Command::Quit)));
+        assert!(matches!(parse_json(r#"{"cmd":"send","to":"bob"}"#), Some(Err(_))));
+        assert!(matches!(parse_json("nope"), Some(Err(_))));
+    }
+}

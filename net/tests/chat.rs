@@ -1,0 +1,329 @@
+//! Chat over real processes on 127.0.0.1: `ringchat server` ×3 and
+//! `ringchat client --json`. Synchronisation is by waiting for JSON events
+//! with deadlines; every process is killed when its handle drops.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A `ringchat client --json` process: commands in, events out.
+struct JsonClient {
+    name: String,
+    child: Child,
+    stdin: ChildStdin,
+    rx: Receiver<Value>,
+    /// Every event seen so far, in order.
+    seen: Vec<Value>,
+}
+
+impl JsonClient {
+    fn start(name: &str, ports: &[u16]) -> JsonClient {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["client", "--json", "--name", name]);
+        for p in ports {
+            cmd.args(["--server", &addr(*p).to_string()]);
+        }
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null());
+        let mut child = cmd.spawn().expect("spawn ringchat client");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("client printed non-JSON {line:?}: {e}"));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        JsonClient { name: name.to_string(), child, stdin, rx, seen: Vec::new() }
+    }
+
+    fn cmd(&mut self, v: Value) {
+        writeln!(self.stdin, "{v}").expect("write to client");
+        self.stdin.flush().expect("flush");
+    }
+
+    /// Waits for the first event (seen before or arriving) after index `from` matching `pred`; returns its index.
+    fn wait_from(&mut self, from: usize, what: &str, pred: impl Fn(&Value) -> bool) -> usize {
+        if let Some(i) = self.seen.iter().skip(from).position(&pred) {
+            return from + i;
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(v) => {
+                    self.seen.push(v);
+                    if pred(self.seen.last().expect("just pushed")) {
+                        return self.seen.len() - 1;
+                    }
+                }
+                Err(_) => panic!("{}: timed out waiting for {what}; saw {:#?}", self.name, self.seen),
+            }
+        }
+    }
+
+    fn wait(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let i = self.wait_from(0, what, pred);
+        self.seen[i].clone()
+    }
+
+    /// Takes whatever arrived without waiting.
+    fn drain(&mut self) {
+        while let Ok(v) = self.rx.try_recv() {
+            self.seen.push(v);
+        }
+    }
+
+    /// Submits `cmd` and waits for its `pending` then `stored` event; returns the id.
+    fn submit_stored(&mut self, cmd: Value) -> String {
+        let before = self.seen.len();
+        self.cmd(cmd.clone());
+        let i = self.wait_from(before, &format!("pending for {cmd}"), |v| v["event"] == "pending");
+        let id = self.seen[i]["id"].as_str().expect("id").to_string();
+        self.wait_from(i, &format!("stored {id}"), |v| {
+            assert_ne!(v["event"], "failed", "{cmd} failed: {v}");
+            v["event"] == "stored" && v["id"] == id.as_str()
+        });
+        id
+    }
+
+    fn shown_text(&mut self, text: &str) -> Value {
+        let t = text.to_string();
+        self.wait(&format!("shown {text:?}"), move |v| v["event"] == "shown" && v["text"] == t.as_str())
+    }
+
+    /// Shown ids and how often each was shown.
+    fn shown_counts(&self) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for v in self.seen.iter().filter(|v| v["event"] == "shown") {
+            *m.entry(v["id"].as_str().expect("id").to_string()).or_insert(0) += 1;
+        }
+        m
+    }
+
+    fn attached(&mut self) -> u16 {
+        let v = self.wait("attached", |v| v["event"] == "attached");
+        attached_port(&v)
+    }
+}
+
+fn attached_port(v: &Value) -> u16 {
+    let s: std::net::SocketAddr = v["server"].as_str().expect("server").parse().expect("addr");
+    s.port()
+}
+
+impl Drop for JsonClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn no_duplicates(c: &JsonClient) {
+    for (id, n) in c.shown_counts() {
+        assert_eq!(n, 1, "{} was shown {id} {n} times", c.name);
+    }
+}
+
+#[test]
+fn three_clients_private_room_and_offline_inbox() {
+    let c = Cluster::start("chat", 3);
+    c.wait_for("one leader and one view of 3", Duration::from_secs(15), || agreement(&c.ports));
+    let mut alice = JsonClient::start("alice", &c.ports);
+    let mut bob = JsonClient::start("bob", &c.ports);
+    let mut carol = JsonClient::start("carol", &c.ports);
+    for cl in [&mut alice, &mut bob, &mut carol] {
+        cl.attached();
+    }
+    alice.submit_stored(json!({"cmd":"join","room":"#r"}));
+    bob.submit_stored(json!({"cmd":"join","room":"#r"}));
+    carol.submit_stored(json!({"cmd":"join","room":"#r"}));
+
+    // Private.
+    let id = alice.submit_stored(json!({"cmd":"send","to":"bob","text":"p1 hi bob"}));
+    let v = bob.shown_text("p1 hi bob");
+    assert_eq!(
+        (v["id"].as_str(), v["from"].as_str(), v["to"].as_str(), &v["room"]),
+        (Some(id.as_str()), Some("alice"), Some("bob"), &Value::Null)
+    );
+    // Room: a reply is never shown before what it answers (causal order).
+    let q = bob.submit_stored(json!({"cmd":"say","room":"#r","text":"r1 question"}));
+    carol.shown_text("r1 question");
+    let a = carol.submit_stored(json!({"cmd":"say","room":"#r","text":"r2 answer"}));
+    let v = alice.shown_text("r2 answer");
+    assert_eq!(v["room"], "#r");
+    let iq = alice.wait_from(0, "r1", |v| v["event"] == "shown" && v["id"] == q.as_str());
+    let ia = alice.wait_from(0, "r2", |v| v["event"] == "shown" && v["id"] == a.as_str());
+    assert!(iq < ia, "alice was shown the answer before the question");
+    bob.shown_text("r2 answer");
+
+    // Oversize text: refused before anything is sent.
+    let before = alice.seen.len();
+    alice.cmd(json!({"cmd":"send","to":"bob","text":"x".repeat(201)}));
+    let i = alice.wait_from(before, "an error", |v| v["event"] == "error" || v["event"] == "pending");
+    assert_eq!(alice.seen[i]["event"], "error", "{}", alice.seen[i]);
+
+    // Offline inbox: dave logs in later and gets his messages.
+    carol.submit_stored(json!({"cmd":"send","to":"dave","text":"inbox one"}));
+    alice.submit_stored(json!({"cmd":"send","to":"dave","text":"inbox two"}));
+    let mut dave = JsonClient::start("dave", &c.ports);
+    dave.attached();
+    dave.shown_text("inbox one");
+    dave.shown_text("inbox two");
+
+    // who lists the registered users.
+    dave.cmd(json!({"cmd":"who"}));
+    let v = dave.wait("who", |v| v["event"] == "who");
+    let users: Vec<&str> = v["users"].as_array().expect("users").iter().filter_map(Value::as_str).collect();
+    for u in ["alice", "bob", "carol", "dave"] {
+        assert!(users.contains(&u), "{u} missing from {v}");
+    }
+
+    for cl in [&mut alice, &mut bob, &mut carol, &mut dave] {
+        cl.drain();
+        no_duplicates(cl);
+    }
+}
+
+/// Queues `n` private messages from `from` to `to` at once; returns where to look for their events.
+fn send_burst(from: &mut JsonClient, to: &str, tag: &str, n: usize) -> usize {
+    from.drain();
+    let before = from.seen.len();
+    for k in 0..n {
+        from.cmd(json!({"cmd":"send","to":to,"text":format!("{tag} {k}")}));
+    }
+    before
+}
+
+/// The ids of the next `n` submissions after `at`, each of which must be `stored`.
+fn stored_ids(from: &mut JsonClient, at: usize, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut at = at;
+    for _ in 0..n {
+        let i = from.wait_from(at, "pending", |v| v["event"] == "pending");
+        let id = from.seen[i]["id"].as_str().expect("id").to_string();
+        from.wait_from(i, &format!("stored {id}"), |v| {
+            assert_ne!(v["event"], "failed", "{v}");
+            v["event"] == "stored" && v["id"] == id.as_str()
+        });
+        ids.push(id);
+        at = i + 1;
+    }
+    ids
+}
+
+fn burst(from: &mut JsonClient, to: &str, tag: &str, n: usize) -> Vec<String> {
+    let at = send_burst(from, to, tag, n);
+    stored_ids(from, at, n)
+}
+
+fn all_shown_once(to: &mut JsonClient, ids: &[String]) {
+    for id in ids {
+        to.wait_from(0, &format!("shown {id}"), |v| v["event"] == "shown" && v["id"] == id.as_str());
+    }
+    to.drain();
+    no_duplicates(to);
+}
+
+#[test]
+fn leader_kill_chat_goes_on() {
+    let mut c = Cluster::start("chat-leader", 3);
+    let (leader, reports) = c.wait_for("one leader and one view of 3", Duration::from_secs(15), || agreement(&c.ports));
+    let dead = reports.iter().position(|r| r.node == leader).expect("leader is a server");
+    let live: Vec<u16> = c.ports.iter().enumerate().filter(|(i, _)| *i != dead).map(|(_, p)| *p).collect();
+    let mut alice = JsonClient::start("alice", &c.ports);
+    let mut bob = JsonClient::start("bob", &c.ports);
+    alice.attached();
+    bob.attached();
+    let mut ids = burst(&mut alice, "bob", "before", 3);
+    all_shown_once(&mut bob, &ids);
+
+    let t0 = Instant::now();
+    c.procs[dead].kill();
+    // Queued right after the kill: stored once the survivors carry on.
+    let at = send_burst(&mut alice, "bob", "during", 5);
+    c.wait_for("a new leader agreed by the two survivors", Duration::from_secs(10), || {
+        let rs: Vec<_> = live.iter().map(|&p| status(p)).collect::<Option<Vec<_>>>()?;
+        let l = rs[0].leader?;
+        (l.id != leader.id && rs.iter().all(|r| r.leader == Some(l)) && rs.iter().any(|r| r.is_leader)).then_some(())
+    });
+    let took = t0.elapsed();
+    eprintln!("new leader {} ms after the kill", took.as_millis());
+    assert!(took < Duration::from_secs(3), "failover took {took:?}");
+    ids.extend(stored_ids(&mut alice, at, 5));
+    ids.extend(burst(&mut alice, "bob", "after", 3));
+    let back = burst(&mut bob, "alice", "reply", 3);
+    all_shown_once(&mut bob, &ids);
+    all_shown_once(&mut alice, &back);
+}
+
+#[test]
+fn attached_server_kill_moves_the_client_and_loses_nothing() {
+    let mut c = Cluster::start("chat-attached", 3);
+    c.wait_for("one leader and one view of 3", Duration::from_secs(15), || agreement(&c.ports));
+    let mut alice = JsonClient::start("alice", &c.ports);
+    let mut bob = JsonClient::start("bob", &c.ports);
+    let port = alice.attached();
+    bob.attached();
+    let mut ids = burst(&mut alice, "bob", "before", 3);
+    let dead = c.ports.iter().position(|p| *p == port).expect("attached to a cluster server");
+    let before = alice.seen.len();
+    c.procs[dead].kill();
+    // Queued at once: some wait while alice moves; every one must be stored.
+    ids.extend(burst(&mut alice, "bob", "moving", 6));
+    let i = alice.wait_from(before, "moving", |v| v["event"] == "moving");
+    let j = alice.wait_from(i, "attached again", |v| v["event"] == "attached");
+    assert_ne!(attached_port(&alice.seen[j]), port, "moved to the dead server");
+    all_shown_once(&mut bob, &ids);
+    alice.drain();
+    no_duplicates(&alice);
+}
+
+#[test]
+fn demo_runs_a_cluster_and_a_client_and_quits_cleanly() {
+    let mut child = Command::new(BIN)
+        .args(["demo", "--json", "--name", "alice"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ringchat demo");
+    let stdin = child.stdin.take().expect("stdin");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let mut demo = JsonClient { name: "demo".into(), child, stdin, rx, seen: Vec::new() };
+    demo.attached();
+    demo.submit_stored(json!({"cmd":"send","to":"alice","text":"note to self"}));
+    demo.shown_text("note to self");
+    demo.cmd(json!({"cmd":"quit"}));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Ok(Some(s)) = demo.child.try_wait() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "demo did not exit after quit");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status}");
+}
