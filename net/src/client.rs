@@ -380,6 +380,103 @@ pub async fn run<R: AsyncBufRead + Unpin>(opts: ClientOptions, input: R) -> i32 
     code
 }
 
+/// What a [`SyncClient`] reports (a thin copy of the core's client events).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyncEvent {
+    /// Logged in at a server.
+    Attached(SocketAddr),
+    /// A submission is stored.
+    Stored(MsgId),
+    /// A submission failed.
+    Failed(MsgId),
+    /// A message shown to this user.
+    Shown {
+        /// Its id.
+        id: MsgId,
+        /// Its text.
+        text: String,
+    },
+    /// Anything else (server lost, refused).
+    Other,
+}
+
+/// A blocking client on a std UDP socket, for benchmarks and tools: one
+/// operation outstanding at a time, as the core allows.
+pub struct SyncClient {
+    client: Client,
+    sock: std::net::UdpSocket,
+    origin: std::time::Instant,
+    buf: Vec<u8>,
+}
+
+impl SyncClient {
+    /// Binds a socket and starts logging in as `name` at `servers` (first one first).
+    pub fn new(name: &str, servers: Vec<SocketAddr>, id: u64) -> Result<SyncClient, String> {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| crate::io_msg(&e))?;
+        let origin = std::time::Instant::now();
+        let cfg = ClientConfig { servers, ..ClientConfig::default() };
+        let mut client = Client::new(cfg, id, 0, now_us(origin));
+        client.login(now_us(origin), name, token_of(name)).map_err(|e| e.to_string())?;
+        let mut c = SyncClient { client, sock, origin, buf: vec![0u8; 65536] };
+        c.flush();
+        Ok(c)
+    }
+
+    /// Whether a submission waits for `stored`.
+    pub fn is_busy(&self) -> bool {
+        self.client.is_busy()
+    }
+
+    /// Whether logged in.
+    pub fn is_online(&self) -> bool {
+        self.client.is_online()
+    }
+
+    /// Submits a private message.
+    pub fn send(&mut self, to: &str, text: String) -> Result<MsgId, String> {
+        let id = self.client.submit(now_us(self.origin), Op::Chat { to: Target::User(to.to_string()), text }).map_err(|e| e.to_string())?;
+        self.flush();
+        Ok(id)
+    }
+
+    fn flush(&mut self) {
+        while let Some((to, bytes)) = self.client.poll_transmit() {
+            let _ = self.sock.send_to(&bytes, to);
+        }
+    }
+
+    /// Handles at most one datagram, waiting at most `wait` (zero: do not block), and due timers; returns the events.
+    pub fn step(&mut self, wait: Duration) -> Vec<SyncEvent> {
+        let now = now_us(self.origin);
+        if self.client.poll_timeout().is_some_and(|t| t <= now) {
+            self.client.handle_timeout(now);
+        }
+        let r = if wait.is_zero() {
+            let _ = self.sock.set_nonblocking(true);
+            self.sock.recv_from(&mut self.buf)
+        } else {
+            let _ = self.sock.set_nonblocking(false);
+            let _ = self.sock.set_read_timeout(Some(wait));
+            self.sock.recv_from(&mut self.buf)
+        };
+        if let Ok((n, from)) = r {
+            self.client.handle_datagram(now_us(self.origin), from, &self.buf[..n]);
+        }
+        self.flush();
+        let mut out = Vec::new();
+        while let Some(e) = self.client.poll_event() {
+            out.push(match e {
+                ClientEvent::LoggedIn { server } => SyncEvent::Attached(server),
+                ClientEvent::Stored { id } => SyncEvent::Stored(id),
+                ClientEvent::Failed { id } => SyncEvent::Failed(id),
+                ClientEvent::Shown { id, text, .. } => SyncEvent::Shown { id, text },
+                _ => SyncEvent::Other,
+            });
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,8 @@
 //! for the group (multicast or broadcast), timers from `poll_timeout`.
 //!
 //! It follows the core's call rule: after every input (a datagram, a timeout,
-//! `leave`) it persists the durable state if it changed, then sends every
+//! `leave`) it persists the durable state (the election part whenever it changed,
+//! the chat part at most every 50 ms; see `state`), then sends every
 //! datagram and logs every event, then sleeps until the next deadline or datagram.
 
 use ringchat_core::{Dest, Event, Instant, Server, ServerConfig, ServerId};
@@ -246,7 +247,7 @@ struct Node {
 }
 
 /// The chat part alone is written at most this often.
-const CHAT_SAVE_EVERY: Duration = Duration::from_millis(5);
+const CHAT_SAVE_EVERY: Duration = Duration::from_millis(50);
 
 impl Node {
     /// The call rule: persist, then send every datagram, then report every event.

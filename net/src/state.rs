@@ -7,7 +7,8 @@
 //! temporary file, fsynced, then renamed over the old one. The driver writes it
 //! before any datagram of an input that changed the election part (so a vote is
 //! on disk before the `Accept` that announces it leaves); changes of the chat
-//! part alone are written at most every few milliseconds.
+//! part alone are written at most every 50 ms (measured: writing the whole chat
+//! state every 5 ms cut loopback throughput tenfold; every 50 ms costs ~5%).
 
 use ringchat_core::Durable;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,131 @@
+//! Chat latency on loopback: alice (attached to server A) → A → B → bob
+//! (attached to server B), submit to shown, p50/p99, as a ratio to a raw UDP
+//! round trip measured in the same run.
+//!
+//! `cargo bench -p ringchat-net --bench latency -- [--samples N]`
+
+mod common;
+
+use common::*;
+use ringchat_net::client::{SyncClient, SyncEvent};
+use std::net::UdpSocket;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn raw_rtt(samples: usize) -> Vec<Duration> {
+    let a = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let b = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let baddr = b.local_addr().expect("addr");
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        b.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+        while let Ok((n, from)) = b.recv_from(&mut buf) {
+            if n == 1 {
+                break;
+            }
+            let _ = b.send_to(&buf[..n], from);
+        }
+    });
+    a.set_read_timeout(Some(Duration::from_secs(1))).expect("timeout");
+    let msg = [7u8; 100];
+    let mut buf = [0u8; 2048];
+    let mut out = Vec::new();
+    for _ in 0..samples {
+        let t = Instant::now();
+        a.send_to(&msg, baddr).expect("send");
+        if a.recv_from(&mut buf).is_ok() {
+            out.push(t.elapsed());
+        }
+    }
+    let _ = a.send_to(&[0], baddr);
+    let _ = echo.join();
+    out
+}
+
+fn main() {
+    let mut samples = 2000usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--samples" => samples = args.next().and_then(|v| v.parse().ok()).unwrap_or(samples),
+            "--bench" => {}
+            _ => {}
+        }
+    }
+    let cluster = Cluster::start(3, false);
+    let (sa, sb) = (cluster.addrs[0], cluster.addrs[1]);
+    // bob: attached to B only, reports the time each message is shown.
+    let (tx, rx) = mpsc::channel::<(String, Instant)>();
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let bob = std::thread::spawn(move || {
+        let mut bob = SyncClient::new("bob", vec![sb], 2).expect("bob");
+        let mut ready = false;
+        while stop_rx.try_recv().is_err() {
+            for e in bob.step(Duration::from_millis(5)) {
+                match e {
+                    SyncEvent::Attached(_) if !ready => {
+                        ready = true;
+                        let _ = ready_tx.send(());
+                    }
+                    SyncEvent::Shown { text, .. } => {
+                        let _ = tx.send((text, Instant::now()));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    });
+    ready_rx.recv_timeout(Duration::from_secs(10)).expect("bob attached");
+    let mut alice = SyncClient::new("alice", vec![sa], 1).expect("alice");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !alice.is_online() {
+        assert!(Instant::now() < deadline, "alice did not attach");
+        alice.step(Duration::from_millis(5));
+    }
+    let warmup = 100;
+    let mut lat = Vec::new();
+    let mut failed = 0;
+    for k in 0..samples + warmup {
+        let text = format!("m{k}");
+        let t0 = Instant::now();
+        alice.send("bob", text.clone()).expect("send");
+        // Wait until bob is shown it and alice has it stored (one outstanding message).
+        let mut shown = None;
+        let deadline = Instant::now() + Duration::from_secs(12);
+        while (shown.is_none() || alice.is_busy()) && Instant::now() < deadline {
+            for e in alice.step(Duration::from_micros(200)) {
+                if matches!(e, SyncEvent::Failed(_)) {
+                    failed += 1;
+                }
+            }
+            while let Ok((t, at)) = rx.try_recv() {
+                if t == text {
+                    shown = Some(at);
+                }
+            }
+        }
+        if let Some(at) = shown {
+            if k >= warmup {
+                lat.push(at - t0);
+            }
+        }
+    }
+    let _ = stop_tx.send(());
+    let _ = bob.join();
+    let mut raw = raw_rtt(samples);
+    lat.sort();
+    raw.sort();
+    let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
+    let (r50, r99) = (percentile(&raw, 0.5), percentile(&raw, 0.99));
+    println!("raw UDP round trip on loopback: p50 {:.1} us, p99 {:.1} us ({} samples)", us(r50), us(r99), raw.len());
+    println!(
+        "chat alice -> server A -> server B -> bob (submit to shown): p50 {:.1} us, p99 {:.1} us ({} samples, {} failed)",
+        us(p50),
+        us(p99),
+        lat.len(),
+        failed
+    );
+    println!("ratio to raw round trip: p50 {:.2}x, p99 {:.2}x (target p50 <= 5x)", us(p50) / us(r50), us(p99) / us(r99));
+    println!("latency: p50_us={:.1} p99_us={:.1} raw_p50_us={:.1} ratio_p50={:.2}", us(p50), us(p99), us(r50), us(p50) / us(r50));
+}

@@ -1,0 +1,103 @@
+//! Chat throughput through a 3-server loopback cluster: `--clients N` clients
+//! (spread over the servers, driven by a few threads) each keep one private
+//! message outstanding to a partner (the core allows one at a time); counts
+//! `stored` per second over `--secs S` and reports the p50/p99 submit-to-stored
+//! latency at that load. `--state` gives every server a `--state` file.
+//!
+//! `cargo bench -p ringchat-net --bench throughput -- [--clients 200] [--secs 5] [--threads 2] [--state]`
+
+mod common;
+
+use common::*;
+use ringchat_net::client::{SyncClient, SyncEvent};
+use std::time::{Duration, Instant};
+
+fn main() {
+    let (mut clients, mut secs, mut threads, mut state) = (200usize, 5u64, 2usize, false);
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--clients" => clients = args.next().and_then(|v| v.parse().ok()).unwrap_or(clients),
+            "--secs" => secs = args.next().and_then(|v| v.parse().ok()).unwrap_or(secs),
+            "--threads" => threads = args.next().and_then(|v| v.parse().ok()).unwrap_or(threads).max(1),
+            "--state" => state = true,
+            _ => {}
+        }
+    }
+    let cluster = Cluster::start(3, state);
+    let addrs = cluster.addrs.clone();
+    let start = Instant::now() + Duration::from_secs(3);
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let addrs = addrs.clone();
+            std::thread::spawn(move || {
+                let mine: Vec<usize> = (0..clients).filter(|i| i % threads == t).collect();
+                let mut cs: Vec<(SyncClient, String, Option<Instant>)> = mine
+                    .iter()
+                    .map(|&i| {
+                        let server = addrs[i % addrs.len()];
+                        let c = SyncClient::new(&format!("u{i}"), vec![server], 1000 + i as u64).expect("client");
+                        (c, format!("u{}", (i + 1) % clients), None)
+                    })
+                    .collect();
+                let mut lat = Vec::new();
+                let (mut failed, mut seq) = (0u64, 0u64);
+                let end = start + Duration::from_secs(secs);
+                loop {
+                    let now = Instant::now();
+                    if now >= end {
+                        break;
+                    }
+                    let mut idle = true;
+                    for (c, to, sent) in cs.iter_mut() {
+                        for e in c.step(Duration::ZERO) {
+                            idle = false;
+                            match e {
+                                SyncEvent::Stored(_) => {
+                                    if let Some(t0) = sent.take() {
+                                        if t0 >= start {
+                                            lat.push(t0.elapsed());
+                                        }
+                                    }
+                                }
+                                SyncEvent::Failed(_) => {
+                                    failed += 1;
+                                    *sent = None;
+                                }
+                                _ => {}
+                            }
+                        }
+                        if c.is_online() && !c.is_busy() {
+                            seq += 1;
+                            if c.send(to, format!("load {seq}")).is_ok() {
+                                *sent = Some(Instant::now());
+                                idle = false;
+                            }
+                        }
+                    }
+                    if idle {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                }
+                (lat, failed)
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    let mut failed = 0;
+    for h in handles {
+        let (l, f) = h.join().expect("client thread");
+        lat.extend(l);
+        failed += f;
+    }
+    lat.sort();
+    let rate = lat.len() as f64 / secs as f64;
+    println!(
+        "throughput: {clients} clients, {threads} threads, {secs} s{}: {:.0} msgs/s stored, submit-to-stored p50 {:.1} ms, p99 {:.1} ms, {failed} failed",
+        if state { ", servers with --state" } else { "" },
+        rate,
+        us(percentile(&lat, 0.5)) / 1000.0,
+        us(percentile(&lat, 0.99)) / 1000.0
+    );
+    drop(cluster);
+}
