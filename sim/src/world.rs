@@ -148,7 +148,6 @@ struct Node {
     disk: Option<ringchat_core::Durable>,
     paused: bool,
     inbox: Vec<(usize, Vec<u8>)>,
-    timer_due: bool,
     timer_at: Option<u64>,
     generation: u64,
     drift_ppm: i64,
@@ -253,7 +252,6 @@ impl World {
                 disk: None,
                 paused: false,
                 inbox: Vec::new(),
-                timer_due: false,
                 timer_at: None,
                 generation: 0,
                 drift_ppm: if drift > 0 { rng.random_range(-drift..=drift) } else { 0 },
@@ -403,8 +401,7 @@ impl World {
         }
         node.timer_at = None;
         if node.paused {
-            node.timer_due = true;
-            return;
+            return; // a frozen process: `resume` runs its timers
         }
         let local = node.local(self.now);
         if let Some(s) = node.server.as_mut() {
@@ -577,7 +574,6 @@ impl World {
             }
         }
         let node = &mut self.nodes[i];
-        node.timer_due = false;
         let local = node.local(self.now);
         if let Some(s) = node.server.as_mut() {
             s.handle_timeout(local);
