@@ -8,12 +8,12 @@
 use crate::causal::{dominates, merge, Causal, CausalMsg, Key, Vc};
 use crate::chat::{Applied, ChatState, Item, MsgId, MAX_ACK_IDS};
 use crate::client_wire::{ClientMsg, Op, ServerMsg};
-use crate::id::NodeId;
+use crate::id::{NodeId, ServerId};
 use crate::time::Instant;
 use crate::view::View;
 use crate::wire::Body;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 /// Bugs that can be planted on purpose so the simulator's checkers can be shown to catch them.
@@ -75,6 +75,13 @@ const SESSION_TIMEOUT_US: u64 = 2_500_000;
 const RETRY_HOLD_US: u64 = 2_000_000;
 /// Period of re-showing unacknowledged messages and of name claims.
 const RESEND_US: u64 = 300_000;
+/// Period of the full chat round: expiry, login progress, released sends, acknowledgements
+/// spread, re-shows and trimming. Work that input makes possible is done at once; the round
+/// repairs whatever that fast path missed.
+const ROUND_US: u64 = 100_000;
+/// Least gap between two [`Body::ChatHolds`] reports of one server: the first delivery after a
+/// quiet spell is reported at once, a burst in one report.
+pub const HOLDS_GAP_US: u64 = 1_000;
 
 struct Session {
     addr: SocketAddr,
@@ -91,7 +98,8 @@ struct Session {
     next_no: u64,
     client_next: u64,
     attempt: u64,
-    acks: Vec<MsgId>,
+    /// Shown messages the client acknowledged, not yet spread: never shown again.
+    acks: BTreeSet<MsgId>,
     claim_at: Instant,
 }
 
@@ -102,7 +110,17 @@ pub struct ChatServer {
     /// Planted bug, if any (tests only).
     pub plant: Option<PlantedBug>,
     next_trim: Instant,
+    next_round: Instant,
     dirty: bool,
+    /// Unstable messages that sessions wait on (for a `stored` or a show), re-checked as
+    /// holders are learned; rebuilt by every full round.
+    watch: BTreeMap<Key, BTreeSet<u64>>,
+    /// Sessions whose work input has made possible, run before the input returns.
+    poked: BTreeSet<u64>,
+    /// Something was delivered since the last holds report.
+    holds_pending: bool,
+    /// Earliest time of the next holds report.
+    holds_at: Instant,
 }
 
 /// Sizes for reports and the bounded-memory check.
@@ -152,6 +170,44 @@ impl ChatServer {
         view.is_majority(n)
     }
 
+    /// When [`ChatServer::tick`] must run next: the next full round or a due holds report.
+    pub fn deadline(&self) -> Instant {
+        if self.holds_pending {
+            self.next_round.min(self.holds_at)
+        } else {
+            self.next_round
+        }
+    }
+
+    /// Notes that `server` holds everything in `vc`, and pokes the sessions whose watched
+    /// messages became stable.
+    fn learn_holds(&mut self, d: &mut ChatDurable, cx: &Ctx, server: ServerId, vc: &Vc) {
+        d.causal.note_digest(server, vc);
+        let mut stable = Vec::new();
+        for (origin, upto) in vc {
+            for key in self.watch.range((*origin, 0)..=(*origin, *upto)).map(|(k, _)| *k) {
+                if self.stable(d, cx, key) {
+                    stable.push(key);
+                }
+            }
+        }
+        for key in stable {
+            if let Some(clients) = self.watch.remove(&key) {
+                self.poked.extend(clients);
+            }
+        }
+    }
+
+    fn watch(&mut self, key: Key, client: u64) {
+        self.watch.entry(key).or_default().insert(client);
+    }
+
+    /// Pokes the sessions of `users` (only those logged in, unless `logging_in`).
+    fn poke_users(&mut self, users: &[String], logging_in: bool) {
+        let hit = self.sessions.iter().filter(|(_, s)| s.logged_in != logging_in && users.contains(&s.name)).map(|(c, _)| *c);
+        self.poked.extend(hit);
+    }
+
     fn peers(cx: &Ctx) -> Vec<SocketAddr> {
         cx.view.map(|v| v.members.iter().filter(|m| m.node.id != cx.me.id).map(|m| m.addr).collect()).unwrap_or_default()
     }
@@ -174,11 +230,24 @@ impl ChatServer {
     }
 
     /// A causal message from a peer.
-    pub fn on_chat(&mut self, d: &mut ChatDurable, msg: CausalMsg) {
+    pub fn on_chat(&mut self, d: &mut ChatDurable, cx: &Ctx, msg: CausalMsg) {
+        // The origin held everything in the message's stamp when it sent it.
+        self.learn_holds(d, cx, msg.origin.id, &msg.stamp());
         let no_holdback = self.plant == Some(PlantedBug::NoHoldback);
         for m in d.causal.receive(msg, no_holdback) {
+            self.holds_pending = true;
+            match &m.item {
+                Item::Chat { to, .. } => self.poke_users(to, false),
+                Item::Bind { name, .. } => self.poke_users(std::slice::from_ref(name), true),
+                _ => {}
+            }
             self.apply(d, &m);
         }
+    }
+
+    /// A peer's report of what it delivered.
+    pub fn on_holds(&mut self, d: &mut ChatDurable, cx: &Ctx, sender: NodeId, delivered: &Vc) {
+        self.learn_holds(d, cx, sender.id, delivered);
     }
 
     /// A peer's anti-entropy request.
@@ -189,8 +258,8 @@ impl ChatServer {
     }
 
     /// A peer's digest (from its heartbeat): note it, and ask it for what we miss.
-    pub fn on_digest(&mut self, d: &mut ChatDurable, sender: NodeId, from: SocketAddr, digest: &Vc, out: &mut Vec<Out>) {
-        d.causal.note_digest(sender.id, digest);
+    pub fn on_digest(&mut self, d: &mut ChatDurable, cx: &Ctx, sender: NodeId, from: SocketAddr, digest: &Vc, out: &mut Vec<Out>) {
+        self.learn_holds(d, cx, sender.id, digest);
         self.dirty = true;
         for (origin, lo, hi) in d.causal.missing(digest) {
             out.push(Out::Peer(from, Body::ChatNeed { origin, from: lo, to: hi }, false));
@@ -238,7 +307,7 @@ impl ChatServer {
                     next_no: 1,
                     client_next: 1,
                     attempt,
-                    acks: Vec::new(),
+                    acks: BTreeSet::new(),
                     claim_at: cx.now,
                 });
                 s.addr = from;
@@ -258,6 +327,7 @@ impl ChatServer {
                     s.logged_in = false;
                 }
                 self.progress_login(d, cx, client, out);
+                self.poked.insert(client);
             }
             ClientMsg::Ping { client, attempt, next } => {
                 if let Some(s) = self.sessions.get_mut(&client) {
@@ -307,10 +377,14 @@ impl ChatServer {
                 if let Some(s) = self.sessions.get_mut(&client) {
                     s.last_heard = cx.now;
                     for id in ids {
-                        s.shown_at.remove(&id);
-                        if !s.acks.contains(&id) && s.acks.len() < 4 * MAX_ACK_IDS {
-                            s.acks.push(id);
+                        // An acknowledgement that does not fit is dropped: the message is shown
+                        // again later and acknowledged again.
+                        if s.acks.len() < 4 * MAX_ACK_IDS && s.acks.insert(id) {
+                            s.shown_at.remove(&id);
                         }
+                    }
+                    if s.acks.len() >= MAX_ACK_IDS {
+                        self.poked.insert(client);
                     }
                 }
             }
@@ -321,6 +395,7 @@ impl ChatServer {
                 }
                 s.last_heard = cx.now;
                 s.addr = from;
+                self.poked.insert(id.client);
                 if s.pending.iter().any(|p| p.0 == id) || s.waiting.iter().any(|w| w.0 == id) {
                     return;
                 }
@@ -372,18 +447,24 @@ impl ChatServer {
         }
     }
 
-    /// Periodic work: expire sessions, release held sends, acknowledge stored ones, show inboxes, trim.
+    /// Timed work, due at [`ChatServer::deadline`]: the full round (expire sessions, release
+    /// held sends, spread acknowledgements, acknowledge stored sends, show inboxes, trim).
     pub fn tick(&mut self, d: &mut ChatDurable, cx: &Ctx, out: &mut Vec<Out>) {
+        let now = cx.now;
+        if now < self.next_round {
+            return;
+        }
+        self.next_round = now.plus_us(ROUND_US);
         let Some(view) = cx.view else { return };
         for m in &view.members {
             d.causal.known.insert(m.node.id);
         }
-        let now = cx.now;
         self.sessions.retain(|_, s| now.since(s.last_heard) <= SESSION_TIMEOUT_US);
+        self.watch.clear();
         let clients: Vec<u64> = self.sessions.keys().copied().collect();
         let resend = std::mem::take(&mut self.dirty);
         for client in clients {
-            self.session_tick(d, cx, client, resend, out);
+            self.session_tick(d, cx, client, resend, true, out);
         }
         if now >= self.next_trim {
             self.next_trim = now.plus_us(100_000);
@@ -392,7 +473,30 @@ impl ChatServer {
         }
     }
 
-    fn session_tick(&mut self, d: &mut ChatDurable, cx: &Ctx, client: u64, dirty: bool, out: &mut Vec<Out>) {
+    /// Runs the work input made possible: the poked sessions, and a due holds report.
+    /// Called after every input and timeout.
+    pub fn flush(&mut self, d: &mut ChatDurable, cx: &Ctx, out: &mut Vec<Out>) {
+        if cx.view.is_none() {
+            // Not a member: nothing is shown or stored here, and peers learn what we hold from heartbeats.
+            self.poked.clear();
+            self.holds_pending = false;
+            return;
+        }
+        for client in std::mem::take(&mut self.poked) {
+            self.session_tick(d, cx, client, true, false, out);
+        }
+        if self.holds_pending && cx.now >= self.holds_at {
+            self.holds_pending = false;
+            self.holds_at = cx.now.plus_us(HOLDS_GAP_US);
+            for addr in Self::peers(cx) {
+                out.push(Out::Peer(addr, Body::ChatHolds { delivered: d.causal.delivered.clone() }, false));
+            }
+        }
+    }
+
+    /// One session's work. `dirty`: something changed that may complete its login;
+    /// `round`: the full round (spreads its acknowledgements, which are batched).
+    fn session_tick(&mut self, d: &mut ChatDurable, cx: &Ctx, client: u64, dirty: bool, round: bool, out: &mut Vec<Out>) {
         let now = cx.now;
         let Some(s) = self.sessions.get_mut(&client) else { return };
         if !s.logged_in {
@@ -402,10 +506,9 @@ impl ChatServer {
             }
             return;
         }
-        // Acknowledgements spread through the broadcast.
-        if !s.acks.is_empty() {
-            let n = s.acks.len().min(MAX_ACK_IDS);
-            let ids: Vec<MsgId> = s.acks.drain(..n).collect();
+        // Acknowledgements spread through the broadcast: full batches at once, the rest each round.
+        while let Some(s) = self.sessions.get_mut(&client).filter(|s| s.acks.len() >= MAX_ACK_IDS || round && !s.acks.is_empty()) {
+            let ids: Vec<MsgId> = std::iter::from_fn(|| s.acks.pop_first()).take(MAX_ACK_IDS).collect();
             let user = s.name.clone();
             self.broadcast(d, cx, Item::Ack { user, ids }, out);
         }
@@ -463,25 +566,33 @@ impl ChatServer {
                 keep.push((id, key));
             }
         }
+        for (_, key) in &keep {
+            self.watch(*key, client);
+        }
         // Stable inbox entries, in delivery order.
         let mut show = Vec::new();
+        let mut unstable = Vec::new();
         {
             let s = self.sessions.get(&client).expect("looked up above"); // invariant
             for (id, key) in d.state.inbox(&s.name) {
                 if show.len() >= SHOW_BATCH {
                     break;
                 }
-                if s.shown_at.get(id).is_some_and(|t| now.since(*t) < RESEND_US) {
+                if s.acks.contains(id) || s.shown_at.get(id).is_some_and(|t| now.since(*t) < RESEND_US) {
                     continue;
                 }
                 // Copies of one retried message are interchangeable: it is stable once any copy is.
                 if !d.state.copies(*key).any(|k| self.stable(d, cx, k)) {
+                    unstable.push(*key);
                     continue;
                 }
                 if let Some(m) = d.causal.get(*key) {
                     show.push((*id, m.clone()));
                 }
             }
+        }
+        for key in unstable {
+            self.watch(key, client);
         }
         let s = self.sessions.get_mut(&client).expect("looked up above"); // invariant
         s.waiting = keep;

@@ -435,6 +435,9 @@ impl Server {
             Phase::Founding => at(self.next_hello),
             Phase::Member => {}
         }
+        if self.phase == Phase::Member {
+            at(self.chat.deadline());
+        }
         if matches!(self.phase, Phase::Founding | Phase::Member) || self.is_voter() {
             at(self.next_heartbeat);
             self.hops.iter().for_each(|h| at(h.deadline));
@@ -516,6 +519,7 @@ impl Server {
         let cx = ChatCtx { me: self.me.node, now: self.now, view, leader, is_leader: self.role == Role::Leader, epoch };
         let mut out = Vec::new();
         f(&mut self.chat, &mut self.durable.chat, &cx, &mut out);
+        self.chat.flush(&mut self.durable.chat, &cx, &mut out);
         for o in out {
             match o {
                 ChatOut::Peer(addr, body, retransmit) => self.send(addr, body, retransmit),
@@ -714,11 +718,15 @@ impl Server {
             }
             Body::Heartbeat { leader, committed, latest, digest } => {
                 self.on_heartbeat(sender, from, epoch, leader, committed, latest);
-                self.with_chat(|c, d, _, out| c.on_digest(d, sender, from, &digest, out));
+                self.with_chat(|c, d, cx, out| c.on_digest(d, cx, sender, from, &digest, out));
             }
             Body::Chat { msg } => {
                 self.fd.heard(sender, self.now);
-                self.with_chat(|c, d, _, _| c.on_chat(d, msg));
+                self.with_chat(|c, d, cx, _| c.on_chat(d, cx, msg));
+            }
+            Body::ChatHolds { delivered } => {
+                self.fd.heard(sender, self.now);
+                self.with_chat(|c, d, cx, _| c.on_holds(d, cx, sender, &delivered));
             }
             Body::ChatNeed { origin, from: lo, to: hi } => self.with_chat(|c, d, _, out| c.on_need(d, from, origin, lo, hi, out)),
             Body::NameClaim { name, token } => self.with_chat(|c, d, cx, out| c.on_claim(d, cx, name, token, out)),

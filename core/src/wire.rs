@@ -167,6 +167,13 @@ pub enum Body {
         /// The claimant's credential.
         token: u64,
     },
+    /// What the sender has delivered, sent as soon as it delivers something new
+    /// (at most once per [`crate::chat_server::HOLDS_GAP_US`]): lets peers count
+    /// holders, and so stability, without waiting for the next heartbeat.
+    ChatHolds {
+        /// The sender's delivered vector clock.
+        delivered: crate::causal::Vc,
+    },
 }
 
 impl Body {
@@ -193,6 +200,7 @@ impl Body {
             Body::Chat { .. } => "chat",
             Body::ChatNeed { .. } => "chat_need",
             Body::NameClaim { .. } => "name_claim",
+            Body::ChatHolds { .. } => "chat_holds",
         }
     }
 }
@@ -253,7 +261,7 @@ pub fn decode(bytes: &[u8]) -> Result<Packet, DecodeError> {
     let valid = match &packet {
         Packet::Peer(env) => match &env.body {
             Body::ViewPropose { view } | Body::ViewCommit { view } | Body::ViewInfo { view } => view.is_well_formed(),
-            Body::Heartbeat { digest, .. } => digest.len() <= crate::causal::MAX_ORIGINS,
+            Body::Heartbeat { digest, .. } | Body::ChatHolds { delivered: digest } => digest.len() <= crate::causal::MAX_ORIGINS,
             Body::Chat { msg } => msg.is_well_formed(),
             Body::NameClaim { name, .. } => !name.is_empty() && name.len() <= crate::chat::MAX_NAME,
             _ => true,
