@@ -5,6 +5,7 @@
 //! drain `poll_transmit` and `poll_event` until they return `None`, then sleep
 //! until `poll_timeout`. Timeouts are idempotent: firing early or twice is harmless.
 
+use crate::causal::CausalMsg;
 use crate::chat_server::{ChatDurable, ChatServer, ChatStats, Ctx as ChatCtx, Out as ChatOut, PlantedBug};
 use crate::client_wire::{ClientMsg, ServerMsg, StatusReport};
 use crate::election::{Candidacy, Election, PendingHop, TokenVerdict};
@@ -272,6 +273,8 @@ pub struct Server {
     next_hello: Instant,
     next_beacon: Instant,
     out: VecDeque<Transmit>,
+    /// Broadcast chat messages waiting to be packed, per peer.
+    chat_queue: BTreeMap<SocketAddr, Vec<CausalMsg>>,
     events: VecDeque<Event>,
     counters: Counters,
     chat: ChatServer,
@@ -324,6 +327,7 @@ impl Server {
             next_hello: now,
             next_beacon: now,
             out: VecDeque::new(),
+            chat_queue: BTreeMap::new(),
             events: VecDeque::new(),
             counters: Counters::default(),
             chat: ChatServer::new(cfg.plant),
@@ -406,9 +410,44 @@ impl Server {
         }
     }
 
-    /// The next datagram to send.
+    /// The next datagram to send. Broadcast chat messages queued for one peer since the
+    /// last call that drained the queue leave packed together (see [`Body::ChatBatch`]), so a
+    /// driver that feeds every ready datagram before polling sends fewer, fuller datagrams.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if self.out.is_empty() {
+            self.pack_chat();
+        }
         self.out.pop_front()
+    }
+
+    /// Moves the queued broadcast chat messages into datagrams, as many per datagram as fit.
+    fn pack_chat(&mut self) {
+        // Room for the envelope and the batch framing around the messages.
+        const BUDGET: usize = wire::MAX_DATAGRAM - 96;
+        for (addr, msgs) in std::mem::take(&mut self.chat_queue) {
+            let mut batch: Vec<CausalMsg> = Vec::new();
+            let mut size = 0;
+            for msg in msgs {
+                let len = postcard::serialize_with_flavor(&msg, postcard::ser_flavors::Size::default()).unwrap_or(usize::MAX);
+                if !batch.is_empty() && (size + len > BUDGET || batch.len() == wire::MAX_BATCH) {
+                    self.send_batch(addr, std::mem::take(&mut batch));
+                    size = 0;
+                }
+                size += len;
+                batch.push(msg);
+            }
+            if !batch.is_empty() {
+                self.send_batch(addr, batch);
+            }
+        }
+    }
+
+    fn send_batch(&mut self, addr: SocketAddr, mut msgs: Vec<CausalMsg>) {
+        let body = match msgs.len() {
+            1 => Body::Chat { msg: msgs.pop().expect("one message") }, // invariant: len is 1
+            _ => Body::ChatBatch { msgs },
+        };
+        self.send(addr, body, false);
     }
 
     /// The next protocol event.
@@ -522,6 +561,7 @@ impl Server {
         self.chat.flush(&mut self.durable.chat, &cx, &mut out);
         for o in out {
             match o {
+                ChatOut::Peer(addr, Body::Chat { msg }, false) => self.chat_queue.entry(addr).or_default().push(msg),
                 ChatOut::Peer(addr, body, retransmit) => self.send(addr, body, retransmit),
                 ChatOut::Client(addr, msg) => self.send_client(addr, msg),
             }
@@ -723,6 +763,10 @@ impl Server {
             Body::Chat { msg } => {
                 self.fd.heard(sender, self.now);
                 self.with_chat(|c, d, cx, _| c.on_chat(d, cx, msg));
+            }
+            Body::ChatBatch { msgs } => {
+                self.fd.heard(sender, self.now);
+                self.with_chat(|c, d, cx, _| msgs.into_iter().for_each(|m| c.on_chat(d, cx, m)));
             }
             Body::ChatHolds { delivered } => {
                 self.fd.heard(sender, self.now);

@@ -151,6 +151,11 @@ pub enum Body {
         /// The message.
         msg: crate::causal::CausalMsg,
     },
+    /// Several causal-broadcast messages for one peer in one datagram (sent under load).
+    ChatBatch {
+        /// The messages, in the order they were sent (at most [`MAX_BATCH`]).
+        msgs: Vec<crate::causal::CausalMsg>,
+    },
     /// Anti-entropy: resend `origin`'s messages `from..=to`.
     ChatNeed {
         /// Origin.
@@ -198,6 +203,7 @@ impl Body {
             Body::Leave => "leave",
             Body::ViewInfo { .. } => "view_info",
             Body::Chat { .. } => "chat",
+            Body::ChatBatch { .. } => "chat_batch",
             Body::ChatNeed { .. } => "chat_need",
             Body::NameClaim { .. } => "name_claim",
             Body::ChatHolds { .. } => "chat_holds",
@@ -234,6 +240,9 @@ impl std::fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
+/// Most messages in one [`Body::ChatBatch`].
+pub const MAX_BATCH: usize = 32;
+
 /// Encodes a packet as `[VERSION] ++ postcard`.
 ///
 /// Returns `None` if it would not fit in [`MAX_DATAGRAM`] (the caller treats
@@ -263,6 +272,7 @@ pub fn decode(bytes: &[u8]) -> Result<Packet, DecodeError> {
             Body::ViewPropose { view } | Body::ViewCommit { view } | Body::ViewInfo { view } => view.is_well_formed(),
             Body::Heartbeat { digest, .. } | Body::ChatHolds { delivered: digest } => digest.len() <= crate::causal::MAX_ORIGINS,
             Body::Chat { msg } => msg.is_well_formed(),
+            Body::ChatBatch { msgs } => !msgs.is_empty() && msgs.len() <= MAX_BATCH && msgs.iter().all(|m| m.is_well_formed()),
             Body::NameClaim { name, .. } => !name.is_empty() && name.len() <= crate::chat::MAX_NAME,
             _ => true,
         },

@@ -330,6 +330,9 @@ async fn shutdown_signal() {
     }
 }
 
+/// Most datagrams fed to the core before its output is sent.
+const DRAIN_MAX: usize = 64;
+
 async fn serve(p: Prepared) -> Result<(), String> {
     let Prepared { opts, unicast, discovery, group, advertised, id, previous } = p;
     let unicast = UdpSocket::from_std(unicast).map_err(|e| format!("cannot register the socket: {}", crate::io_msg(&e)))?;
@@ -367,7 +370,15 @@ async fn serve(p: Prepared) -> Result<(), String> {
         let wake = node.server.poll_timeout().map(|t| clock.deadline(t)).unwrap_or_else(|| clock.deadline(Instant(u64::MAX)));
         tokio::select! {
             r = node.unicast.recv_from(&mut ubuf) => match r {
-                Ok((n, from)) => node.server.handle_datagram(clock.now(), from, &ubuf[..n]),
+                Ok((n, from)) => {
+                    node.server.handle_datagram(clock.now(), from, &ubuf[..n]);
+                    // Feed whatever else is ready before sending: under load the core then
+                    // packs its replies into fewer datagrams.
+                    for _ in 1..DRAIN_MAX {
+                        let Ok((n, from)) = node.unicast.try_recv_from(&mut ubuf) else { break };
+                        node.server.handle_datagram(clock.now(), from, &ubuf[..n]);
+                    }
+                }
                 Err(e) => debug!("receive failed: {}", crate::io_msg(&e)),
             },
             r = recv_opt(discovery.as_ref(), &mut dbuf) => match r {

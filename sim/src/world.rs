@@ -424,9 +424,14 @@ impl World {
             let Some(t) = server.poll_transmit() else { break };
             if !t.retransmit {
                 *self.sent.entry(t.kind).or_insert(0) += 1;
-                if t.kind == "chat" {
+                if t.kind == "chat" || t.kind == "chat_batch" {
                     if let Ok(ringchat_core::wire::Packet::Peer(env)) = ringchat_core::wire::decode(&t.bytes) {
-                        if let ringchat_core::wire::Body::Chat { msg } = env.body {
+                        let msgs = match env.body {
+                            ringchat_core::wire::Body::Chat { msg } => vec![msg],
+                            ringchat_core::wire::Body::ChatBatch { msgs } => msgs,
+                            _ => Vec::new(),
+                        };
+                        for msg in msgs {
                             self.chat.vc_bytes += postcard::to_allocvec(&msg.deps).map_or(0, |v| v.len() as u64);
                             self.chat.vc_msgs += 1;
                             if self.cfg.trace && self.chat.traced.insert((msg.origin, msg.seq)) {
