@@ -30,6 +30,8 @@ pub enum PlantedBug {
     RebindNames,
     /// Show messages before they are stable.
     ShowUnstable,
+    /// Show a login its inbox at once, without first catching up with a majority.
+    ReplayAtOnce,
 }
 
 /// Chat state that survives a crash (part of [`crate::Durable`]).
@@ -83,6 +85,21 @@ const ROUND_US: u64 = 100_000;
 /// quiet spell is reported at once, a burst in one report.
 pub const HOLDS_GAP_US: u64 = 1_000;
 
+/// Whether a login may be shown its inbox yet. A server that restarted or was cut off may
+/// still hold entries whose acknowledgement (from an earlier login of the user) it has not
+/// delivered; showing them would show the user a message again, out of order. So a login's
+/// replay waits until this server has heard from a majority since the login and delivered
+/// what that majority holds (and what the client was shown).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Replay {
+    /// Waiting for digests from a majority newer than this login.
+    Since(Instant),
+    /// Waiting to deliver this frontier.
+    Until(Vc),
+    /// Caught up: the inbox is shown.
+    Open,
+}
+
 struct Session {
     addr: SocketAddr,
     name: String,
@@ -101,6 +118,7 @@ struct Session {
     /// Shown messages the client acknowledged, not yet spread: never shown again.
     acks: BTreeSet<MsgId>,
     claim_at: Instant,
+    replay: Replay,
 }
 
 /// Per-server chat runtime state (sessions are not durable: clients log in again).
@@ -121,6 +139,10 @@ pub struct ChatServer {
     holds_pending: bool,
     /// Earliest time of the next holds report.
     holds_at: Instant,
+    /// When each peer's last digest (heartbeat or holds report) arrived.
+    digest_at: BTreeMap<ServerId, Instant>,
+    /// Sessions whose login replay waits for digests or deliveries.
+    gated: BTreeSet<u64>,
 }
 
 /// Sizes for reports and the bounded-memory check.
@@ -235,6 +257,10 @@ impl ChatServer {
         self.learn_holds(d, cx, msg.origin.id, &msg.stamp());
         let no_holdback = self.plant == Some(PlantedBug::NoHoldback);
         for m in d.causal.receive(msg, no_holdback) {
+            if !self.holds_pending {
+                // Logins waiting to catch up may have.
+                self.poked.append(&mut self.gated);
+            }
             self.holds_pending = true;
             match &m.item {
                 Item::Chat { to, .. } => self.poke_users(to, false),
@@ -247,7 +273,69 @@ impl ChatServer {
 
     /// A peer's report of what it delivered.
     pub fn on_holds(&mut self, d: &mut ChatDurable, cx: &Ctx, sender: NodeId, delivered: &Vc) {
+        self.learn_digest(cx, sender);
         self.learn_holds(d, cx, sender.id, delivered);
+    }
+
+    /// Notes a fresh digest from `sender`, and re-checks the logins waiting for one.
+    fn learn_digest(&mut self, cx: &Ctx, sender: NodeId) {
+        self.digest_at.insert(sender.id, cx.now);
+        self.poked.append(&mut self.gated);
+    }
+
+    /// What a majority of the view holds, per origin, as far as this server knows.
+    fn majority_frontier(d: &ChatDurable, cx: &Ctx, view: &View) -> Vc {
+        let holdings: Vec<&Vc> = view
+            .members
+            .iter()
+            .filter_map(|m| if m.node.id == cx.me.id { Some(&d.causal.delivered) } else { d.causal.digests.get(&m.node.id) })
+            .collect();
+        let origins: BTreeSet<NodeId> = holdings.iter().flat_map(|h| h.keys().copied()).collect();
+        let mut frontier = Vc::new();
+        for origin in origins {
+            let mut held: Vec<u64> = view
+                .members
+                .iter()
+                .map(|m| {
+                    let h = if m.node.id == cx.me.id { Some(&d.causal.delivered) } else { d.causal.digests.get(&m.node.id) };
+                    h.and_then(|h| h.get(&origin)).copied().unwrap_or(0)
+                })
+                .collect();
+            held.sort_unstable_by(|a, b| b.cmp(a));
+            let upto = held[view.majority() - 1]; // invariant: a majority is at most the view size
+            if upto > 0 {
+                frontier.insert(origin, upto);
+            }
+        }
+        frontier
+    }
+
+    /// Whether `client`'s login may be shown its inbox (see [`Replay`]).
+    fn replay_open(&mut self, d: &ChatDurable, cx: &Ctx, client: u64) -> bool {
+        let Some(view) = cx.view else { return false };
+        let Some(s) = self.sessions.get(&client) else { return false };
+        if self.plant == Some(PlantedBug::ReplayAtOnce) {
+            return true;
+        }
+        if let Replay::Since(t) = s.replay {
+            let fresh =
+                view.members.iter().filter(|m| m.node.id == cx.me.id || self.digest_at.get(&m.node.id).is_some_and(|at| *at >= t)).count();
+            if !view.is_majority(fresh) {
+                return false;
+            }
+            let mut frontier = Self::majority_frontier(d, cx, view);
+            merge(&mut frontier, &s.ctx);
+            self.sessions.get_mut(&client).expect("looked up above").replay = Replay::Until(frontier);
+            // invariant
+        }
+        let s = self.sessions.get_mut(&client).expect("looked up above"); // invariant
+        if let Replay::Until(f) = &s.replay {
+            if !dominates(&d.causal.delivered, f) {
+                return false;
+            }
+            s.replay = Replay::Open;
+        }
+        true
     }
 
     /// A peer's anti-entropy request.
@@ -259,6 +347,7 @@ impl ChatServer {
 
     /// A peer's digest (from its heartbeat): note it, and ask it for what we miss.
     pub fn on_digest(&mut self, d: &mut ChatDurable, cx: &Ctx, sender: NodeId, from: SocketAddr, digest: &Vc, out: &mut Vec<Out>) {
+        self.learn_digest(cx, sender);
         self.learn_holds(d, cx, sender.id, digest);
         self.dirty = true;
         for (origin, lo, hi) in d.causal.missing(digest) {
@@ -309,6 +398,7 @@ impl ChatServer {
                     attempt,
                     acks: BTreeSet::new(),
                     claim_at: cx.now,
+                    replay: Replay::Since(cx.now),
                 });
                 s.addr = from;
                 s.last_heard = cx.now;
@@ -320,6 +410,7 @@ impl ChatServer {
                     s.shown_at.clear();
                     s.next_no = 1;
                     s.client_next = 1;
+                    s.replay = Replay::Since(cx.now);
                 }
                 if s.name != name || s.token != token {
                     s.name = name;
@@ -568,6 +659,13 @@ impl ChatServer {
         }
         for (_, key) in &keep {
             self.watch(*key, client);
+        }
+        if !self.replay_open(d, cx, client) {
+            self.gated.insert(client);
+            if let Some(s) = self.sessions.get_mut(&client) {
+                s.waiting = keep;
+            }
+            return;
         }
         // Stable inbox entries, in delivery order.
         let mut show = Vec::new();
