@@ -5,6 +5,8 @@
 //! so the cluster assigns each client consistently whichever member it asks,
 //! and clients spread evenly over the members. When a member leaves the view
 //! (or is suspected), only its own clients move, each to its next choice.
+//! Views are installed by the leader, so the assignment follows the leader's
+//! one voice without a round trip to it per client.
 //!
 //! The weight is a fixed mixing function (splitmix64's finaliser, [`mix64`])
 //! over the id bits: no `RandomState`, no hash-map order, the same on every

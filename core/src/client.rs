@@ -36,6 +36,10 @@ pub struct ClientConfig {
     pub servers: Vec<SocketAddr>,
     /// The discovery group (multicast or broadcast address) to send `Find` to, if any.
     pub group: Option<SocketAddr>,
+    /// Ask the cluster for an assignment (`true`, the default). `false` pins
+    /// the client to `servers`: it logs in there directly and cycles through
+    /// them, as benchmarks that place clients themselves need.
+    pub find: bool,
     /// Heartbeat period to the attached server.
     pub ping_ms: u64,
     /// Silence after which the server is presumed lost (also the login timeout per server).
@@ -50,7 +54,16 @@ pub struct ClientConfig {
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        ClientConfig { servers: Vec::new(), group: None, ping_ms: 250, lost_ms: 1200, retry_ms: 400, give_up_ms: 10_000, tick_ms: 50 }
+        ClientConfig {
+            servers: Vec::new(),
+            group: None,
+            find: true,
+            ping_ms: 250,
+            lost_ms: 1200,
+            retry_ms: 400,
+            give_up_ms: 10_000,
+            tick_ms: 50,
+        }
     }
 }
 
@@ -248,8 +261,12 @@ impl Client {
         }
         self.name = name.to_string();
         self.token = token;
-        self.new_attempt();
-        self.start_find(now);
+        if self.cfg.find {
+            self.new_attempt();
+            self.start_find(now);
+        } else {
+            self.log_in_here(now);
+        }
         Ok(())
     }
 
@@ -348,7 +365,7 @@ impl Client {
     /// The current server failed: the next one of the list, or a new `Find` once the list is used up.
     fn move_on(&mut self, now: Instant) {
         self.tried += 1;
-        if self.tried >= self.list.len() {
+        if self.cfg.find && self.tried >= self.list.len() {
             self.tried = 0;
             if !self.list.is_empty() {
                 self.server = (self.server + 1) % self.list.len();
@@ -357,7 +374,9 @@ impl Client {
             self.start_find(now);
             return;
         }
-        self.server = (self.server + 1) % self.list.len();
+        if !self.list.is_empty() {
+            self.server = (self.server + 1) % self.list.len();
+        }
         self.log_in_here(now);
     }
 
@@ -608,6 +627,18 @@ mod tests {
         let logins: Vec<SocketAddr> = out.iter().filter(|(_, m)| matches!(m, ClientMsg::Login { .. })).map(|(to, _)| *to).collect();
         assert_eq!(logins.first(), Some(&other), "{out:?}");
         assert!(events(&mut c).contains(&ClientEvent::ServerLost { server: assigned }));
+    }
+
+    #[test]
+    fn pinned_client_logs_in_directly_and_cycles() {
+        let (a, b) = (addr(1), addr(2));
+        let mut c = Client::new(ClientConfig { servers: vec![a, b], find: false, ..ClientConfig::default() }, 3, 1, Instant(0));
+        c.login(Instant(0), "dee", 1).expect("login");
+        let out = sent(&mut c);
+        assert!(matches!(out.as_slice(), [(to, ClientMsg::Login { .. })] if *to == b), "{out:?}");
+        let out = run(&mut c, 1, 4000);
+        assert!(out.iter().all(|(_, m)| !matches!(m, ClientMsg::Find { .. })), "{out:?}");
+        assert!(out.iter().any(|(to, _)| *to == a) && out.iter().any(|(to, _)| *to == b), "{out:?}");
     }
 
     #[test]

@@ -462,7 +462,8 @@ pub enum SyncEvent {
 }
 
 /// A blocking client on a std UDP socket, for benchmarks and tools: one
-/// operation outstanding at a time, as the core allows.
+/// operation outstanding at a time, as the core allows. It is pinned to the
+/// servers it is given (no assignment), so a benchmark decides placement.
 pub struct SyncClient {
     client: Client,
     sock: std::net::UdpSocket,
@@ -471,11 +472,11 @@ pub struct SyncClient {
 }
 
 impl SyncClient {
-    /// Binds a socket and starts logging in as `name` at `servers` (first one first).
+    /// Binds a socket and starts logging in as `name` at `servers` (first one first, no `Find`).
     pub fn new(name: &str, servers: Vec<SocketAddr>, id: u64) -> Result<SyncClient, String> {
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| crate::io_msg(&e))?;
         let origin = std::time::Instant::now();
-        let cfg = ClientConfig { servers, ..ClientConfig::default() };
+        let cfg = ClientConfig { servers, find: false, ..ClientConfig::default() };
         let mut client = Client::new(cfg, id, 0, now_us(origin));
         client.login(now_us(origin), name, token_of(name)).map_err(|e| e.to_string())?;
         let mut c = SyncClient { client, sock, origin, buf: vec![0u8; 65536] };
