@@ -133,7 +133,7 @@ impl World {
     fn new_life(&mut self, c: usize) {
         let known = self.rng.random_range(0..self.nodes.len().max(1));
         let servers: Vec<SocketAddr> = self.nodes.get(known).map(|n| n.addr).into_iter().collect();
-        let group = (c % 2 == 0).then_some(GROUP);
+        let group = c.is_multiple_of(2).then_some(GROUP);
         let p = &mut self.chat.procs[c];
         p.life += 1;
         let id = ((c as u64 + 1) << 32) | p.life;
