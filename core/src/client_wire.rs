@@ -270,3 +270,26 @@ impl StatusReport {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{decode, encode, DecodeError, Packet};
+
+    #[test]
+    fn find_and_assign_round_trip_and_are_bounded() {
+        let find = Packet::FromClient(ClientMsg::Find { client: u64::MAX });
+        assert_eq!(decode(&encode(&find).expect("fits")).expect("decodes"), find);
+        // The largest assignment (every member, IPv6) fits one datagram.
+        let v6: Vec<SocketAddr> =
+            (0..MAX_MEMBERS).map(|i| SocketAddr::new(std::net::Ipv6Addr::new(0xfd00, 1, 2, 3, 4, 5, 6, i as u16).into(), 65535)).collect();
+        let full = Packet::ToClient(ServerMsg::Assign { client: u64::MAX, servers: v6 });
+        assert_eq!(decode(&encode(&full).expect("fits one datagram")).expect("decodes"), full);
+        // An empty assignment, or one longer than a view, is refused.
+        let v4 = |n: usize| (0..n).map(|i| SocketAddr::from(([10, 0, 0, i as u8], 7000))).collect::<Vec<_>>();
+        for servers in [Vec::new(), v4(MAX_MEMBERS + 1)] {
+            let bad = Packet::ToClient(ServerMsg::Assign { client: 1, servers });
+            assert_eq!(decode(&encode(&bad).expect("fits")), Err(DecodeError::Invalid));
+        }
+    }
+}
