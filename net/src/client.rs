@@ -244,6 +244,10 @@ pub async fn run<R: AsyncBufRead + Unpin>(opts: ClientOptions, input: R) -> i32 
             return 2;
         }
     };
+    if group.is_some() && opts.servers.iter().any(SocketAddr::is_ipv6) {
+        eprintln!("error: multicast and broadcast discovery need IPv4 servers (or use --discovery off)");
+        return 2;
+    }
     if opts.servers.is_empty() && group.is_none() {
         eprintln!("error: no way to find a server: give --server IP:PORT or use --discovery multicast|broadcast");
         return 2;
