@@ -12,8 +12,10 @@
 #   3. kill -9 the leader: the 4 others agree on a new leader;
 #   4. cut one host's link, wait until the others drop it from the view, restore
 #      the link: it is back in the view;
-#   5. clients: 3 JSON clients on the client hosts exchange messages, and a
-#      message sent after a kill -9 of the leader is stored and shown once.
+#   5. clients: 3 JSON clients on the client hosts, given no server address,
+#      find the cluster by multicast and attach to the server it assigns; they
+#      exchange messages, and a message sent after a kill -9 of the leader is
+#      stored and shown once.
 # Prints timings. Exit 0 only if every check passes. Skips (exit 0) only when
 # network namespaces cannot be created (not root). Installs nothing; it needs
 # iproute2 and nftables. Everything it creates (namespaces, bridge, processes,
@@ -276,19 +278,31 @@ log "restored host $CUT's link: back in view $VIEW with leader ${LEADER:0:8} aft
 
 # ---- 5. clients (hook) ---------------------------------------------------------------
 
-# Clients: alice, bob and carol on the client hosts, each given every live
-# server; alice and carol write to bob, then the leader is killed (10% loss is
+# Clients: alice, bob and carol on the client hosts, given no server address:
+# they find the cluster through the multicast group and attach to the server it
+# assigns. Alice and carol write to bob, then the leader is killed (10% loss is
 # still on) and alice's next message must still be stored and shown to bob.
 declare -A CFD=()
 # start_client HOST NAME: `ringchat client --json` in ${P}cHOST, stdin a FIFO, stdout a file.
 start_client() {
-  local c=$1 name=$2 fifo="$TMP/$2.in" fd args=() h
+  local c=$1 name=$2 fifo="$TMP/$2.in" fd
   mkfifo "$fifo" || fail "cannot create a FIFO"
   exec {fd}<>"$fifo"
   CFD[$name]=$fd
-  for h in "${LIVE[@]}"; do args+=(--server "$NET.$h:7000"); done
-  ip netns exec "${P}c$c" "$BIN" client --json --name "$name" "${args[@]}" <"$fifo" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+  ip netns exec "${P}c$c" "$BIN" client --json --name "$name" --discovery multicast <"$fifo" >"$TMP/$name.out" 2>"$TMP/$name.err" &
   PID[$name]=$!
+}
+# first_event_field NAME EVENT KEY: KEY's first string value in NAME's first EVENT line.
+first_event_field() { grep -F "\"event\":\"$2\"" "$TMP/$1.out" | head -n 1 | grep -o "\"$3\":\[*\"[^\"]*\"" | head -n 1 | sed 's/.*"\([^"]*\)"$/\1/'; }
+# assigned_and_attached NAME: the client was assigned servers of the cluster and attached to the first.
+assigned_and_attached() {
+  local a t h ok=0
+  a=$(first_event_field "$1" assigned servers)
+  t=$(first_event_field "$1" attached server)
+  [ -n "$a" ] || fail "$1 attached without an assignment"
+  for h in "${LIVE[@]}"; do [ "$a" = "$NET.$h:7000" ] && ok=1; done
+  [ "$ok" -eq 1 ] || fail "$1 was assigned $a, not a live server"
+  [ "$t" = "$a" ] || fail "$1 attached to $t, not to its assigned server $a"
 }
 say() { printf '%s\n' "$2" >&"${CFD[$1]}"; }
 # seen NAME PATTERN: the client's output has a line matching PATTERN (fixed string).
@@ -306,8 +320,9 @@ client_checks() {
   start_client 101 alice
   start_client 102 bob
   start_client 103 carol
-  for n in alice bob carol; do wait_for 20 "$n to attach to a server" seen "$n" '"event":"attached"'; done
-  log "3 clients attached: $(for n in alice bob carol; do printf '%s@%s ' "$n" "$(grep -F '"event":"attached"' "$TMP/$n.out" | head -n 1 | sed 's/.*"server":"\([^"]*\)".*/\1/')"; done)"
+  for n in alice bob carol; do wait_for 20 "$n to find the cluster by multicast and attach to a server" seen "$n" '"event":"attached"'; done
+  for n in alice bob carol; do assigned_and_attached "$n"; done
+  log "3 clients found the cluster by multicast and attached to their assigned servers: $(for n in alice bob carol; do printf '%s@%s ' "$n" "$(first_event_field "$n" attached server)"; done)"
   say alice '{"cmd":"send","to":"bob","text":"lan hello from alice"}'
   say carol '{"cmd":"send","to":"bob","text":"lan hello from carol"}'
   wait_for 20 "alice's message stored" stored_text alice "lan hello from alice"

@@ -380,7 +380,7 @@ impl ChatServer {
             return; // not a member: the client will try another server
         }
         match msg {
-            ClientMsg::Status => {}
+            ClientMsg::Status | ClientMsg::Find { .. } => {}
             ClientMsg::Login { client, name, token, ctx, attempt } => {
                 let s = self.sessions.entry(client).or_insert_with(|| Session {
                     addr: from,

@@ -1,8 +1,18 @@
-//! The sans-IO client state machine: finds a server from an address list,
-//! logs in with a user name, heartbeats its server and moves to another one
-//! when it is lost (carrying its causal context), retries each operation with
-//! the same id until `stored` or reports it failed after a bound, and
-//! deduplicates and acknowledges what it is shown.
+//! The sans-IO client state machine: finds servers by asking known addresses
+//! and the discovery group for an assignment (`Find`, answered by `Assign`),
+//! logs in with a user name at the server the cluster assigns, heartbeats it
+//! and moves to the next assigned server when it is lost (carrying its causal
+//! context), asks again when every assigned server failed, retries each
+//! operation with the same id until `stored` or reports it failed after a
+//! bound, and deduplicates and acknowledges what it is shown.
+//!
+//! Finding: on `login` (and whenever its list of servers is used up) the client
+//! sends `Find` to every address it knows (the configured ones and the last
+//! assignment) and, when configured, to the discovery group, every `retry_ms`.
+//! The first `Assign` replaces its list of servers; it logs in at the first.
+//! If no answer comes within `lost_ms` and it knows addresses, it logs in at
+//! them directly (as a client without discovery would) and asks again once
+//! they are all used up.
 //!
 //! Call rule (as for the server): after every input drain `poll_transmit` and
 //! `poll_event`, then call `handle_timeout` at `poll_timeout`.
@@ -21,8 +31,15 @@ use std::net::SocketAddr;
 /// Client timings.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// Servers to try, in order (the client starts at a seeded offset).
+    /// Known server addresses: asked for an assignment, and tried in order
+    /// (from a seeded offset) when no assignment comes.
     pub servers: Vec<SocketAddr>,
+    /// The discovery group (multicast or broadcast address) to send `Find` to, if any.
+    pub group: Option<SocketAddr>,
+    /// Ask the cluster for an assignment (`true`, the default). `false` pins
+    /// the client to `servers`: it logs in there directly and cycles through
+    /// them, as benchmarks that place clients themselves need.
+    pub find: bool,
     /// Heartbeat period to the attached server.
     pub ping_ms: u64,
     /// Silence after which the server is presumed lost (also the login timeout per server).
@@ -37,7 +54,16 @@ pub struct ClientConfig {
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        ClientConfig { servers: Vec::new(), ping_ms: 250, lost_ms: 1200, retry_ms: 400, give_up_ms: 10_000, tick_ms: 50 }
+        ClientConfig {
+            servers: Vec::new(),
+            group: None,
+            find: true,
+            ping_ms: 250,
+            lost_ms: 1200,
+            retry_ms: 400,
+            give_up_ms: 10_000,
+            tick_ms: 50,
+        }
     }
 }
 
@@ -80,6 +106,11 @@ pub enum ClientEvent {
         /// The lost server.
         server: SocketAddr,
     },
+    /// The cluster assigned servers (the client logs in at the first).
+    Assigned {
+        /// Server addresses in the order the client tries them.
+        servers: Vec<SocketAddr>,
+    },
 }
 
 /// Why the client refused an operation before sending anything.
@@ -116,6 +147,7 @@ impl std::error::Error for ClientError {}
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Offline,
+    Finding { since: Instant },
     LoggingIn { since: Instant },
     Attached,
 }
@@ -139,7 +171,13 @@ pub struct Client {
     name: String,
     token: u64,
     state: State,
+    /// Servers to try: the known addresses, or the latest assignment.
+    list: Vec<SocketAddr>,
+    /// Index of the current server in `list`.
     server: usize,
+    /// Servers of `list` tried without a successful login since it was set (or since the last login).
+    tried: usize,
+    last_find: Instant,
     ctx: Vc,
     next_seq: u64,
     outstanding: Option<Outstanding>,
@@ -156,16 +194,20 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client with id `id` (unique per client process life), starting at server `start % len`.
+    /// A client with id `id` (unique per client process life); without an
+    /// assignment it tries the known servers from `start % len`.
     pub fn new(cfg: ClientConfig, id: u64, start: usize, now: Instant) -> Client {
         let server = if cfg.servers.is_empty() { 0 } else { start % cfg.servers.len() };
         Client {
+            list: cfg.servers.clone(),
             cfg,
             id,
             name: String::new(),
             token: 0,
             state: State::Offline,
             server,
+            tried: 0,
+            last_find: now,
             ctx: Vc::new(),
             next_seq: 0,
             outstanding: None,
@@ -192,7 +234,12 @@ impl Client {
         self.state == State::Attached
     }
 
-    /// Whether logging in or logged in.
+    /// The servers the client tries, in order (the latest assignment, or the known addresses).
+    pub fn servers(&self) -> &[SocketAddr] {
+        &self.list
+    }
+
+    /// Whether finding a server, logging in or logged in.
     pub fn is_active(&self) -> bool {
         self.state != State::Offline
     }
@@ -214,15 +261,18 @@ impl Client {
         }
         self.name = name.to_string();
         self.token = token;
-        self.state = State::LoggingIn { since: now };
-        self.new_attempt();
-        self.send_login(now);
+        if self.cfg.find {
+            self.new_attempt();
+            self.start_find(now);
+        } else {
+            self.log_in_here(now);
+        }
         Ok(())
     }
 
     /// Logs out: the user goes offline (an operation still waiting is reported failed).
     pub fn logout(&mut self, _now: Instant) {
-        if self.state != State::Offline {
+        if matches!(self.state, State::LoggingIn { .. } | State::Attached) {
             self.send(ClientMsg::Logout { client: self.id });
         }
         self.state = State::Offline;
@@ -254,7 +304,35 @@ impl Client {
     }
 
     fn addr(&self) -> Option<SocketAddr> {
-        self.cfg.servers.get(self.server).copied()
+        self.list.get(self.server).copied()
+    }
+
+    /// Asks for an assignment (see the module documentation).
+    fn start_find(&mut self, now: Instant) {
+        self.state = State::Finding { since: now };
+        self.send_find(now);
+    }
+
+    /// Sends `Find` to every known address, the latest assignment, and the group.
+    fn send_find(&mut self, now: Instant) {
+        self.last_find = now;
+        let Some(bytes) = wire::encode(&Packet::FromClient(ClientMsg::Find { client: self.id })) else { return };
+        let mut to: Vec<SocketAddr> = Vec::new();
+        for a in self.cfg.servers.iter().chain(self.list.iter()).chain(self.cfg.group.iter()) {
+            if !to.contains(a) {
+                to.push(*a);
+            }
+        }
+        for a in to {
+            self.out.push_back((a, bytes.clone()));
+        }
+    }
+
+    /// Logs in at the current server of the list.
+    fn log_in_here(&mut self, now: Instant) {
+        self.state = State::LoggingIn { since: now };
+        self.new_attempt();
+        self.send_login(now);
     }
 
     fn send(&mut self, msg: ClientMsg) {
@@ -274,8 +352,9 @@ impl Client {
     fn send_outstanding(&mut self, now: Instant) {
         let Some(o) = self.outstanding.as_mut() else { return };
         o.last = now;
-        let retry = o.tried.is_some_and(|t| Some(t) != self.cfg.servers.get(self.server).copied());
-        o.tried = o.tried.or(self.cfg.servers.get(self.server).copied());
+        let here = self.list.get(self.server).copied();
+        let retry = o.tried.is_some_and(|t| Some(t) != here);
+        o.tried = o.tried.or(here);
         if retry {
             o.moved = true;
         }
@@ -283,13 +362,30 @@ impl Client {
         self.send(msg);
     }
 
+    /// The current server failed: the next one of the list, or a new `Find` once the list is used up.
     fn move_on(&mut self, now: Instant) {
-        if !self.cfg.servers.is_empty() {
-            self.server = (self.server + 1) % self.cfg.servers.len();
+        self.tried += 1;
+        if self.cfg.find && self.tried >= self.list.len() {
+            self.tried = 0;
+            if !self.list.is_empty() {
+                self.server = (self.server + 1) % self.list.len();
+            }
+            self.new_attempt();
+            self.start_find(now);
+            return;
         }
-        self.state = State::LoggingIn { since: now };
-        self.new_attempt();
-        self.send_login(now);
+        if !self.list.is_empty() {
+            self.server = (self.server + 1) % self.list.len();
+        }
+        self.log_in_here(now);
+    }
+
+    fn on_assign(&mut self, now: Instant, servers: Vec<SocketAddr>) {
+        self.list = servers.clone();
+        self.server = 0;
+        self.tried = 0;
+        self.events.push_back(ClientEvent::Assigned { servers });
+        self.log_in_here(now);
     }
 
     fn new_attempt(&mut self) {
@@ -300,6 +396,15 @@ impl Client {
 
     /// Feeds one datagram from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        if matches!(self.state, State::Finding { .. }) {
+            // Any server may answer (the group reaches servers we do not know yet).
+            if let Ok(Packet::ToClient(ServerMsg::Assign { client, servers })) = wire::decode(bytes) {
+                if client == self.id && !servers.is_empty() {
+                    self.on_assign(now, servers);
+                }
+            }
+            return;
+        }
         if self.state == State::Offline || Some(from) != self.addr() {
             return;
         }
@@ -309,6 +414,7 @@ impl Client {
             ServerMsg::LoginOk { client, attempt } if client == self.id && attempt == self.attempt => {
                 if matches!(self.state, State::LoggingIn { .. }) {
                     self.state = State::Attached;
+                    self.tried = 0;
                     self.next_ping = now.plus_ms(self.cfg.ping_ms);
                     self.events.push_back(ClientEvent::LoggedIn { server: from });
                     self.send_outstanding(now);
@@ -389,6 +495,14 @@ impl Client {
         }
         match self.state {
             State::Offline => {}
+            State::Finding { since } => {
+                if now.since(since) > self.cfg.lost_ms * 1000 && !self.list.is_empty() {
+                    // No assignment: try the servers we know directly.
+                    self.log_in_here(now);
+                } else if now.since(self.last_find) >= self.cfg.retry_ms * 1000 {
+                    self.send_find(now);
+                }
+            }
             State::LoggingIn { since } => {
                 if now.since(since) > self.cfg.lost_ms * 1000 {
                     self.move_on(now);
@@ -446,5 +560,124 @@ mod tests {
         let err = c.submit(Instant(0), Op::Chat { to: Target::User("bob".into()), text }).unwrap_err();
         assert_eq!(err, ClientError::TooLong { len: MAX_TEXT + 1, max: MAX_TEXT });
         assert!(c.poll_transmit().is_none());
+    }
+
+    fn addr(last: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, last], 7000))
+    }
+
+    /// Every datagram queued, decoded: `(to, message)`.
+    fn sent(c: &mut Client) -> Vec<(SocketAddr, ClientMsg)> {
+        let mut out = Vec::new();
+        while let Some((to, bytes)) = c.poll_transmit() {
+            if let Ok(Packet::FromClient(m)) = wire::decode(&bytes) {
+                out.push((to, m));
+            }
+        }
+        out
+    }
+
+    fn reply(msg: ServerMsg) -> Vec<u8> {
+        wire::encode(&Packet::ToClient(msg)).expect("fits")
+    }
+
+    fn events(c: &mut Client) -> Vec<ClientEvent> {
+        std::iter::from_fn(|| c.poll_event()).collect()
+    }
+
+    /// Runs the client's timers from `from` to `to` (ms), returning what it sent.
+    fn run(c: &mut Client, from_ms: u64, to_ms: u64) -> Vec<(SocketAddr, ClientMsg)> {
+        let mut out = Vec::new();
+        let mut t = from_ms;
+        while t <= to_ms {
+            c.handle_timeout(Instant(t * 1000));
+            out.extend(sent(c));
+            t += 10;
+        }
+        out
+    }
+
+    #[test]
+    fn client_follows_assignment() {
+        let (given, assigned, other) = (addr(1), addr(2), addr(3));
+        let group: SocketAddr = "239.255.77.77:7777".parse().expect("addr");
+        let cfg = ClientConfig { servers: vec![given], group: Some(group), ..ClientConfig::default() };
+        let mut c = Client::new(cfg, 9, 0, Instant(0));
+        c.login(Instant(0), "ann", 7).expect("login");
+        // It asks the given server and the group first, and logs in nowhere yet.
+        let out = sent(&mut c);
+        assert_eq!(out, vec![(given, ClientMsg::Find { client: 9 }), (group, ClientMsg::Find { client: 9 })]);
+        // An assignment for another client is ignored.
+        c.handle_datagram(Instant(1000), given, &reply(ServerMsg::Assign { client: 8, servers: vec![other] }));
+        assert!(sent(&mut c).is_empty());
+        // The assignment (from any server) moves it to the assigned server.
+        c.handle_datagram(Instant(2000), other, &reply(ServerMsg::Assign { client: 9, servers: vec![assigned, other, given] }));
+        assert_eq!(events(&mut c), vec![ClientEvent::Assigned { servers: vec![assigned, other, given] }]);
+        let out = sent(&mut c);
+        assert!(matches!(out.as_slice(), [(to, ClientMsg::Login { client: 9, .. })] if *to == assigned), "{out:?}");
+        let ClientMsg::Login { attempt, .. } = out[0].1.clone() else { unreachable!() };
+        // A late second assignment changes nothing; the login answer attaches it.
+        c.handle_datagram(Instant(3000), given, &reply(ServerMsg::Assign { client: 9, servers: vec![given] }));
+        assert!(sent(&mut c).is_empty());
+        c.handle_datagram(Instant(4000), assigned, &reply(ServerMsg::LoginOk { client: 9, attempt }));
+        assert_eq!(events(&mut c), vec![ClientEvent::LoggedIn { server: assigned }]);
+        assert!(c.is_online());
+        // Its server goes silent: it moves to the next assigned server.
+        let out = run(&mut c, 5, 1500);
+        let logins: Vec<SocketAddr> = out.iter().filter(|(_, m)| matches!(m, ClientMsg::Login { .. })).map(|(to, _)| *to).collect();
+        assert_eq!(logins.first(), Some(&other), "{out:?}");
+        assert!(events(&mut c).contains(&ClientEvent::ServerLost { server: assigned }));
+    }
+
+    #[test]
+    fn pinned_client_logs_in_directly_and_cycles() {
+        let (a, b) = (addr(1), addr(2));
+        let mut c = Client::new(ClientConfig { servers: vec![a, b], find: false, ..ClientConfig::default() }, 3, 1, Instant(0));
+        c.login(Instant(0), "dee", 1).expect("login");
+        let out = sent(&mut c);
+        assert!(matches!(out.as_slice(), [(to, ClientMsg::Login { .. })] if *to == b), "{out:?}");
+        let out = run(&mut c, 1, 4000);
+        assert!(out.iter().all(|(_, m)| !matches!(m, ClientMsg::Find { .. })), "{out:?}");
+        assert!(out.iter().any(|(to, _)| *to == a) && out.iter().any(|(to, _)| *to == b), "{out:?}");
+    }
+
+    #[test]
+    fn client_refinds_when_assigned_servers_are_gone() {
+        let (given, b, d) = (addr(1), addr(2), addr(4));
+        let cfg = ClientConfig { servers: vec![given], ..ClientConfig::default() };
+        let mut c = Client::new(cfg, 5, 0, Instant(0));
+        c.login(Instant(0), "bob", 1).expect("login");
+        sent(&mut c);
+        c.handle_datagram(Instant(1000), given, &reply(ServerMsg::Assign { client: 5, servers: vec![b, d] }));
+        // Neither assigned server answers: it tries b, then d, then asks again,
+        // at the given address and at the servers it was assigned.
+        let mut out = Vec::new();
+        let mut t = 2;
+        while !out.iter().any(|(_, m)| matches!(m, ClientMsg::Find { .. })) {
+            assert!(t < 5000, "no new Find: {out:?}");
+            out.extend(run(&mut c, t, t));
+            t += 10;
+        }
+        let first_find = out.iter().position(|(_, m)| matches!(m, ClientMsg::Find { .. })).expect("a new Find");
+        let logins: Vec<SocketAddr> =
+            out[..first_find].iter().filter(|(_, m)| matches!(m, ClientMsg::Login { .. })).map(|(to, _)| *to).collect();
+        assert!(logins.contains(&b) && logins.contains(&d), "{out:?}");
+        assert_eq!(logins.iter().position(|a| *a == d).map(|i| logins[..i].iter().all(|a| *a == b)), Some(true));
+        let finds: Vec<SocketAddr> =
+            out[first_find..].iter().take(3).filter(|(_, m)| matches!(m, ClientMsg::Find { .. })).map(|(to, _)| *to).collect();
+        assert_eq!(finds, vec![given, b, d]);
+        assert!(c.is_active() && !c.is_online());
+        // A new assignment is followed.
+        let e = addr(5);
+        c.handle_datagram(Instant(t * 1000), b, &reply(ServerMsg::Assign { client: 5, servers: vec![e] }));
+        let out = sent(&mut c);
+        assert!(matches!(out.as_slice(), [(to, ClientMsg::Login { .. })] if *to == e), "{out:?}");
+        // Without any answer at all, it falls back to logging in at what it knows, then asks again.
+        let mut lone = Client::new(ClientConfig { servers: vec![given], ..ClientConfig::default() }, 6, 0, Instant(0));
+        lone.login(Instant(0), "cy", 1).expect("login");
+        sent(&mut lone);
+        let out = run(&mut lone, 1, 3000);
+        assert!(out.iter().any(|(to, m)| *to == given && matches!(m, ClientMsg::Login { .. })), "{out:?}");
+        assert!(out.iter().filter(|(_, m)| matches!(m, ClientMsg::Find { .. })).count() >= 2, "{out:?}");
     }
 }

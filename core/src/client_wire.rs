@@ -6,6 +6,7 @@ use crate::id::{ClusterId, NodeId};
 use crate::server::{Counters, Status};
 use crate::view::{Member, MAX_MEMBERS};
 use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
 
 fn ok_name(s: &String) -> bool {
     !s.is_empty() && s.len() <= MAX_NAME
@@ -66,6 +67,13 @@ pub enum ClientMsg {
         /// Client id.
         client: u64,
     },
+    /// Which servers should this client use? Answered with [`ServerMsg::Assign`]
+    /// by every server that is a member of an installed view (sent to known
+    /// servers and to the discovery group).
+    Find {
+        /// Client id (the assignment is a function of it).
+        client: u64,
+    },
 }
 
 /// Most names one [`ServerMsg::Who`] lists (users, rooms, and members of each room).
@@ -91,7 +99,7 @@ impl ClientMsg {
     /// Bounds a message from the wire must respect.
     pub fn is_well_formed(&self) -> bool {
         match self {
-            ClientMsg::Status | ClientMsg::Ping { .. } | ClientMsg::Logout { .. } | ClientMsg::Who { .. } => true,
+            ClientMsg::Status | ClientMsg::Ping { .. } | ClientMsg::Logout { .. } | ClientMsg::Who { .. } | ClientMsg::Find { .. } => true,
             ClientMsg::Login { name, ctx, .. } => ok_name(name) && ctx.len() <= MAX_ORIGINS,
             ClientMsg::Send { op, ctx, .. } => {
                 ctx.len() <= MAX_ORIGINS
@@ -175,6 +183,15 @@ pub enum ServerMsg {
         /// Rooms and their members.
         rooms: Vec<(String, Vec<String>)>,
     },
+    /// Answer to [`ClientMsg::Find`]: the live members of the server's view in
+    /// the order the client should try them (see [`crate::assign`]); at most
+    /// [`MAX_MEMBERS`] addresses, never empty when sent.
+    Assign {
+        /// Client id.
+        client: u64,
+        /// Server addresses, the assigned one first.
+        servers: Vec<SocketAddr>,
+    },
 }
 
 impl ServerMsg {
@@ -189,6 +206,7 @@ impl ServerMsg {
             ServerMsg::Pong { .. } => "pong",
             ServerMsg::Skip { .. } => "skip",
             ServerMsg::Who { .. } => "who",
+            ServerMsg::Assign { .. } => "assign",
         }
     }
 
@@ -208,6 +226,7 @@ impl ServerMsg {
                     && rooms.len() <= MAX_WHO
                     && rooms.iter().all(|(r, m)| ok_name(r) && m.len() <= MAX_WHO && m.iter().all(ok_name))
             }
+            ServerMsg::Assign { servers, .. } => !servers.is_empty() && servers.len() <= MAX_MEMBERS,
         }
     }
 }
@@ -248,6 +267,29 @@ impl StatusReport {
             view_id: s.committed.as_ref().map(|v| v.stamp.id),
             members: s.members.clone(),
             counters: s.counters.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{decode, encode, DecodeError, Packet};
+
+    #[test]
+    fn find_and_assign_round_trip_and_are_bounded() {
+        let find = Packet::FromClient(ClientMsg::Find { client: u64::MAX });
+        assert_eq!(decode(&encode(&find).expect("fits")).expect("decodes"), find);
+        // The largest assignment (every member, IPv6) fits one datagram.
+        let v6: Vec<SocketAddr> =
+            (0..MAX_MEMBERS).map(|i| SocketAddr::new(std::net::Ipv6Addr::new(0xfd00, 1, 2, 3, 4, 5, 6, i as u16).into(), 65535)).collect();
+        let full = Packet::ToClient(ServerMsg::Assign { client: u64::MAX, servers: v6 });
+        assert_eq!(decode(&encode(&full).expect("fits one datagram")).expect("decodes"), full);
+        // An empty assignment, or one longer than a view, is refused.
+        let v4 = |n: usize| (0..n).map(|i| SocketAddr::from(([10, 0, 0, i as u8], 7000))).collect::<Vec<_>>();
+        for servers in [Vec::new(), v4(MAX_MEMBERS + 1)] {
+            let bad = Packet::ToClient(ServerMsg::Assign { client: 1, servers });
+            assert_eq!(decode(&encode(&bad).expect("fits")), Err(DecodeError::Invalid));
         }
     }
 }

@@ -546,6 +546,14 @@ impl Server {
                 let report = StatusReport::from_status(&self.status());
                 self.send_client(from, ServerMsg::Status(report));
             }
+            ClientMsg::Find { client } => {
+                // Only a member of an installed view answers (see `assign`).
+                let view = if self.phase == Phase::Member { self.committed.as_ref() } else { None };
+                let (me, now, timeout) = (self.me.node, self.now, self.suspect_us());
+                if let Some(servers) = view.and_then(|v| crate::assign::assign(client, v, me, |n| self.fd.is_suspected(n, now, timeout))) {
+                    self.send_client(from, ServerMsg::Assign { client, servers });
+                }
+            }
             msg => self.with_chat(|c, d, cx, out| c.on_client(d, cx, from, msg, out)),
         }
     }

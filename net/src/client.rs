@@ -5,14 +5,16 @@
 //! this driver queues the user's further commands locally ("pending") and
 //! submits them one by one.
 
+use crate::driver::{Discovery, DEFAULT_BROADCAST, DEFAULT_GROUP};
 use ringchat_core::chat::{MsgId, Target, MAX_NAME, MAX_TEXT};
 use ringchat_core::client::{Client, ClientConfig, ClientError, ClientEvent};
 use ringchat_core::client_wire::{ClientMsg, Op, ServerMsg};
 use ringchat_core::wire::{self, Packet};
 use serde_json::{json, Value};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use tokio::net::UdpSocket;
@@ -22,8 +24,14 @@ use tokio::net::UdpSocket;
 pub struct ClientOptions {
     /// User name.
     pub name: String,
-    /// Servers to try.
+    /// Known servers: asked for an assignment, and tried when none comes.
     pub servers: Vec<SocketAddr>,
+    /// How to find servers besides `servers` (the client sends `Find` to the group).
+    pub discovery: Discovery,
+    /// Multicast group or broadcast target (with the discovery port); defaults per mode.
+    pub group: Option<SocketAddrV4>,
+    /// Interface address for multicast.
+    pub interface: Option<Ipv4Addr>,
     /// JSON lines in and out instead of the interactive syntax.
     pub json: bool,
     /// The user's credential; default derived from the name.
@@ -187,24 +195,72 @@ fn now_us(origin: std::time::Instant) -> ringchat_core::Instant {
     ringchat_core::Instant(u64::try_from(origin.elapsed().as_micros()).unwrap_or(u64::MAX))
 }
 
+/// The discovery target for `opts`, checked (`Err` is a one-line usage message).
+fn group_of(opts: &ClientOptions) -> Result<Option<SocketAddrV4>, String> {
+    match opts.discovery {
+        Discovery::Off => Ok(None),
+        Discovery::Multicast => {
+            let g = opts.group.unwrap_or(DEFAULT_GROUP);
+            if !g.ip().is_multicast() {
+                return Err(format!("--group {g} is not a multicast address (use --discovery broadcast for broadcast)"));
+            }
+            Ok(Some(g))
+        }
+        Discovery::Broadcast => Ok(Some(opts.group.unwrap_or(DEFAULT_BROADCAST))),
+    }
+}
+
+/// The client's one UDP socket: unicast to servers, and `Find` to the group
+/// (replies come back to it by unicast).
+fn client_socket(opts: &ClientOptions, group: Option<SocketAddrV4>) -> Result<UdpSocket, String> {
+    let v6 = group.is_none() && opts.servers.first().is_some_and(SocketAddr::is_ipv6);
+    let bind: SocketAddr = if v6 { SocketAddr::from(([0u16; 8], 0)) } else { SocketAddr::from(([0, 0, 0, 0], 0)) };
+    let fail = |e: std::io::Error| format!("cannot bind a UDP socket: {}", crate::io_msg(&e));
+    let sock = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP)).map_err(fail)?;
+    sock.bind(&SockAddr::from(bind)).map_err(fail)?;
+    match opts.discovery {
+        Discovery::Off => {}
+        Discovery::Broadcast => sock.set_broadcast(true).map_err(|e| format!("cannot set SO_BROADCAST: {}", crate::io_msg(&e)))?,
+        Discovery::Multicast => {
+            let _ = sock.set_multicast_ttl_v4(1);
+            let _ = sock.set_multicast_loop_v4(true); // a server on this host answers too
+            if let Some(ip) = opts.interface {
+                sock.set_multicast_if_v4(&ip).map_err(|e| format!("cannot send multicast on interface {ip}: {}", crate::io_msg(&e)))?;
+            }
+        }
+    }
+    sock.set_nonblocking(true).map_err(fail)?;
+    let std: std::net::UdpSocket = sock.into();
+    UdpSocket::from_std(std).map_err(|e| format!("cannot register the socket: {}", crate::io_msg(&e)))
+}
+
 /// Runs a client until `/quit`, end of input (after the queue drains) or Ctrl-C. Returns the exit code.
 pub async fn run<R: AsyncBufRead + Unpin>(opts: ClientOptions, input: R) -> i32 {
     let out = Out { json: opts.json, me: opts.name.clone() };
-    if opts.servers.is_empty() {
-        eprintln!("error: no server given (--server IP:PORT)");
+    let group = match group_of(&opts) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    if group.is_some() && opts.servers.iter().any(SocketAddr::is_ipv6) {
+        eprintln!("error: multicast and broadcast discovery need IPv4 servers (or use --discovery off)");
         return 2;
     }
-    let bind: SocketAddr = if opts.servers[0].is_ipv6() { "[::]:0".parse() } else { "0.0.0.0:0".parse() }
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let sock = match UdpSocket::bind(bind).await {
+    if opts.servers.is_empty() && group.is_none() {
+        eprintln!("error: no way to find a server: give --server IP:PORT or use --discovery multicast|broadcast");
+        return 2;
+    }
+    let sock = match client_socket(&opts, group) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: cannot bind a UDP socket: {}", crate::io_msg(&e));
+            eprintln!("error: {e}");
             return 1;
         }
     };
     let origin = std::time::Instant::now();
-    let cfg = ClientConfig { servers: opts.servers.clone(), ..ClientConfig::default() };
+    let cfg = ClientConfig { servers: opts.servers.clone(), group: group.map(SocketAddr::V4), ..ClientConfig::default() };
     let random = uuid::Uuid::new_v4().as_u64_pair();
     let client_id: u64 = random.0 | 1;
     let start = (random.1 % 1024) as usize;
@@ -227,7 +283,12 @@ pub async fn run<R: AsyncBufRead + Unpin>(opts: ClientOptions, input: R) -> i32 
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     if !opts.json {
-        out.emit(Value::Null, format!("* {} connecting to {} server(s); /quit to leave", opts.name, opts.servers.len()));
+        let how = match group {
+            Some(g) if opts.servers.is_empty() => format!("through the discovery group {g}"),
+            Some(g) => format!("through {} given server(s) and the discovery group {g}", opts.servers.len()),
+            None => format!("through {} given server(s)", opts.servers.len()),
+        };
+        out.emit(Value::Null, format!("* {} finding servers {how}; /quit to leave", opts.name));
     }
     'main: loop {
         while let Some((to, bytes)) = client.poll_transmit() {
@@ -267,6 +328,10 @@ pub async fn run<R: AsyncBufRead + Unpin>(opts: ClientOptions, input: R) -> i32 
                     let reason = "not stored in time (no majority of servers reachable?); it may or may not be delivered";
                     let what = op.as_ref().map(|o| out.describe(o)).unwrap_or_else(|| id_str(id));
                     out.emit(json!({"event":"failed","id":id_str(id),"reason":reason}), format!("! [failed] {what}: {reason}"));
+                }
+                ClientEvent::Assigned { servers } => {
+                    let list: Vec<String> = servers.iter().map(|s| s.to_string()).collect();
+                    out.emit(json!({"event":"assigned","servers":list}), format!("* the cluster assigned servers: {}", list.join(", ")));
                 }
                 ClientEvent::ServerLost { server } => {
                     attached = None;
@@ -401,7 +466,8 @@ pub enum SyncEvent {
 }
 
 /// A blocking client on a std UDP socket, for benchmarks and tools: one
-/// operation outstanding at a time, as the core allows.
+/// operation outstanding at a time, as the core allows. It is pinned to the
+/// servers it is given (no assignment), so a benchmark decides placement.
 pub struct SyncClient {
     client: Client,
     sock: std::net::UdpSocket,
@@ -410,11 +476,11 @@ pub struct SyncClient {
 }
 
 impl SyncClient {
-    /// Binds a socket and starts logging in as `name` at `servers` (first one first).
+    /// Binds a socket and starts logging in as `name` at `servers` (first one first, no `Find`).
     pub fn new(name: &str, servers: Vec<SocketAddr>, id: u64) -> Result<SyncClient, String> {
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| crate::io_msg(&e))?;
         let origin = std::time::Instant::now();
-        let cfg = ClientConfig { servers, ..ClientConfig::default() };
+        let cfg = ClientConfig { servers, find: false, ..ClientConfig::default() };
         let mut client = Client::new(cfg, id, 0, now_us(origin));
         client.login(now_us(origin), name, token_of(name)).map_err(|e| e.to_string())?;
         let mut c = SyncClient { client, sock, origin, buf: vec![0u8; 65536] };

@@ -67,7 +67,8 @@ pub fn run(exe: &Path, name: String, json: bool) -> i32 {
             return 1;
         }
     };
-    let opts = ClientOptions { name, servers: addrs, json, token: None };
+    let opts =
+        ClientOptions { name, servers: addrs, discovery: crate::driver::Discovery::Off, group: None, interface: None, json, token: None };
     let code = rt.block_on(client::run(opts, tokio::io::BufReader::new(tokio::io::stdin())));
     drop(servers);
     code

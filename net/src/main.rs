@@ -74,9 +74,21 @@ struct ClientArgs {
     /// User name (1 to 16 bytes).
     #[arg(long)]
     name: String,
-    /// A server to use (repeatable; the client moves between them).
-    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:7000")]
+    /// A known server (repeatable). The client asks it which server to use and
+    /// moves there; without --server it finds servers through the discovery group.
+    #[arg(long, value_name = "IP:PORT")]
     server: Vec<SocketAddr>,
+    /// How to find servers: multicast or broadcast sends the request to --group
+    /// (default: multicast without --server, off with it).
+    #[arg(long, value_enum)]
+    discovery: Option<DiscoveryArg>,
+    /// Discovery group (multicast) or broadcast target, with the discovery port
+    /// (the servers' --group; default 239.255.77.77:7777 or 255.255.255.255:7777).
+    #[arg(long, value_name = "IP:PORT")]
+    group: Option<SocketAddrV4>,
+    /// Interface address for multicast.
+    #[arg(long, value_name = "IP")]
+    interface: Option<Ipv4Addr>,
     /// JSON lines in on stdin, JSON lines out.
     #[arg(long)]
     json: bool,
@@ -157,11 +169,7 @@ fn server(a: ServerArgs) -> i32 {
     }
     let opts = Options {
         bind: a.bind,
-        discovery: match a.discovery {
-            DiscoveryArg::Multicast => Discovery::Multicast,
-            DiscoveryArg::Broadcast => Discovery::Broadcast,
-            DiscoveryArg::Off => Discovery::Off,
-        },
+        discovery: discovery_of(a.discovery),
         group: a.group,
         join: a.join,
         interface: a.interface,
@@ -177,6 +185,14 @@ fn server(a: ServerArgs) -> i32 {
     };
     init_logging();
     driver::run(prepared)
+}
+
+fn discovery_of(a: DiscoveryArg) -> Discovery {
+    match a {
+        DiscoveryArg::Multicast => Discovery::Multicast,
+        DiscoveryArg::Broadcast => Discovery::Broadcast,
+        DiscoveryArg::Off => Discovery::Off,
+    }
 }
 
 fn init_logging() {
@@ -214,7 +230,16 @@ fn client_cmd(a: ClientArgs) -> i32 {
             return 1;
         }
     };
-    let opts = ringchat_net::client::ClientOptions { name: a.name, servers: a.server, json: a.json, token: a.token };
+    let default = if a.server.is_empty() || a.group.is_some() { DiscoveryArg::Multicast } else { DiscoveryArg::Off };
+    let opts = ringchat_net::client::ClientOptions {
+        name: a.name,
+        servers: a.server,
+        discovery: discovery_of(a.discovery.unwrap_or(default)),
+        group: a.group,
+        interface: a.interface,
+        json: a.json,
+        token: a.token,
+    };
     rt.block_on(ringchat_net::client::run(opts, tokio::io::BufReader::new(tokio::io::stdin())))
 }
 

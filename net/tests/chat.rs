@@ -300,6 +300,35 @@ fn attached_server_kill_moves_the_client_and_loses_nothing() {
     no_duplicates(&alice);
 }
 
+/// A client given one server that is not the one the cluster assigns it asks
+/// that server for the assignment and attaches to the assigned server.
+#[test]
+fn client_given_another_server_attaches_to_the_assigned_one() {
+    let c = Cluster::start("chat-assign", 3);
+    c.wait_for("one leader and one view of 3", Duration::from_secs(15), || agreement(&c.ports));
+    let cluster: Vec<String> = c.ports.iter().map(|p| addr(*p).to_string()).collect();
+    // The client id is random: a third of the clients are assigned the server
+    // they were given; start clients until one is not.
+    for attempt in 0..30 {
+        let given = c.ports[attempt % c.ports.len()];
+        let mut cl = JsonClient::start(&format!("assign{attempt}"), &[given]);
+        let i = cl.wait_from(0, "assigned", |v| v["event"] == "assigned");
+        let servers: Vec<String> =
+            cl.seen[i]["servers"].as_array().expect("servers").iter().map(|s| s.as_str().expect("address").to_string()).collect();
+        assert!(!servers.is_empty() && servers.iter().all(|s| cluster.contains(s)), "assigned {servers:?}, cluster {cluster:?}");
+        assert!(!cl.seen[..i].iter().any(|v| v["event"] == "attached"), "attached before the assignment: {:?}", cl.seen);
+        if servers[0] == addr(given).to_string() {
+            continue;
+        }
+        let j = cl.wait_from(i, "attached", |v| v["event"] == "attached");
+        assert_eq!(cl.seen[j]["server"].as_str(), Some(servers[0].as_str()), "{:?}", cl.seen);
+        // And it chats from there.
+        cl.submit_stored(json!({"cmd":"send","to":format!("assign{attempt}"),"text":"via the assigned server"}));
+        return;
+    }
+    panic!("30 clients were all assigned the server they were given");
+}
+
 #[test]
 fn demo_runs_a_cluster_and_a_client_and_quits_cleanly() {
     let mut demo = JsonClient::spawn("demo", Command::new(BIN).args(["demo", "--json", "--name", "alice"]), false);

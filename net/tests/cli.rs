@@ -19,6 +19,12 @@ fn bad_flags_exit_non_zero_with_one_line() {
         &["server", "--join", "nowhere"],
         &["server", "--no-such-flag"],
         &["status", "--timeout-ms", "soon"],
+        &["client", "--name", "x", "--discovery", "sideways"],
+        &["client", "--name", "x", "--server", "nowhere"],
+        &["client", "--name", "x", "--interface", "eth0"],
+        // Nowhere to find a server, and a unicast address as the multicast group.
+        &["client", "--name", "x", "--discovery", "off"],
+        &["client", "--name", "x", "--group", "10.1.2.3:7777"],
         &[],
     ] {
         let (code, _, err) = run_cli(args);

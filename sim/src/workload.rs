@@ -69,6 +69,10 @@ pub struct Percentiles {
     pub p99: f64,
 }
 
+/// The discovery group of the simulated LAN: a client datagram sent there
+/// reaches every server (as multicast would).
+pub const GROUP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(239, 255, 77, 77)), 7777);
+
 /// The address of client slot `c`.
 pub fn client_addr(c: usize) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 1, (c / 250) as u8, (c % 250 + 1) as u8)), 9000)
@@ -123,13 +127,17 @@ impl World {
         }
     }
 
+    /// A new client process for slot `c`. It knows one server's address (a
+    /// seeded pick) and asks it for an assignment; even slots also ask the
+    /// discovery group. The cluster's answer decides where it logs in.
     fn new_life(&mut self, c: usize) {
-        let servers: Vec<SocketAddr> = self.nodes.iter().map(|n| n.addr).collect();
-        let start = self.rng.random_range(0..servers.len().max(1));
+        let known = self.rng.random_range(0..self.nodes.len().max(1));
+        let servers: Vec<SocketAddr> = self.nodes.get(known).map(|n| n.addr).into_iter().collect();
+        let group = c.is_multiple_of(2).then_some(GROUP);
         let p = &mut self.chat.procs[c];
         p.life += 1;
         let id = ((c as u64 + 1) << 32) | p.life;
-        p.client = Some(Client::new(ClientConfig { servers, ..ClientConfig::default() }, id, start, Instant(self.now)));
+        p.client = Some(Client::new(ClientConfig { servers, group, ..ClientConfig::default() }, id, 0, Instant(self.now)));
         p.last_shown = None;
     }
 
@@ -305,7 +313,11 @@ impl World {
             let Some(cl) = self.chat.procs[c].client.as_mut() else { return };
             let Some((addr, bytes)) = cl.poll_transmit() else { break };
             self.hash.bytes(&bytes);
-            if let Some(&to) = self.by_addr.get(&addr) {
+            if addr == GROUP {
+                for to in 0..self.nodes.len() {
+                    self.route(e, to, &bytes, "client");
+                }
+            } else if let Some(&to) = self.by_addr.get(&addr) {
                 self.route(e, to, &bytes, "client");
             }
         }
@@ -343,6 +355,10 @@ impl World {
                     ChatHappening::Failed { id }
                 }
                 ClientEvent::ServerLost { .. } => continue,
+                ClientEvent::Assigned { servers } => {
+                    self.trace_line(None, || format!("client c{c} assigned {servers:?}"));
+                    continue;
+                }
             };
             self.trace_line(None, || format!("client c{c} {what:?}"));
             self.history.push_chat(self.now, process, user, what);
