@@ -71,3 +71,24 @@ fn servers_only_runs_have_no_chat_report() {
     assert!(o.report.ok);
     assert!(o.report.chat.is_none());
 }
+
+/// A run of `seed` under the fault schedule that once broke C1: a server crashes and restarts,
+/// partitions cut clients off, and users log in again at a server that is behind.
+fn stale_relogin_run(seed: u64, plant: Option<PlantedBug>) -> Outcome {
+    let schedule = serde_json::from_str(include_str!("../schedules/relogin-stale-server.json")).expect("a fault schedule");
+    let server = ServerConfig { plant, ..SimConfig::default().server };
+    run(SimConfig { seed, server, clients: 8, duration_ms: 30_000, faults: FaultMode::Schedule(schedule), ..SimConfig::default() })
+}
+
+#[test]
+fn relogin_at_a_stale_server_never_reshows_an_acknowledged_message() {
+    // Planted: a login is shown its inbox at once, before the server has caught up with the
+    // acknowledgements of the user's earlier login; C1 must catch the re-shown message.
+    let caught =
+        (1500..1600).any(|s| stale_relogin_run(s, Some(PlantedBug::ReplayAtOnce)).report.violations.iter().any(|v| v.property == "C1"));
+    assert!(caught, "C1 never caught a login served from a stale inbox");
+    for seed in 1500..1600 {
+        let o = stale_relogin_run(seed, None);
+        assert!(o.report.ok, "seed {seed}: {:#?}", o.report.violations);
+    }
+}
