@@ -306,6 +306,11 @@ impl ChatState {
         self.inbox.iter().map(|(u, m)| (u.clone(), m.values().map(|(id, _)| *id).collect())).collect()
     }
 
+    /// Every non-empty inbox's user and size.
+    pub fn inbox_sizes(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.inbox.iter().map(|(u, m)| (u.as_str(), m.len()))
+    }
+
     /// Total inbox entries over all users.
     pub fn inbox_total(&self) -> usize {
         self.inbox.values().map(|m| m.len()).sum()

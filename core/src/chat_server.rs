@@ -183,6 +183,34 @@ impl ChatServer {
         }
     }
 
+    /// Fills the chat part of a status report, listing what fits in `budget` bytes.
+    pub fn fill_status(&self, d: &ChatDurable, report: &mut crate::client_wire::StatusReport, budget: usize) {
+        let online: Vec<(&String, SocketAddr)> = self.sessions.values().filter(|s| s.logged_in).map(|s| (&s.name, s.addr)).collect();
+        report.clients_total = online.len() as u32;
+        let mut left = budget / 2;
+        for (name, addr) in online {
+            // A name, a socket address and their framing.
+            let cost = name.len() + 24;
+            if cost > left {
+                break;
+            }
+            left -= cost;
+            report.clients.push((name.clone(), addr));
+        }
+        let mut sizes: Vec<(&str, usize)> = d.state.inbox_sizes().collect();
+        sizes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        report.inbox_total = d.state.inbox_total() as u32;
+        let mut left = budget - budget / 2;
+        for (user, n) in sizes {
+            let cost = user.len() + 8;
+            if cost > left {
+                break;
+            }
+            left -= cost;
+            report.inboxes.push((user.to_string(), n as u32));
+        }
+    }
+
     fn stable(&self, d: &ChatDurable, cx: &Ctx, key: Key) -> bool {
         if self.plant == Some(PlantedBug::ShowUnstable) {
             return d.causal.has(key);

@@ -252,6 +252,14 @@ pub struct StatusReport {
     pub members: Vec<(Member, bool)>,
     /// Refusal counters.
     pub counters: Counters,
+    /// Clients logged in here, as (name, address): as many as fit the datagram.
+    pub clients: Vec<(String, SocketAddr)>,
+    /// Clients logged in here in all.
+    pub clients_total: u32,
+    /// Unacknowledged inbox entries per user, largest first: as many as fit the datagram.
+    pub inboxes: Vec<(String, u32)>,
+    /// Unacknowledged inbox entries over all users.
+    pub inbox_total: u32,
 }
 
 impl StatusReport {
@@ -267,6 +275,10 @@ impl StatusReport {
             view_id: s.committed.as_ref().map(|v| v.stamp.id),
             members: s.members.clone(),
             counters: s.counters.clone(),
+            clients: Vec::new(),
+            clients_total: 0,
+            inboxes: Vec::new(),
+            inbox_total: 0,
         }
     }
 }

@@ -543,7 +543,9 @@ impl Server {
     fn handle_client(&mut self, from: SocketAddr, msg: ClientMsg) {
         match msg {
             ClientMsg::Status => {
-                let report = StatusReport::from_status(&self.status());
+                let mut report = StatusReport::from_status(&self.status());
+                let base = wire::encode(&Packet::ToClient(ServerMsg::Status(report.clone()))).map_or(wire::MAX_DATAGRAM, |b| b.len());
+                self.chat.fill_status(&self.durable.chat, &mut report, wire::MAX_DATAGRAM.saturating_sub(base + 16));
                 self.send_client(from, ServerMsg::Status(report));
             }
             ClientMsg::Find { client } => {

@@ -109,7 +109,10 @@ pub fn to_json(server: SocketAddr, r: &StatusReport) -> Value {
         "leader_addr": r.leader.and_then(|l| addr_of(r, l)).map(|a| a.to_string()),
         "view_id": r.view_id,
         "members": members,
-        "clients": [],
+        "clients": r.clients.iter().map(|(name, addr)| json!({"name": name, "addr": addr.to_string()})).collect::<Vec<Value>>(),
+        "clients_total": r.clients_total,
+        "inboxes": r.inboxes.iter().map(|(user, n)| json!({"user": user, "size": n})).collect::<Vec<Value>>(),
+        "inbox_total": r.inbox_total,
         "counters": {
             "malformed": c.malformed,
             "oversize": c.oversize,
@@ -170,6 +173,14 @@ pub fn to_human(server: SocketAddr, r: &StatusReport) -> String {
         c.non_member,
         c.stale_epoch
     );
+    let _ = writeln!(s, "clients {}{}", r.clients_total, if r.clients.len() < r.clients_total as usize { " (first listed)" } else { "" });
+    for (name, addr) in &r.clients {
+        let _ = writeln!(s, "  {name:<24} {addr}");
+    }
+    let _ = writeln!(s, "inbox entries {}", r.inbox_total);
+    for (user, n) in &r.inboxes {
+        let _ = writeln!(s, "  {user:<24} {n}");
+    }
     let _ = write!(s, "tokens_refused {}  elections_started {}", c.tokens_refused, c.elections_started);
     s
 }

@@ -187,6 +187,15 @@ fn three_clients_private_room_and_offline_inbox() {
     // Offline inbox: dave logs in later and gets his messages.
     carol.submit_stored(json!({"cmd":"send","to":"dave","text":"inbox one"}));
     alice.submit_stored(json!({"cmd":"send","to":"dave","text":"inbox two"}));
+    // status shows the waiting inbox on every server, and who is attached where.
+    c.wait_for("dave's inbox of 2 on every server", Duration::from_secs(10), || {
+        let reports: Vec<_> = c.ports.iter().map(|&p| status(p)).collect::<Option<Vec<_>>>()?;
+        reports.iter().all(|r| r.inboxes.iter().any(|(u, n)| u == "dave" && *n == 2) && r.inbox_total >= 2).then_some(())
+    });
+    let attached: Vec<String> = c.ports.iter().filter_map(|&p| status(p)).flat_map(|r| r.clients.into_iter().map(|(n, _)| n)).collect();
+    for u in ["alice", "bob", "carol"] {
+        assert_eq!(attached.iter().filter(|n| *n == u).count(), 1, "{u} is not listed once among {attached:?}");
+    }
     let mut dave = JsonClient::start("dave", &c.ports);
     dave.attached();
     dave.shown_text("inbox one");
