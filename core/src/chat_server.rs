@@ -85,11 +85,12 @@ const ROUND_US: u64 = 100_000;
 /// quiet spell is reported at once, a burst in one report.
 pub const HOLDS_GAP_US: u64 = 1_000;
 
-/// Whether a login may be shown its inbox yet. A server that restarted or was cut off may
-/// still hold entries whose acknowledgement (from an earlier login of the user) it has not
-/// delivered; showing them would show the user a message again, out of order. So a login's
-/// replay waits until this server has heard from a majority since the login and delivered
-/// what that majority holds (and what the client was shown).
+/// Whether a login may be shown its inbox and have its sends broadcast yet. A server that
+/// restarted or was cut off may still hold inbox entries whose acknowledgement (from an
+/// earlier login of the user) it has not delivered, and room memberships that changed long
+/// ago: showing those entries would show the user a message again, out of order, and a room
+/// message would miss members. So a login waits until this server has heard from a majority
+/// since the login and delivered what that majority holds (and what the client was shown).
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Replay {
     /// Waiting for digests from a majority newer than this login.
@@ -220,13 +221,11 @@ impl ChatServer {
         view.is_majority(n)
     }
 
-    /// When [`ChatServer::tick`] must run next: the next full round or a due holds report.
-    pub fn deadline(&self) -> Instant {
-        if self.holds_pending {
-            self.next_round.min(self.holds_at)
-        } else {
-            self.next_round
-        }
+    /// When [`ChatServer::tick`] must run besides the server's own timers: a due holds report.
+    /// The full round needs no timer of its own: it rides on the next tick (a heartbeat at the
+    /// latest) after [`ROUND_US`].
+    pub fn deadline(&self) -> Option<Instant> {
+        self.holds_pending.then_some(self.holds_at)
     }
 
     /// Notes that `server` holds everything in `vc`, and pokes the sessions whose watched
@@ -631,13 +630,18 @@ impl ChatServer {
             let user = s.name.clone();
             self.broadcast(d, cx, Item::Ack { user, ids }, out);
         }
-        // Sends whose causal context this server has delivered.
+        // Sends whose causal context this server has delivered, once it caught up with a majority
+        // (so a room message goes to the members the cluster knows, not a stale server's).
+        let open = self.replay_open(d, cx, client);
+        if !open {
+            self.gated.insert(client);
+        }
         let Some(s) = self.sessions.get_mut(&client) else { return };
         let mut ready = Vec::new();
         s.pending.retain(|(id, op, ctx, hold)| {
             let copy = d.state.delivered_copy(*id).is_some();
-            let ok =
-                copy || (dominates(&d.causal.delivered, ctx) && dominates(&d.causal.delivered, &s.ctx) && hold.is_none_or(|h| now >= h));
+            let ok = copy
+                || (open && dominates(&d.causal.delivered, ctx) && dominates(&d.causal.delivered, &s.ctx) && hold.is_none_or(|h| now >= h));
             if ok {
                 ready.push((*id, op.clone()));
             }
@@ -688,8 +692,7 @@ impl ChatServer {
         for (_, key) in &keep {
             self.watch(*key, client);
         }
-        if !self.replay_open(d, cx, client) {
-            self.gated.insert(client);
+        if !open {
             if let Some(s) = self.sessions.get_mut(&client) {
                 s.waiting = keep;
             }

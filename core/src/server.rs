@@ -475,7 +475,7 @@ impl Server {
             Phase::Member => {}
         }
         if self.phase == Phase::Member {
-            at(self.chat.deadline());
+            self.chat.deadline().into_iter().for_each(&mut at);
         }
         if matches!(self.phase, Phase::Founding | Phase::Member) || self.is_voter() {
             at(self.next_heartbeat);
