@@ -242,25 +242,53 @@ struct Node {
     /// Election part last written.
     saved: Option<crate::state::ElectionPart>,
     /// Chat part last written, and when.
-    saved_chat: Option<ringchat_core::chat_server::ChatDurable>,
+    saved_chat: Option<crate::state::ChatMark>,
     saved_at: std::time::Instant,
+    /// A chat-only write running off the event loop.
+    writing: Option<tokio::task::JoinHandle<Result<(), String>>>,
 }
 
 /// The chat part alone is written at most this often.
-const CHAT_SAVE_EVERY: Duration = Duration::from_millis(50);
+const CHAT_SAVE_EVERY: Duration = Duration::from_millis(200);
 
 impl Node {
+    /// Writes the whole state once more on the way out (the chat part may lag by up to
+    /// [`CHAT_SAVE_EVERY`] while serving).
+    async fn final_save(&mut self) -> Result<(), String> {
+        if let Some(w) = self.writing.take() {
+            w.await.map_err(|e| format!("state writer failed: {e}"))??;
+        }
+        match &self.state {
+            Some(path) => crate::state::save(path, self.server.durable()),
+            None => Ok(()),
+        }
+    }
+
     /// The call rule: persist, then send every datagram, then report every event.
     async fn after_input(&mut self) -> Result<(), String> {
         if let Some(path) = &self.state {
             let d = self.server.durable();
             let election = crate::state::ElectionPart::of(d);
             let election_changed = self.saved.as_ref() != Some(&election);
-            let chat_due = self.saved_at.elapsed() >= CHAT_SAVE_EVERY && self.saved_chat.as_ref() != Some(&d.chat);
+            let idle = self.writing.as_ref().is_none_or(|w| w.is_finished());
+            let chat_due = idle && self.saved_at.elapsed() >= CHAT_SAVE_EVERY && self.saved_chat != Some(crate::state::ChatMark::of(d));
             if election_changed || chat_due {
-                crate::state::save(path, d)?;
+                // One writer at a time; a failed background write stops the server like a failed save.
+                if let Some(w) = self.writing.take() {
+                    w.await.map_err(|e| format!("state writer failed: {e}"))??;
+                }
+                let body = crate::state::encode(d)?;
+                if election_changed {
+                    // A vote or a view is on disk before any datagram that depends on it leaves.
+                    crate::state::write(path, &body)?;
+                } else {
+                    // Chat state is replicated to a majority before anyone relies on it: the write
+                    // leaves the event loop.
+                    let path = path.clone();
+                    self.writing = Some(tokio::task::spawn_blocking(move || crate::state::write(&path, &body)));
+                }
                 self.saved = Some(election);
-                self.saved_chat = Some(d.chat.clone());
+                self.saved_chat = Some(crate::state::ChatMark::of(d));
                 self.saved_at = std::time::Instant::now();
             }
         }
@@ -358,8 +386,16 @@ async fn serve(p: Prepared) -> Result<(), String> {
         restarted,
         "server started"
     );
-    let mut node =
-        Node { server, unicast, group, state: opts.state.clone(), saved: None, saved_chat: None, saved_at: std::time::Instant::now() };
+    let mut node = Node {
+        server,
+        unicast,
+        group,
+        state: opts.state.clone(),
+        saved: None,
+        saved_chat: None,
+        saved_at: std::time::Instant::now(),
+        writing: None,
+    };
     node.after_input().await?;
 
     let mut ubuf = vec![0u8; 2048];
@@ -390,6 +426,7 @@ async fn serve(p: Prepared) -> Result<(), String> {
                 info!("shutting down: leaving the cluster");
                 node.server.leave(clock.now());
                 node.after_input().await?;
+                node.final_save().await?;
                 return Ok(());
             }
         }

@@ -39,8 +39,18 @@ pub fn load(path: &Path) -> Result<Option<Durable>, String> {
 
 /// Writes the state file atomically (temporary file, fsync, rename).
 pub fn save(path: &Path, d: &Durable) -> Result<(), String> {
+    write(path, &encode(d)?)
+}
+
+/// The state's encoding, for [`write`].
+pub fn encode(d: &Durable) -> Result<Vec<u8>, String> {
+    postcard::to_stdvec(d).map_err(|e| format!("cannot encode state: {e}"))
+}
+
+/// Writes an encoded state atomically (temporary file, fsync, rename). One writer at a time:
+/// every write goes through the same temporary file.
+pub fn write(path: &Path, body: &[u8]) -> Result<(), String> {
     use std::io::Write;
-    let body = postcard::to_stdvec(d).map_err(|e| format!("cannot encode state: {e}"))?;
     let mut tmp: PathBuf = path.to_path_buf();
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "state".into());
     tmp.set_file_name(format!(".{name}.tmp"));
@@ -48,11 +58,35 @@ pub fn save(path: &Path, d: &Durable) -> Result<(), String> {
     let mut f = std::fs::File::create(&tmp).map_err(fail)?;
     f.write_all(MAGIC).map_err(fail)?;
     f.write_all(&FORMAT.to_le_bytes()).map_err(fail)?;
-    f.write_all(&body).map_err(fail)?;
+    f.write_all(body).map_err(fail)?;
     f.sync_all().map_err(fail)?;
     drop(f);
     std::fs::rename(&tmp, path).map_err(fail)?;
     Ok(())
+}
+
+/// A cheap summary of the chat part of [`Durable`] that changes whenever the chat part does:
+/// every change is a delivery (which moves `delivered`, and through it names, rooms and
+/// inboxes), a peer's digest, or a trim of the retransmission store.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ChatMark {
+    delivered: u64,
+    digests: u64,
+    store: usize,
+    inbox: usize,
+}
+
+impl ChatMark {
+    /// The mark of `d`'s chat part.
+    pub fn of(d: &Durable) -> ChatMark {
+        let c = &d.chat.causal;
+        ChatMark {
+            delivered: c.delivered.values().sum(),
+            digests: c.digests.values().flat_map(|v| v.values()).sum(),
+            store: c.store_len(),
+            inbox: d.chat.state.inbox_total(),
+        }
+    }
 }
 
 /// The election part of [`Durable`], compared after every input.
