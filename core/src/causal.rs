@@ -18,6 +18,8 @@ pub const MAX_ORIGINS: usize = 32;
 pub const MAX_HOLDBACK: usize = 1024;
 /// Most messages kept for retransmission.
 pub const MAX_STORE: usize = 8192;
+/// Room kept in the store for messages from peers once new client messages stop.
+const STORE_HEADROOM: usize = 1024;
 /// Most messages one anti-entropy request asks for.
 pub const MAX_RANGE: u64 = 16;
 
@@ -101,10 +103,18 @@ pub struct Causal {
 
 impl Causal {
     /// Broadcasts `item` as `origin`: returns the message (already delivered here).
+    ///
+    /// The message depends on everything delivered here, but names only what some known server
+    /// may still lack: an entry every known server reports holding is satisfied wherever the
+    /// message can arrive. So the vector stays as small as the origins still in flight, instead
+    /// of growing with every server life the cluster ever had.
     pub fn broadcast(&mut self, origin: NodeId, item: crate::chat::Item) -> Option<CausalMsg> {
         let seq = self.delivered.get(&origin).copied().unwrap_or(0) + 1;
         let mut deps = self.delivered.clone();
         deps.remove(&origin);
+        if !self.known.is_empty() {
+            deps.retain(|o, v| !self.known.iter().all(|s| self.holds(origin.id, *s, (*o, *v))));
+        }
         if deps.len() >= MAX_ORIGINS {
             self.counters.vc_overflow += 1;
             return None;
@@ -113,6 +123,12 @@ impl Causal {
         self.delivered.insert(origin, seq);
         self.keep(msg.clone());
         Some(msg)
+    }
+
+    /// Whether the retransmission store is so full that no new message should be started here
+    /// (messages from peers still have room: a message that cannot be stored cannot be shown).
+    pub fn is_nearly_full(&self) -> bool {
+        self.store.len() + STORE_HEADROOM >= MAX_STORE
     }
 
     fn keep(&mut self, msg: CausalMsg) {
@@ -303,6 +319,41 @@ mod tests {
         assert_eq!(a.store_len(), 1, "pinned stays");
         a.trim(ServerId(1), |_| false);
         assert_eq!(a.store_len(), 0);
+    }
+
+    #[test]
+    fn vector_names_only_what_some_known_server_may_lack() {
+        // Servers 1, 2, 3; server 1 heard a message of a dead life of server 3.
+        let mut a = Causal::default();
+        a.known.extend([ServerId(1), ServerId(2), ServerId(3)]);
+        let old = CausalMsg { origin: NodeId { id: ServerId(3), incarnation: 1 }, seq: 1, deps: Vc::new(), item: join("old") };
+        assert_eq!(a.receive(old.clone(), false).len(), 1);
+        let m1 = a.broadcast(node(1), join("x")).unwrap();
+        assert_eq!(m1.deps.get(&old.origin), Some(&1), "servers 2 and 3 may lack it: named");
+        a.note_digest(ServerId(2), &old.stamp());
+        let m1b = a.broadcast(node(1), join("x2")).unwrap();
+        assert_eq!(m1b.deps.get(&old.origin), Some(&1), "server 3 (its new life) may lack it: named");
+        a.note_digest(ServerId(3), &old.stamp());
+        let m2 = a.broadcast(node(1), join("y")).unwrap();
+        assert_eq!(m2.deps.get(&old.origin), None, "every known server holds it: left out");
+        // A server that delivered it still delivers m1 and m2 in order.
+        let mut b = Causal::default();
+        assert_eq!(b.receive(old, false).len(), 1);
+        let got: Vec<Key> = [m2.clone(), m1b.clone(), m1.clone()].into_iter().flat_map(|m| b.receive(m, false)).map(|m| m.key()).collect();
+        assert_eq!(got, vec![m1.key(), m1b.key(), m2.key()]);
+    }
+
+    #[test]
+    fn a_nearly_full_store_says_so_before_it_overflows() {
+        let mut a = Causal::default();
+        a.known.insert(ServerId(2)); // never reports: nothing is trimmed
+        let mut n = 0;
+        while !a.is_nearly_full() {
+            a.broadcast(node(1), join("x")).unwrap();
+            n += 1;
+        }
+        assert!(n + STORE_HEADROOM >= MAX_STORE && n < MAX_STORE);
+        assert_eq!(a.counters.store_full, 0, "it says so while there is still room");
     }
 
     #[test]

@@ -270,6 +270,10 @@ impl ChatServer {
 
     /// Broadcasts `item` from this server; returns the applied result and the message key.
     fn broadcast(&mut self, d: &mut ChatDurable, cx: &Ctx, item: Item, out: &mut Vec<Out>) -> Option<(Key, Applied)> {
+        // The vector leaves out what every known server holds: every member of the view is known.
+        if let Some(view) = cx.view {
+            d.causal.known.extend(view.members.iter().map(|m| m.node.id));
+        }
         let msg = d.causal.broadcast(cx.me, item)?;
         let applied = self.apply(d, &msg);
         for addr in Self::peers(cx) {
@@ -636,12 +640,19 @@ impl ChatServer {
         if !open {
             self.gated.insert(client);
         }
+        // A store too full to keep more starts nothing new: the sender sees `pending`, then
+        // `failed`, rather than a message that could not be shown.
+        let room = !d.causal.is_nearly_full();
         let Some(s) = self.sessions.get_mut(&client) else { return };
         let mut ready = Vec::new();
         s.pending.retain(|(id, op, ctx, hold)| {
             let copy = d.state.delivered_copy(*id).is_some();
             let ok = copy
-                || (open && dominates(&d.causal.delivered, ctx) && dominates(&d.causal.delivered, &s.ctx) && hold.is_none_or(|h| now >= h));
+                || (open
+                    && room
+                    && dominates(&d.causal.delivered, ctx)
+                    && dominates(&d.causal.delivered, &s.ctx)
+                    && hold.is_none_or(|h| now >= h));
             if ok {
                 ready.push((*id, op.clone()));
             }
