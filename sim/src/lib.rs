@@ -13,4 +13,4 @@ pub mod world;
 
 pub use check::Violation;
 pub use faults::{FaultAction, FaultRates, Partition, Schedule};
-pub use world::{run, FaultMode, Outcome, Report, SimConfig};
+pub use world::{run, FaultMode, Outcome, Report, SimConfig, Workload};

@@ -163,7 +163,9 @@ impl World {
         let heal = self.history.heal_at;
         let chaos = now < heal;
         let send_until = heal + 3_000_000;
-        let next = now + 200_000 + self.rng.random_range(0..1_000_000);
+        let w = &self.cfg.workload;
+        let (crash, logout, room_change, reply) = (w.crash, w.logout, w.room_change, w.reply);
+        let next = now + w.think_ms * 1_000 + self.rng.random_range(0..w.think_spread_ms.max(1) * 1_000);
         self.queue.push(next, Item::Act { c });
         let m = self.cfg.clients;
         let p = &self.chat.procs[c];
@@ -195,7 +197,7 @@ impl World {
         if !online {
             return;
         }
-        if chaos && self.rng.random_bool(0.02) {
+        if chaos && self.rng.random_bool(crash) {
             let p = &mut self.chat.procs[c];
             if let Some(cl) = p.client.take() {
                 self.history.push_chat(now, cl.id(), p.user, ChatHappening::Crash);
@@ -203,7 +205,7 @@ impl World {
             p.offline_until = now + self.rng.random_range(500_000..6_000_000);
             return;
         }
-        if chaos && self.rng.random_bool(0.04) {
+        if chaos && self.rng.random_bool(logout) {
             self.logout(c);
             self.chat.procs[c].offline_until = now + self.rng.random_range(2_000_000..10_000_000);
             return;
@@ -214,7 +216,7 @@ impl World {
         let rooms = self.cfg.rooms.max(1);
         let r: f64 = self.rng.random();
         let p = &self.chat.procs[c];
-        let (op, rec) = if p.rooms.is_empty() || r < 0.08 {
+        let (op, rec) = if p.rooms.is_empty() || r < room_change {
             let room = format!("r{}", if p.rooms.is_empty() { c % rooms } else { self.rng.random_range(0..rooms) });
             if p.rooms.contains(&room) && self.rng.random_bool(0.5) {
                 (Op::Leave(room.clone()), ChatOp::Leave(room))
@@ -223,14 +225,14 @@ impl World {
             }
         } else {
             let (to, reply_to) = match (&p.last_shown, r) {
-                (Some((id, from, room)), r) if r < 0.6 => {
+                (Some((id, from, room)), r) if r < room_change + reply => {
                     let to = match room {
                         Some(room) => Target::Room(room.clone()),
                         None => Target::User(from.clone()),
                     };
                     (to, Some(*id))
                 }
-                (_, r) if r < 0.8 => {
+                (_, r) if r < room_change + reply + (1.0 - room_change - reply) / 2.0 => {
                     let joined: Vec<&String> = p.rooms.iter().collect();
                     let room = joined[self.rng.random_range(0..joined.len())].clone();
                     (Target::Room(room), None)

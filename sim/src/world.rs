@@ -49,6 +49,32 @@ pub struct SimConfig {
     pub clients: usize,
     /// Chat rooms of the workload.
     pub rooms: usize,
+    /// How the simulated users behave.
+    pub workload: Workload,
+}
+
+/// How simulated users behave: data, so a property test can draw it and shrink a failure.
+/// The defaults are the `ringchat sim` workload.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Workload {
+    /// Least pause between two actions of one user, ms.
+    pub think_ms: u64,
+    /// Spread added to that pause (uniform), ms.
+    pub think_spread_ms: u64,
+    /// Chance per action (before heal) that the client process crashes.
+    pub crash: f64,
+    /// Chance per action (before heal) that the user logs out for a long stretch.
+    pub logout: f64,
+    /// Chance per action that the user joins or leaves a room instead of sending.
+    pub room_change: f64,
+    /// Chance per action that the user answers the last message shown (private or room).
+    pub reply: f64,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Workload { think_ms: 200, think_spread_ms: 1_000, crash: 0.02, logout: 0.04, room_change: 0.08, reply: 0.52 }
+    }
 }
 
 impl Default for SimConfig {
@@ -64,6 +90,7 @@ impl Default for SimConfig {
             settle_bound_ms: 10_000,
             clients: 0,
             rooms: 3,
+            workload: Workload::default(),
         }
     }
 }

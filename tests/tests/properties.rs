@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 use ringchat_core::wire::{self, Body, CandidateKey, Envelope, Packet};
 use ringchat_core::{ClusterId, Instant, NodeId, Server, ServerConfig, ServerId, ViewStamp};
-use ringchat_sim::{FaultAction, FaultMode, FaultRates, Partition, Schedule};
+use ringchat_sim::{FaultAction, FaultMode, FaultRates, Partition, Schedule, SimConfig, Workload};
 use ringchat_tests::run;
 
 const N: usize = 5;
@@ -52,6 +52,31 @@ proptest! {
     #[test]
     fn any_fault_schedule_keeps_every_property(seed in 0u64..1_000, s in schedule()) {
         let o = run(seed, N, 30_000, FaultMode::Schedule(s));
+        prop_assert!(o.report.ok, "{:#?}", o.report.violations);
+    }
+}
+
+/// Chat workloads: how many users and rooms, how often they act, crash, log out, change
+/// rooms and reply. Kept as data, so a failure shrinks to a small workload.
+fn workload() -> impl Strategy<Value = (usize, usize, Workload)> {
+    (2usize..10, 1usize..4, 50u64..400, 100u64..1_500, 0.0..0.1f64, 0.0..0.1f64, 0.02..0.3f64, 0.0..0.6f64).prop_map(
+        |(clients, rooms, think_ms, think_spread_ms, crash, logout, room_change, reply)| {
+            (clients, rooms, Workload { think_ms, think_spread_ms, crash, logout, room_change, reply })
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(config(32))]
+
+    /// Whatever the users do and whatever the faults, every chat guarantee (C1 causal order,
+    /// C2 no duplicates, C3 nothing invented, M1 stored reaches every recipient, M2 nothing
+    /// dropped silently, N1 unique names, B1 drained after heal) holds over the whole history.
+    #[test]
+    fn any_workload_and_fault_schedule_keeps_every_chat_guarantee(seed in 0u64..1_000, w in workload(), s in schedule()) {
+        let (clients, rooms, workload) = w;
+        let cfg = SimConfig { seed, servers: N, duration_ms: 30_000, faults: FaultMode::Schedule(s), clients, rooms, workload, ..SimConfig::default() };
+        let o = ringchat_sim::run(cfg);
         prop_assert!(o.report.ok, "{:#?}", o.report.violations);
     }
 }
