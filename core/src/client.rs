@@ -19,7 +19,7 @@
 
 use crate::causal::{merge, Vc};
 use crate::chat::{MsgId, Target, MAX_NAME, MAX_TEXT};
-use crate::client_wire::{ClientMsg, Op, ServerMsg};
+use crate::client_wire::{ClientMsg, Op, RefusalReason, ServerMsg};
 use crate::time::Instant;
 use crate::wire::{self, Packet};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -110,6 +110,12 @@ pub enum ClientEvent {
     Assigned {
         /// Server addresses in the order the client tries them.
         servers: Vec<SocketAddr>,
+    },
+    /// The server refused a message of ours (other than a login, and other than
+    /// [`RefusalReason::NotLoggedIn`], which makes the client log in again).
+    ServerRefused {
+        /// Why.
+        reason: RefusalReason,
     },
 }
 
@@ -426,6 +432,16 @@ impl Client {
                     self.events.push_back(ClientEvent::Failed { id: o.id });
                 }
                 self.events.push_back(ClientEvent::Refused { reason });
+            }
+            ServerMsg::Refused { client, reason } if client == self.id => {
+                // The server has no session of ours (it restarted, or expired it), or sees our
+                // session at another address (our address changed): log in there again, afresh.
+                if self.state == State::Attached && matches!(reason, RefusalReason::NotLoggedIn | RefusalReason::NotYourSession) {
+                    self.log_in_here(now);
+                }
+                if reason != RefusalReason::NotLoggedIn {
+                    self.events.push_back(ClientEvent::ServerRefused { reason });
+                }
             }
             ServerMsg::Show { id, from: sender, room, text, stamp, attempt, no, client } => {
                 if self.state != State::Attached || attempt != self.attempt || client != self.id {
