@@ -802,3 +802,6 @@ impl ChatServer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -646,6 +646,30 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_client_logs_in_again_or_says_why() {
+        let a = addr(1);
+        let mut c = Client::new(ClientConfig { servers: vec![a], find: false, ..ClientConfig::default() }, 4, 0, Instant(0));
+        c.login(Instant(0), "eve", 1).expect("login");
+        let ClientMsg::Login { attempt, .. } = sent(&mut c)[0].1.clone() else { panic!("no login") };
+        c.handle_datagram(Instant(1000), a, &reply(ServerMsg::LoginOk { client: 4, attempt }));
+        assert_eq!(events(&mut c), vec![ClientEvent::LoggedIn { server: a }]);
+        // Refusals for another client id, or from another address, are ignored.
+        let not_logged_in = reply(ServerMsg::Refused { client: 4, reason: RefusalReason::NotLoggedIn });
+        c.handle_datagram(Instant(2000), a, &reply(ServerMsg::Refused { client: 5, reason: RefusalReason::NotLoggedIn }));
+        c.handle_datagram(Instant(2000), addr(2), &not_logged_in);
+        assert!(sent(&mut c).is_empty() && c.is_online());
+        // The server lost our session: the client logs in there again, as a new attempt, silently.
+        c.handle_datagram(Instant(3000), a, &not_logged_in);
+        let out = sent(&mut c);
+        assert!(matches!(out.as_slice(), [(to, ClientMsg::Login { attempt: again, .. })] if *to == a && *again > attempt), "{out:?}");
+        assert!(events(&mut c).is_empty() && !c.is_online());
+        // Other refusals are surfaced.
+        let never = RefusalReason::NeverShown { count: 2 };
+        c.handle_datagram(Instant(4000), a, &reply(ServerMsg::Refused { client: 4, reason: never }));
+        assert_eq!(events(&mut c), vec![ClientEvent::ServerRefused { reason: never }]);
+    }
+
+    #[test]
     fn pinned_client_logs_in_directly_and_cycles() {
         let (a, b) = (addr(1), addr(2));
         let mut c = Client::new(ClientConfig { servers: vec![a, b], find: false, ..ClientConfig::default() }, 3, 1, Instant(0));

@@ -325,6 +325,26 @@ mod tests {
     use crate::wire::{decode, encode, DecodeError, Packet};
 
     #[test]
+    fn refusals_round_trip_and_are_bounded() {
+        for reason in [RefusalReason::NotYourSession, RefusalReason::NeverShown { count: MAX_ACK_IDS as u32 }, RefusalReason::NotLoggedIn] {
+            let p = Packet::ToClient(ServerMsg::Refused { client: u64::MAX, reason });
+            assert_eq!(decode(&encode(&p).expect("fits")).expect("decodes"), p);
+            assert!(!reason.to_string().is_empty());
+        }
+        // A count that no acknowledgement can reach is refused.
+        for count in [0, MAX_ACK_IDS as u32 + 1, u32::MAX] {
+            let bad = Packet::ToClient(ServerMsg::Refused { client: 1, reason: RefusalReason::NeverShown { count } });
+            assert_eq!(decode(&encode(&bad).expect("fits")), Err(DecodeError::Invalid));
+        }
+        // Every truncation of a refusal is a typed error, never a panic.
+        let bytes =
+            encode(&Packet::ToClient(ServerMsg::Refused { client: 7, reason: RefusalReason::NeverShown { count: 3 } })).expect("fits");
+        for n in 0..bytes.len() {
+            assert!(decode(&bytes[..n]).is_err());
+        }
+    }
+
+    #[test]
     fn find_and_assign_round_trip_and_are_bounded() {
         let find = Packet::FromClient(ClientMsg::Find { client: u64::MAX });
         assert_eq!(decode(&encode(&find).expect("fits")).expect("decodes"), find);
