@@ -7,7 +7,7 @@
 
 use crate::causal::{dominates, merge, Causal, CausalMsg, Key, Vc};
 use crate::chat::{Applied, ChatState, Item, MsgId, MAX_ACK_IDS};
-use crate::client_wire::{ClientMsg, Op, ServerMsg};
+use crate::client_wire::{ClientMsg, Op, RefusalReason, ServerMsg};
 use crate::id::{NodeId, ServerId};
 use crate::time::Instant;
 use crate::view::View;
@@ -120,6 +120,11 @@ struct Session {
     acks: BTreeSet<MsgId>,
     claim_at: Instant,
     replay: Replay,
+}
+
+/// Refuses a client message (the one refusal its datagram may cause).
+fn refuse(out: &mut Vec<Out>, from: SocketAddr, client: u64, reason: RefusalReason) {
+    out.push(Out::Client(from, ServerMsg::Refused { client, reason }));
 }
 
 /// Per-server chat runtime state (sessions are not durable: clients log in again).
@@ -413,6 +418,12 @@ impl ChatServer {
         match msg {
             ClientMsg::Status | ClientMsg::Find { .. } => {}
             ClientMsg::Login { client, name, token, ctx, attempt } => {
+                // A session belongs to the address it was made from (a client keeps one socket for
+                // its life). Only its own user (same name and token) may move it, as after a NAT
+                // rebinding; anyone else is refused and the session is left alone.
+                if self.sessions.get(&client).is_some_and(|s| s.addr != from && (s.name != name || s.token != token)) {
+                    return refuse(out, from, client, RefusalReason::NotYourSession);
+                }
                 let s = self.sessions.entry(client).or_insert_with(|| Session {
                     addr: from,
                     name: name.clone(),
@@ -452,16 +463,20 @@ impl ChatServer {
                 self.poked.insert(client);
             }
             ClientMsg::Ping { client, attempt, next } => {
-                if let Some(s) = self.sessions.get_mut(&client) {
-                    s.last_heard = cx.now;
-                    s.addr = from;
-                    if attempt == s.attempt {
-                        s.client_next = s.client_next.max(next);
-                    }
-                    out.push(Out::Client(from, ServerMsg::Pong { client }));
+                let s = match Self::own_session(&mut self.sessions, client, from) {
+                    Ok(s) => s,
+                    Err(reason) => return refuse(out, from, client, reason),
+                };
+                s.last_heard = cx.now;
+                if attempt == s.attempt {
+                    s.client_next = s.client_next.max(next);
                 }
+                out.push(Out::Client(from, ServerMsg::Pong { client }));
             }
             ClientMsg::Logout { client } => {
+                if self.sessions.get(&client).is_some_and(|s| s.addr != from) {
+                    return refuse(out, from, client, RefusalReason::NotYourSession);
+                }
                 self.sessions.remove(&client);
             }
             ClientMsg::Who { client } => {
@@ -496,27 +511,39 @@ impl ChatServer {
                 out.push(Out::Client(from, ServerMsg::Who { client, users, rooms }));
             }
             ClientMsg::Ack { client, ids } => {
-                if let Some(s) = self.sessions.get_mut(&client) {
-                    s.last_heard = cx.now;
-                    for id in ids {
-                        // An acknowledgement that does not fit is dropped: the message is shown
-                        // again later and acknowledged again.
-                        if s.acks.len() < 4 * MAX_ACK_IDS && s.acks.insert(id) {
-                            s.shown_at.remove(&id);
-                        }
+                let s = match Self::own_session(&mut self.sessions, client, from) {
+                    Ok(s) => s,
+                    Err(reason) => return refuse(out, from, client, reason),
+                };
+                s.last_heard = cx.now;
+                // Only what the user's inbox holds, or what this session was shown, can be
+                // acknowledged (an acknowledgement only ever touches the user's own inbox).
+                let inbox: BTreeSet<MsgId> = d.state.inbox(&s.name).map(|(id, _)| *id).collect();
+                let mut never: u32 = 0;
+                for id in ids {
+                    if !(inbox.contains(&id) || s.numbered.contains_key(&id) || s.shown_at.contains_key(&id) || s.acks.contains(&id)) {
+                        never += 1;
+                        continue;
                     }
-                    if s.acks.len() >= MAX_ACK_IDS {
-                        self.poked.insert(client);
+                    // An acknowledgement that does not fit is dropped: the message is shown
+                    // again later and acknowledged again.
+                    if s.acks.len() < 4 * MAX_ACK_IDS && s.acks.insert(id) {
+                        s.shown_at.remove(&id);
                     }
+                }
+                if s.acks.len() >= MAX_ACK_IDS {
+                    self.poked.insert(client);
+                }
+                if never > 0 {
+                    refuse(out, from, client, RefusalReason::NeverShown { count: never });
                 }
             }
             ClientMsg::Send { id, op, ctx, retry } => {
-                let Some(s) = self.sessions.get_mut(&id.client) else { return };
-                if !s.logged_in {
-                    return;
-                }
+                let s = match Self::own_session(&mut self.sessions, id.client, from) {
+                    Ok(s) => s,
+                    Err(reason) => return refuse(out, from, id.client, reason),
+                };
                 s.last_heard = cx.now;
-                s.addr = from;
                 self.poked.insert(id.client);
                 if s.pending.iter().any(|p| p.0 == id) || s.waiting.iter().any(|w| w.0 == id) {
                     return;
@@ -533,6 +560,15 @@ impl ChatServer {
                 }
                 self.dirty = true;
             }
+        }
+    }
+
+    /// The logged-in session `client`, if it was made from `from`; otherwise why not.
+    fn own_session(sessions: &mut BTreeMap<u64, Session>, client: u64, from: SocketAddr) -> Result<&mut Session, RefusalReason> {
+        match sessions.get_mut(&client) {
+            Some(s) if s.addr != from => Err(RefusalReason::NotYourSession),
+            Some(s) if s.logged_in => Ok(s),
+            _ => Err(RefusalReason::NotLoggedIn),
         }
     }
 
@@ -777,3 +813,6 @@ impl ChatServer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

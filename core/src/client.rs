@@ -19,7 +19,7 @@
 
 use crate::causal::{merge, Vc};
 use crate::chat::{MsgId, Target, MAX_NAME, MAX_TEXT};
-use crate::client_wire::{ClientMsg, Op, ServerMsg};
+use crate::client_wire::{ClientMsg, Op, RefusalReason, ServerMsg};
 use crate::time::Instant;
 use crate::wire::{self, Packet};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -110,6 +110,12 @@ pub enum ClientEvent {
     Assigned {
         /// Server addresses in the order the client tries them.
         servers: Vec<SocketAddr>,
+    },
+    /// The server refused a message of ours (other than a login, and other than
+    /// [`RefusalReason::NotLoggedIn`], which makes the client log in again).
+    ServerRefused {
+        /// Why.
+        reason: RefusalReason,
     },
 }
 
@@ -427,6 +433,16 @@ impl Client {
                 }
                 self.events.push_back(ClientEvent::Refused { reason });
             }
+            ServerMsg::Refused { client, reason } if client == self.id => {
+                // The server has no session of ours (it restarted, or expired it), or sees our
+                // session at another address (our address changed): log in there again, afresh.
+                if self.state == State::Attached && matches!(reason, RefusalReason::NotLoggedIn | RefusalReason::NotYourSession) {
+                    self.log_in_here(now);
+                }
+                if reason != RefusalReason::NotLoggedIn {
+                    self.events.push_back(ClientEvent::ServerRefused { reason });
+                }
+            }
             ServerMsg::Show { id, from: sender, room, text, stamp, attempt, no, client } => {
                 if self.state != State::Attached || attempt != self.attempt || client != self.id {
                     return;
@@ -627,6 +643,30 @@ mod tests {
         let logins: Vec<SocketAddr> = out.iter().filter(|(_, m)| matches!(m, ClientMsg::Login { .. })).map(|(to, _)| *to).collect();
         assert_eq!(logins.first(), Some(&other), "{out:?}");
         assert!(events(&mut c).contains(&ClientEvent::ServerLost { server: assigned }));
+    }
+
+    #[test]
+    fn a_refused_client_logs_in_again_or_says_why() {
+        let a = addr(1);
+        let mut c = Client::new(ClientConfig { servers: vec![a], find: false, ..ClientConfig::default() }, 4, 0, Instant(0));
+        c.login(Instant(0), "eve", 1).expect("login");
+        let ClientMsg::Login { attempt, .. } = sent(&mut c)[0].1.clone() else { panic!("no login") };
+        c.handle_datagram(Instant(1000), a, &reply(ServerMsg::LoginOk { client: 4, attempt }));
+        assert_eq!(events(&mut c), vec![ClientEvent::LoggedIn { server: a }]);
+        // Refusals for another client id, or from another address, are ignored.
+        let not_logged_in = reply(ServerMsg::Refused { client: 4, reason: RefusalReason::NotLoggedIn });
+        c.handle_datagram(Instant(2000), a, &reply(ServerMsg::Refused { client: 5, reason: RefusalReason::NotLoggedIn }));
+        c.handle_datagram(Instant(2000), addr(2), &not_logged_in);
+        assert!(sent(&mut c).is_empty() && c.is_online());
+        // The server lost our session: the client logs in there again, as a new attempt, silently.
+        c.handle_datagram(Instant(3000), a, &not_logged_in);
+        let out = sent(&mut c);
+        assert!(matches!(out.as_slice(), [(to, ClientMsg::Login { attempt: again, .. })] if *to == a && *again > attempt), "{out:?}");
+        assert!(events(&mut c).is_empty() && !c.is_online());
+        // Other refusals are surfaced.
+        let never = RefusalReason::NeverShown { count: 2 };
+        c.handle_datagram(Instant(4000), a, &reply(ServerMsg::Refused { client: 4, reason: never }));
+        assert_eq!(events(&mut c), vec![ClientEvent::ServerRefused { reason: never }]);
     }
 
     #[test]

@@ -192,6 +192,37 @@ pub enum ServerMsg {
         /// Server addresses, the assigned one first.
         servers: Vec<SocketAddr>,
     },
+    /// A client message was refused and changed nothing (at most one per datagram received).
+    Refused {
+        /// The client id the refused message named.
+        client: u64,
+        /// Why.
+        reason: RefusalReason,
+    },
+}
+
+/// Why a server refused a client message. New kinds are only ever appended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefusalReason {
+    /// The client id's session at this server was made from another address.
+    NotYourSession,
+    /// Acknowledged ids that were never shown to this session (they were dropped).
+    NeverShown {
+        /// How many of the message's ids.
+        count: u32,
+    },
+    /// A send, acknowledgement or ping for a session that is not logged in here: log in again.
+    NotLoggedIn,
+}
+
+impl std::fmt::Display for RefusalReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RefusalReason::NotYourSession => write!(f, "this client id belongs to a session from another address"),
+            RefusalReason::NeverShown { count } => write!(f, "acknowledged {count} message(s) never shown to this session"),
+            RefusalReason::NotLoggedIn => write!(f, "not logged in at this server"),
+        }
+    }
 }
 
 impl ServerMsg {
@@ -207,6 +238,7 @@ impl ServerMsg {
             ServerMsg::Skip { .. } => "skip",
             ServerMsg::Who { .. } => "who",
             ServerMsg::Assign { .. } => "assign",
+            ServerMsg::Refused { .. } => "refused",
         }
     }
 
@@ -227,6 +259,10 @@ impl ServerMsg {
                     && rooms.iter().all(|(r, m)| ok_name(r) && m.len() <= MAX_WHO && m.iter().all(ok_name))
             }
             ServerMsg::Assign { servers, .. } => !servers.is_empty() && servers.len() <= MAX_MEMBERS,
+            ServerMsg::Refused { reason, .. } => match reason {
+                RefusalReason::NeverShown { count } => *count >= 1 && *count as usize <= MAX_ACK_IDS,
+                RefusalReason::NotYourSession | RefusalReason::NotLoggedIn => true,
+            },
         }
     }
 }
@@ -287,6 +323,26 @@ impl StatusReport {
 mod tests {
     use super::*;
     use crate::wire::{decode, encode, DecodeError, Packet};
+
+    #[test]
+    fn refusals_round_trip_and_are_bounded() {
+        for reason in [RefusalReason::NotYourSession, RefusalReason::NeverShown { count: MAX_ACK_IDS as u32 }, RefusalReason::NotLoggedIn] {
+            let p = Packet::ToClient(ServerMsg::Refused { client: u64::MAX, reason });
+            assert_eq!(decode(&encode(&p).expect("fits")).expect("decodes"), p);
+            assert!(!reason.to_string().is_empty());
+        }
+        // A count that no acknowledgement can reach is refused.
+        for count in [0, MAX_ACK_IDS as u32 + 1, u32::MAX] {
+            let bad = Packet::ToClient(ServerMsg::Refused { client: 1, reason: RefusalReason::NeverShown { count } });
+            assert_eq!(decode(&encode(&bad).expect("fits")), Err(DecodeError::Invalid));
+        }
+        // Every truncation of a refusal is a typed error, never a panic.
+        let bytes =
+            encode(&Packet::ToClient(ServerMsg::Refused { client: 7, reason: RefusalReason::NeverShown { count: 3 } })).expect("fits");
+        for n in 0..bytes.len() {
+            assert!(decode(&bytes[..n]).is_err());
+        }
+    }
 
     #[test]
     fn find_and_assign_round_trip_and_are_bounded() {

@@ -341,6 +341,9 @@ pub async fn run<R: AsyncBufRead + Unpin>(opts: ClientOptions, input: R) -> i32 
                         format!("* server {server} lost; moving to another server ({n} pending)"),
                     );
                 }
+                ClientEvent::ServerRefused { reason } => {
+                    out.emit(json!({"event":"error","message":format!("refused: {reason}")}), format!("! refused: {reason}"));
+                }
             }
         }
         // Submit the next queued operation when the core is free.

@@ -355,3 +355,52 @@ fn demo_runs_a_cluster_and_a_client_and_quits_cleanly() {
     };
     assert!(status.success(), "{status}");
 }
+
+/// A raw socket that learned a live client's id sends in its name: it gets a typed
+/// refusal, nothing forged is shown, and the live client's messages still flow.
+#[test]
+fn impersonating_a_live_client_is_refused_and_loses_nothing() {
+    use ringchat_core::causal::Vc;
+    use ringchat_core::chat::{MsgId, Target};
+    use ringchat_core::client_wire::{ClientMsg, Op, RefusalReason, ServerMsg};
+    use ringchat_core::wire::{decode, encode, Packet};
+
+    let c = Cluster::start("chat-refused", 3);
+    c.wait_for("one leader and one view of 3", Duration::from_secs(15), || agreement(&c.ports));
+    let mut alice = JsonClient::start("alice", &c.ports);
+    let mut bob = JsonClient::start("bob", &c.ports);
+    let port = alice.attached();
+    bob.attached();
+    let mut ids = burst(&mut alice, "bob", "before", 2);
+    // Alice's client id, from the ids of her messages ("{client:x}-{seq}").
+    let client = u64::from_str_radix(ids[0].split('-').next().expect("client part"), 16).expect("hex client id");
+
+    let raw = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    raw.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    let forged = Packet::FromClient(ClientMsg::Send {
+        id: MsgId { client, seq: 1_000 },
+        op: Op::Chat { to: Target::User("bob".into()), text: "forged".into() },
+        ctx: Vc::new(),
+        retry: false,
+    });
+    let bytes = encode(&forged).expect("fits");
+    // Resent until answered (loopback UDP may drop), each answered by at most one refusal.
+    let deadline = Instant::now() + WAIT;
+    let answer = loop {
+        assert!(Instant::now() < deadline, "no answer to the forged send");
+        raw.send_to(&bytes, addr(port)).expect("send");
+        let mut buf = [0u8; 2048];
+        if let Ok((n, _)) = raw.recv_from(&mut buf) {
+            break decode(&buf[..n]).expect("the server's answer decodes");
+        }
+    };
+    assert_eq!(answer, Packet::ToClient(ServerMsg::Refused { client, reason: RefusalReason::NotYourSession }));
+
+    // Alice keeps her session: her messages (and bob's replies) still flow, once each.
+    ids.extend(burst(&mut alice, "bob", "after", 3));
+    let back = burst(&mut bob, "alice", "reply", 2);
+    all_shown_once(&mut bob, &ids);
+    all_shown_once(&mut alice, &back);
+    assert!(!bob.seen.iter().any(|v| v["text"] == "forged"), "{:?}", bob.seen);
+    assert!(!alice.seen.iter().any(|v| v["event"] == "moving" || v["event"] == "error"), "{:?}", alice.seen);
+}

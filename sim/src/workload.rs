@@ -58,6 +58,9 @@ pub struct ChatReport {
     pub refused: u64,
     /// Oversize texts refused at the client before sending.
     pub too_long: u64,
+    /// Messages of honest clients their server refused (`ServerMsg::Refused`, other than
+    /// the not-logged-in answer that makes a client log in again).
+    pub server_refusals: u64,
 }
 
 /// Two percentiles.
@@ -359,6 +362,11 @@ impl World {
                 ClientEvent::ServerLost { .. } => continue,
                 ClientEvent::Assigned { servers } => {
                     self.trace_line(None, || format!("client c{c} assigned {servers:?}"));
+                    continue;
+                }
+                ClientEvent::ServerRefused { reason } => {
+                    self.chat.report.server_refusals += 1;
+                    self.trace_line(None, || format!("client c{c} refused by its server: {reason}"));
                     continue;
                 }
             };

@@ -1,0 +1,310 @@
+//! Misbehaving clients get a typed refusal, and nothing of anyone else's is lost or changed.
+//!
+//! One server founds a one-member cluster; honest clients are the core's own [`Client`]
+//! state machine, misbehaving ones are raw datagrams. Everything runs in virtual time.
+
+use crate::causal::Vc;
+use crate::chat::{MsgId, Target};
+use crate::client::{Client, ClientConfig, ClientEvent};
+use crate::client_wire::{ClientMsg, Op, RefusalReason, ServerMsg};
+use crate::server::{Dest, Server, ServerConfig};
+use crate::time::Instant;
+use crate::wire::{decode, encode, Packet};
+use crate::ServerId;
+use std::net::SocketAddr;
+
+const SERVER: &str = "10.0.0.1:7000";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("an address")
+}
+
+/// A lone server, its honest clients, and what it sent to raw sockets.
+struct Lan {
+    now: u64,
+    server: Server,
+    clients: Vec<(SocketAddr, Client)>,
+    /// Everything the server sent to addresses that are not honest clients.
+    raw: Vec<(SocketAddr, ServerMsg)>,
+    /// Every honest client's events: (client index, event).
+    events: Vec<(usize, ClientEvent)>,
+}
+
+impl Lan {
+    /// A server that founded its own one-member cluster and leads it.
+    fn new() -> Lan {
+        let cfg = ServerConfig { discovery: false, join: vec![], ..ServerConfig::default() };
+        let server = Server::new(cfg, ServerId(1), addr(SERVER), None, 7, Instant(0));
+        let mut lan = Lan { now: 0, server, clients: Vec::new(), raw: Vec::new(), events: Vec::new() };
+        lan.run_until(5_000, |l| l.server.is_leader() && l.server.committed_view().is_some());
+        lan
+    }
+
+    /// An honest client (pinned to the server) logging in as `name`; returns its index.
+    fn client(&mut self, at: &str, id: u64, name: &str, token: u64) -> usize {
+        let cfg = ClientConfig { servers: vec![addr(SERVER)], find: false, ..ClientConfig::default() };
+        let mut c = Client::new(cfg, id, 0, Instant(self.now));
+        c.login(Instant(self.now), name, token).expect("a good name");
+        self.clients.push((addr(at), c));
+        let i = self.clients.len() - 1;
+        self.pump();
+        self.run_until(5_000, |l| l.clients[i].1.is_online());
+        i
+    }
+
+    /// Delivers every queued datagram (instantly, without loss) until nothing moves.
+    fn pump(&mut self) {
+        let now = Instant(self.now);
+        loop {
+            let mut moved = false;
+            while let Some(t) = self.server.poll_transmit() {
+                moved = true;
+                let Dest::Addr(to) = t.dest else { continue };
+                match self.clients.iter_mut().find(|(a, _)| *a == to) {
+                    Some((_, c)) => c.handle_datagram(now, addr(SERVER), &t.bytes),
+                    None => {
+                        if let Ok(Packet::ToClient(m)) = decode(&t.bytes) {
+                            self.raw.push((to, m));
+                        }
+                    }
+                }
+            }
+            while self.server.poll_event().is_some() {}
+            for i in 0..self.clients.len() {
+                let from = self.clients[i].0;
+                while let Some((to, bytes)) = self.clients[i].1.poll_transmit() {
+                    moved = true;
+                    if to == addr(SERVER) {
+                        self.server.handle_datagram(now, from, &bytes);
+                    }
+                }
+                while let Some(e) = self.clients[i].1.poll_event() {
+                    self.events.push((i, e));
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    /// Advances virtual time to the next deadline (of the server or a client) and runs it.
+    fn step(&mut self) {
+        let next = self.clients.iter().filter_map(|(_, c)| c.poll_timeout()).chain(self.server.poll_timeout()).min();
+        let next = next.expect("something is always scheduled");
+        self.now = self.now.max(next.0);
+        let now = Instant(self.now);
+        if self.server.poll_timeout().is_some_and(|t| t <= now) {
+            self.server.handle_timeout(now);
+        }
+        for (_, c) in &mut self.clients {
+            if c.poll_timeout().is_some_and(|t| t <= now) {
+                c.handle_timeout(now);
+            }
+        }
+        self.pump();
+    }
+
+    /// Runs until `done` holds; panics after `limit_ms` of virtual time.
+    fn run_until(&mut self, limit_ms: u64, done: impl Fn(&Lan) -> bool) {
+        let end = self.now + limit_ms * 1000;
+        while !done(self) {
+            assert!(self.now < end, "not done within {limit_ms} ms");
+            self.step();
+        }
+    }
+
+    /// Runs for `ms` of virtual time.
+    fn run_for(&mut self, ms: u64) {
+        let end = self.now + ms * 1000;
+        while self.now < end {
+            self.step();
+        }
+    }
+
+    /// A raw datagram from `from`; returns what the server answered `from` at once.
+    fn raw(&mut self, from: &str, msg: ClientMsg) -> Vec<ServerMsg> {
+        let bytes = encode(&Packet::FromClient(msg)).expect("fits");
+        self.server.handle_datagram(Instant(self.now), addr(from), &bytes);
+        self.pump();
+        let (mine, rest) = std::mem::take(&mut self.raw).into_iter().partition(|(to, _)| *to == addr(from));
+        self.raw = rest;
+        mine.into_iter().map(|(_, m)| m).collect()
+    }
+
+    /// Everything the server sent `to` since the last look.
+    fn take_raw(&mut self, to: &str) -> Vec<ServerMsg> {
+        let (mine, rest) = std::mem::take(&mut self.raw).into_iter().partition(|(a, _)| *a == addr(to));
+        self.raw = rest;
+        mine.into_iter().map(|(_, m)| m).collect()
+    }
+
+    /// Texts shown to client `i`, in order.
+    fn shown(&self, i: usize) -> Vec<(String, String)> {
+        self.events
+            .iter()
+            .filter_map(|(j, e)| match e {
+                ClientEvent::Shown { from, text, .. } if *j == i => Some((from.clone(), text.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether client `i` had operation `id` stored.
+    fn stored(&self, i: usize, id: MsgId) -> bool {
+        self.events.iter().any(|(j, e)| *j == i && *e == ClientEvent::Stored { id })
+    }
+
+    /// Submits a private message from client `i` and runs until it is stored.
+    fn say(&mut self, i: usize, to: &str, text: &str) -> MsgId {
+        let op = Op::Chat { to: Target::User(to.into()), text: text.into() };
+        let id = self.clients[i].1.submit(Instant(self.now), op).expect("submitted");
+        self.pump();
+        self.run_until(5_000, |l| l.stored(i, id));
+        id
+    }
+
+    /// The clients the server lists as logged in, by `status`.
+    fn online(&mut self) -> Vec<(String, SocketAddr)> {
+        match self.raw("10.9.9.9:1", ClientMsg::Status).as_slice() {
+            [ServerMsg::Status(r)] => r.clients.clone(),
+            other => panic!("no status: {other:?}"),
+        }
+    }
+}
+
+fn refused(client: u64, reason: RefusalReason) -> Vec<ServerMsg> {
+    vec![ServerMsg::Refused { client, reason }]
+}
+
+fn chat(to: &str, text: &str) -> Op {
+    Op::Chat { to: Target::User(to.into()), text: text.into() }
+}
+
+/// A raw login, run until the server answers `LoginOk`.
+fn raw_login(lan: &mut Lan, from: &str, client: u64, name: &str, token: u64) {
+    let login = ClientMsg::Login { client, name: name.into(), token, ctx: Vc::new(), attempt: 1 };
+    if !lan.raw(from, login).iter().any(|m| matches!(m, ServerMsg::LoginOk { .. })) {
+        lan.run_until(5_000, |l| l.raw.iter().any(|(a, m)| *a == addr(from) && matches!(m, ServerMsg::LoginOk { .. })));
+    }
+    lan.take_raw(from);
+}
+
+#[test]
+fn impersonated_send_is_refused_and_changes_nothing() {
+    let mut lan = Lan::new();
+    let alice = lan.client("10.0.0.11:5000", 1, "alice", 11);
+    let bob = lan.client("10.0.0.12:5000", 2, "bob", 12);
+    let before = lan.online();
+    // Mallory learned alice's client id: a send, a ping and a logout in her name are refused.
+    let forged = MsgId { client: 1, seq: 1 };
+    let send = ClientMsg::Send { id: forged, op: chat("bob", "forged"), ctx: Vc::new(), retry: false };
+    assert_eq!(lan.raw("10.6.6.6:666", send), refused(1, RefusalReason::NotYourSession));
+    let ping = ClientMsg::Ping { client: 1, attempt: 1, next: 1 };
+    assert_eq!(lan.raw("10.6.6.6:666", ping), refused(1, RefusalReason::NotYourSession));
+    assert_eq!(lan.raw("10.6.6.6:666", ClientMsg::Logout { client: 1 }), refused(1, RefusalReason::NotYourSession));
+    lan.run_for(1_000);
+    // Nothing was forged, the session stays at alice's address, and the server sent Mallory nothing more.
+    assert!(lan.shown(bob).is_empty(), "{:?}", lan.shown(bob));
+    assert_eq!(lan.online(), before);
+    assert!(lan.take_raw("10.6.6.6:666").is_empty());
+    // Alice's own first message (the very id Mallory used) is stored and shown, once.
+    let id = lan.say(alice, "bob", "hi bob");
+    assert_eq!(id, forged);
+    lan.run_until(2_000, |l| !l.shown(bob).is_empty());
+    lan.run_for(1_000);
+    assert_eq!(lan.shown(bob), vec![("alice".to_string(), "hi bob".to_string())]);
+    assert!(lan.clients[alice].1.is_online());
+}
+
+#[test]
+fn ack_of_a_message_never_shown_is_refused() {
+    let mut lan = Lan::new();
+    let alice = lan.client("10.0.0.11:5000", 1, "alice", 11);
+    // Bob is registered, then goes offline: alice's message waits in his inbox.
+    let bob = lan.client("10.0.0.12:5000", 2, "bob", 12);
+    lan.clients[bob].1.logout(Instant(lan.now));
+    lan.pump();
+    let for_bob = lan.say(alice, "bob", "for bob");
+    // Mallory logs in as herself and is shown a message of her own.
+    let m = "10.6.6.6:666";
+    raw_login(&mut lan, m, 3, "mallory", 66);
+    lan.say(alice, "mallory", "for mallory");
+    lan.run_until(2_000, |l| l.raw.iter().any(|(a, s)| *a == addr(m) && matches!(s, ServerMsg::Show { .. })));
+    let shows = lan.take_raw(m);
+    let Some(ServerMsg::Show { id: hers, .. }) = shows.iter().find(|s| matches!(s, ServerMsg::Show { .. })) else { unreachable!() };
+    // She acknowledges hers and bob's: bob's is refused and dropped, hers is taken.
+    let ack = ClientMsg::Ack { client: 3, ids: vec![*hers, for_bob] };
+    assert_eq!(lan.raw(m, ack), refused(3, RefusalReason::NeverShown { count: 1 }));
+    lan.run_for(1_000);
+    let again: Vec<ServerMsg> = lan.take_raw(m).into_iter().filter(|s| matches!(s, ServerMsg::Show { .. })).collect();
+    assert!(again.is_empty(), "an acknowledged message is shown again: {again:?}");
+    // Bob's inbox is untouched: his next life is shown the message.
+    let bob2 = lan.client("10.0.0.12:5001", 4, "bob", 12);
+    lan.run_until(2_000, |l| !l.shown(bob2).is_empty());
+    assert_eq!(lan.shown(bob2), vec![("alice".to_string(), "for bob".to_string())]);
+}
+
+#[test]
+fn login_with_anothers_client_id_leaves_the_session_alone() {
+    let mut lan = Lan::new();
+    let alice = lan.client("10.0.0.11:5000", 1, "alice", 11);
+    let bob = lan.client("10.0.0.12:5000", 2, "bob", 12);
+    let before = lan.online();
+    let m = "10.6.6.6:666";
+    // Another name, or alice's name with a wrong token, under alice's client id: refused.
+    for (name, token) in [("mallory", 66), ("alice", 66)] {
+        let login = ClientMsg::Login { client: 1, name: name.into(), token, ctx: Vc::new(), attempt: 9 };
+        assert_eq!(lan.raw(m, login), refused(1, RefusalReason::NotYourSession));
+    }
+    lan.run_for(1_000);
+    assert!(lan.take_raw(m).is_empty());
+    assert_eq!(lan.online(), before);
+    // Alice's session still works both ways, at her address.
+    lan.say(bob, "alice", "still there?");
+    lan.run_until(2_000, |l| !l.shown(alice).is_empty());
+    assert_eq!(lan.shown(alice), vec![("bob".to_string(), "still there?".to_string())]);
+    lan.say(alice, "bob", "yes");
+    lan.run_until(2_000, |l| !l.shown(bob).is_empty());
+    assert!(lan.events.iter().all(|(_, e)| !matches!(e, ClientEvent::ServerRefused { .. })), "{:?}", lan.events);
+    // Alice herself (her name and token) moving to a new address, as after a NAT rebinding, is accepted.
+    let login = ClientMsg::Login { client: 1, name: "alice".into(), token: 11, ctx: Vc::new(), attempt: 9 };
+    let answer = lan.raw("10.0.0.11:6000", login);
+    assert_eq!(answer, vec![ServerMsg::LoginOk { client: 1, attempt: 9 }]);
+}
+
+#[test]
+fn send_before_login_is_refused() {
+    let mut lan = Lan::new();
+    let alice = lan.client("10.0.0.11:5000", 1, "alice", 11);
+    let m = "10.6.6.6:666";
+    let send = ClientMsg::Send { id: MsgId { client: 7, seq: 1 }, op: chat("alice", "hello"), ctx: Vc::new(), retry: false };
+    assert_eq!(lan.raw(m, send.clone()), refused(7, RefusalReason::NotLoggedIn));
+    let ack = ClientMsg::Ack { client: 7, ids: vec![MsgId { client: 1, seq: 1 }] };
+    assert_eq!(lan.raw(m, ack), refused(7, RefusalReason::NotLoggedIn));
+    let ping = ClientMsg::Ping { client: 7, attempt: 1, next: 1 };
+    assert_eq!(lan.raw(m, ping), refused(7, RefusalReason::NotLoggedIn));
+    // A login still waiting for its name to be bound is not logged in either.
+    let login = ClientMsg::Login { client: 7, name: "mallory".into(), token: 66, ctx: Vc::new(), attempt: 1 };
+    let answer = lan.raw(m, login);
+    if !answer.iter().any(|s| matches!(s, ServerMsg::LoginOk { .. })) {
+        assert_eq!(lan.raw(m, send.clone()), refused(7, RefusalReason::NotLoggedIn));
+        lan.run_until(2_000, |l| l.raw.iter().any(|(a, s)| *a == addr(m) && matches!(s, ServerMsg::LoginOk { .. })));
+    }
+    assert!(lan.shown(alice).is_empty(), "{:?}", lan.shown(alice));
+    // Once logged in, the same send goes through.
+    lan.take_raw(m);
+    let answer = lan.raw(m, send);
+    assert!(answer.iter().all(|s| !matches!(s, ServerMsg::Refused { .. })), "{answer:?}");
+    lan.run_until(2_000, |l| !l.shown(alice).is_empty());
+    assert_eq!(lan.shown(alice), vec![("mallory".to_string(), "hello".to_string())]);
+    // A client whose session is gone (here: it logged out behind the client's back) is told so
+    // at its next ping, and logs in again.
+    let a = "10.0.0.11:5000";
+    assert_eq!(lan.raw(a, ClientMsg::Logout { client: 1 }), vec![]);
+    let logins = |l: &Lan| l.events.iter().filter(|(j, e)| *j == alice && matches!(e, ClientEvent::LoggedIn { .. })).count();
+    assert_eq!(logins(&lan), 1);
+    lan.run_until(2_000, |l| logins(l) == 2);
+    lan.say(alice, "mallory", "back");
+    assert!(lan.events.iter().all(|(_, e)| !matches!(e, ClientEvent::ServerRefused { .. })), "{:?}", lan.events);
+}
