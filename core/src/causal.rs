@@ -125,6 +125,36 @@ impl Causal {
         Some(msg)
     }
 
+    /// If `from` of `origin` was delivered here but is no longer stored (trimmed), the first
+    /// sequence number of `origin` still stored, or the next to come.
+    pub fn gone_below(&self, origin: NodeId, from: u64) -> Option<u64> {
+        let delivered = self.delivered.get(&origin).copied().unwrap_or(0);
+        if from == 0 || from > delivered || self.store.contains_key(&(origin, from)) {
+            return None;
+        }
+        let next = self.store.range((origin, from)..=(origin, delivered)).next().map(|(k, _)| k.1);
+        Some(next.unwrap_or(delivered + 1))
+    }
+
+    /// The stored messages.
+    pub fn stored(&self) -> impl Iterator<Item = &CausalMsg> {
+        self.store.values()
+    }
+
+    /// Replaces what was delivered with a snapshot's cut (`delivered`, and the snapshot's
+    /// stored messages); returns the messages held here that the cut lacks, to be received
+    /// again (delivered ones in causal order, then held-back ones).
+    pub fn install(&mut self, delivered: Vc, store: Vec<CausalMsg>) -> Vec<CausalMsg> {
+        let old_store = std::mem::take(&mut self.store);
+        let old_holdback = std::mem::take(&mut self.holdback);
+        self.delivered = delivered;
+        self.store = store.into_iter().map(|m| (m.key(), m)).collect();
+        let mut again: Vec<CausalMsg> = old_store.into_values().chain(old_holdback.into_values()).filter(|m| !self.has(m.key())).collect();
+        // Per origin in sequence order, so each becomes deliverable as its predecessor lands.
+        again.sort_by_key(|m| (m.origin, m.seq));
+        again
+    }
+
     /// Whether the retransmission store is so full that no new message should be started here
     /// (messages from peers still have room: a message that cannot be stored cannot be shown).
     pub fn is_nearly_full(&self) -> bool {
@@ -354,6 +384,27 @@ mod tests {
         }
         assert!(n + STORE_HEADROOM >= MAX_STORE && n < MAX_STORE);
         assert_eq!(a.counters.store_full, 0, "it says so while there is still room");
+    }
+
+    #[test]
+    fn a_trimmed_message_is_reported_gone_and_a_snapshot_cut_keeps_what_it_lacks() {
+        let mut a = Causal::default();
+        a.known.insert(ServerId(1));
+        let m1 = a.broadcast(node(1), join("x")).unwrap();
+        let m2 = a.broadcast(node(1), join("y")).unwrap();
+        assert_eq!(a.gone_below(node(1), 1), None, "still stored");
+        a.trim(ServerId(1), |k| k == m2.key());
+        assert_eq!(a.gone_below(node(1), 1), Some(2), "1 was trimmed, 2 is kept");
+        assert_eq!(a.gone_below(node(1), 3), None, "not delivered yet: not gone");
+        // b delivered m1 and holds m3 of another origin back; it installs a's cut {1: 2}.
+        let mut b = Causal::default();
+        b.receive(m1.clone(), false);
+        let m3 = CausalMsg { origin: node(2), seq: 2, deps: Vc::new(), item: join("z") };
+        b.receive(m3.clone(), false);
+        let again = b.install(a.delivered.clone(), a.stored().cloned().collect());
+        assert_eq!(b.delivered, a.delivered);
+        assert_eq!(again.iter().map(|m| m.key()).collect::<Vec<_>>(), vec![m3.key()], "m1 is in the cut, m3 is not");
+        assert!(b.get(m2.key()).is_some(), "the cut's stored messages come along");
     }
 
     #[test]

@@ -149,6 +149,8 @@ pub struct ChatServer {
     digest_at: BTreeMap<ServerId, Instant>,
     /// Sessions whose login replay waits for digests or deliveries.
     gated: BTreeSet<u64>,
+    /// State transfer, both ways.
+    transfer: crate::transfer::Transfer,
 }
 
 /// Sizes for reports and the bounded-memory check.
@@ -193,6 +195,7 @@ impl ChatServer {
     pub fn fill_status(&self, d: &ChatDurable, report: &mut crate::client_wire::StatusReport, budget: usize) {
         let online: Vec<(&String, SocketAddr)> = self.sessions.values().filter(|s| s.logged_in).map(|s| (&s.name, s.addr)).collect();
         report.clients_total = online.len() as u32;
+        report.snapshots = self.transfer.installed;
         let mut left = budget / 2;
         for (name, addr) in online {
             // A name, a socket address and their framing.
@@ -376,9 +379,77 @@ impl ChatServer {
 
     /// A peer's anti-entropy request.
     pub fn on_need(&mut self, d: &ChatDurable, from: SocketAddr, origin: NodeId, lo: u64, hi: u64, out: &mut Vec<Out>) {
+        if let Some(below) = d.causal.gone_below(origin, lo) {
+            out.push(Out::Peer(from, Body::ChatGone { origin, below }, false));
+        }
         for msg in d.causal.range(origin, lo, hi) {
             out.push(Out::Peer(from, Body::Chat { msg }, true));
         }
+    }
+
+    /// A peer trimmed messages we lack: fetch its state instead.
+    pub fn on_gone(&mut self, d: &ChatDurable, cx: &Ctx, from: SocketAddr, origin: NodeId, below: u64, out: &mut Vec<Out>) {
+        if d.causal.delivered.get(&origin).copied().unwrap_or(0) + 1 < below {
+            if let Some((to, body)) = self.transfer.start(from, cx.now) {
+                out.push(Out::Peer(to, body, false));
+            }
+        }
+    }
+
+    /// A peer fetches our state.
+    pub fn on_snapshot_get(&mut self, d: &ChatDurable, cx: &Ctx, from: SocketAddr, nonce: u64, first: u32, out: &mut Vec<Out>) {
+        let make = || {
+            let snapshot = crate::transfer::Snapshot {
+                delivered: d.causal.delivered.clone(),
+                store: d.causal.stored().cloned().collect(),
+                state: d.state.clone(),
+            };
+            postcard::to_stdvec(&snapshot).ok()
+        };
+        for body in self.transfer.serve(cx.me.id.0 as u64, nonce, first, cx.now, make) {
+            out.push(Out::Peer(from, body, true));
+        }
+    }
+
+    /// A chunk of the state we fetch; the last one installs it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_snapshot_chunk(
+        &mut self,
+        d: &mut ChatDurable,
+        cx: &Ctx,
+        from: SocketAddr,
+        nonce: u64,
+        index: u32,
+        total: u32,
+        bytes: Vec<u8>,
+        out: &mut Vec<Out>,
+    ) {
+        match self.transfer.chunk(from, nonce, index, total, bytes, cx.now) {
+            crate::transfer::Got::Nothing => {}
+            crate::transfer::Got::Ask(to, body) => out.push(Out::Peer(to, body, false)),
+            crate::transfer::Got::Done(snapshot) => self.install(d, *snapshot),
+        }
+    }
+
+    /// Installs a peer's state, then receives again what we held beyond it.
+    fn install(&mut self, d: &mut ChatDurable, snapshot: crate::transfer::Snapshot) {
+        let again = d.causal.install(snapshot.delivered, snapshot.store);
+        d.state = snapshot.state;
+        let no_holdback = self.plant == Some(PlantedBug::NoHoldback);
+        for msg in again {
+            for m in d.causal.receive(msg, no_holdback) {
+                self.apply(d, &m);
+            }
+        }
+        self.transfer.installed += 1;
+        self.dirty = true;
+        self.holds_pending = true;
+        self.poked.append(&mut self.gated);
+    }
+
+    /// Snapshots installed here.
+    pub fn snapshots_installed(&self) -> u64 {
+        self.transfer.installed
     }
 
     /// A peer's digest (from its heartbeat): note it, and ask it for what we miss.
@@ -628,6 +699,9 @@ impl ChatServer {
             self.next_trim = now.plus_us(100_000);
             let state = &d.state;
             d.causal.trim(cx.me.id, |k| state.pinned(k));
+        }
+        if let Some((to, body)) = self.transfer.tick(now) {
+            out.push(Out::Peer(to, body, false));
         }
     }
 

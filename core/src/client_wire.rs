@@ -296,6 +296,8 @@ pub struct StatusReport {
     pub inboxes: Vec<(String, u32)>,
     /// Unacknowledged inbox entries over all users.
     pub inbox_total: u32,
+    /// Snapshots of a peer's chat state installed (state transfer) since start.
+    pub snapshots: u64,
 }
 
 impl StatusReport {
@@ -315,6 +317,7 @@ impl StatusReport {
             clients_total: 0,
             inboxes: Vec::new(),
             inbox_total: 0,
+            snapshots: 0,
         }
     }
 }

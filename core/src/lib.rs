@@ -18,6 +18,7 @@ pub mod id;
 pub mod membership;
 pub mod server;
 pub mod time;
+pub mod transfer;
 pub mod view;
 pub mod wire;
 

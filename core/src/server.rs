@@ -783,6 +783,11 @@ impl Server {
                 self.with_chat(|c, d, cx, _| c.on_holds(d, cx, sender, &delivered));
             }
             Body::ChatNeed { origin, from: lo, to: hi } => self.with_chat(|c, d, _, out| c.on_need(d, from, origin, lo, hi, out)),
+            Body::ChatGone { origin, below } => self.with_chat(|c, d, cx, out| c.on_gone(d, cx, from, origin, below, out)),
+            Body::SnapshotGet { nonce, from: first } => self.with_chat(|c, d, cx, out| c.on_snapshot_get(d, cx, from, nonce, first, out)),
+            Body::SnapshotChunk { nonce, index, total, bytes } => {
+                self.with_chat(|c, d, cx, out| c.on_snapshot_chunk(d, cx, from, nonce, index, total, bytes, out))
+            }
             Body::NameClaim { name, token } => self.with_chat(|c, d, cx, out| c.on_claim(d, cx, name, token, out)),
             Body::Token { key } => self.on_token(sender, from, epoch, key),
             Body::RingAck { key, elected } => {

@@ -156,6 +156,32 @@ pub enum Body {
         /// The messages, in the order they were sent (at most [`MAX_BATCH`]).
         msgs: Vec<crate::causal::CausalMsg>,
     },
+    /// Answer to a [`Body::ChatNeed`] for messages the sender no longer stores: everything of
+    /// `origin` below `below` was trimmed here (the asker needs a snapshot).
+    ChatGone {
+        /// Origin.
+        origin: NodeId,
+        /// First sequence number still stored (or next to come).
+        below: u64,
+    },
+    /// State transfer: send the snapshot offer `nonce` (0: a fresh one) from chunk `from` on.
+    SnapshotGet {
+        /// Offer wanted (0: any fresh one).
+        nonce: u64,
+        /// First chunk wanted.
+        from: u32,
+    },
+    /// State transfer: one chunk of a snapshot offer.
+    SnapshotChunk {
+        /// The offer.
+        nonce: u64,
+        /// Chunk number.
+        index: u32,
+        /// Chunks in the offer.
+        total: u32,
+        /// At most [`crate::transfer::CHUNK`] bytes.
+        bytes: Vec<u8>,
+    },
     /// Anti-entropy: resend `origin`'s messages `from..=to`.
     ChatNeed {
         /// Origin.
@@ -205,6 +231,9 @@ impl Body {
             Body::Chat { .. } => "chat",
             Body::ChatBatch { .. } => "chat_batch",
             Body::ChatNeed { .. } => "chat_need",
+            Body::ChatGone { .. } => "chat_gone",
+            Body::SnapshotGet { .. } => "snapshot_get",
+            Body::SnapshotChunk { .. } => "snapshot_chunk",
             Body::NameClaim { .. } => "name_claim",
             Body::ChatHolds { .. } => "chat_holds",
         }
@@ -272,6 +301,9 @@ pub fn decode(bytes: &[u8]) -> Result<Packet, DecodeError> {
             Body::ViewPropose { view } | Body::ViewCommit { view } | Body::ViewInfo { view } => view.is_well_formed(),
             Body::Heartbeat { digest, .. } | Body::ChatHolds { delivered: digest } => digest.len() <= crate::causal::MAX_ORIGINS,
             Body::Chat { msg } => msg.is_well_formed(),
+            Body::SnapshotChunk { index, total, bytes, .. } => {
+                bytes.len() <= crate::transfer::CHUNK && index < total && *total <= crate::transfer::MAX_CHUNKS
+            }
             Body::ChatBatch { msgs } => !msgs.is_empty() && msgs.len() <= MAX_BATCH && msgs.iter().all(|m| m.is_well_formed()),
             Body::NameClaim { name, .. } => !name.is_empty() && name.len() <= crate::chat::MAX_NAME,
             _ => true,

@@ -113,6 +113,7 @@ pub fn to_json(server: SocketAddr, r: &StatusReport) -> Value {
         "clients_total": r.clients_total,
         "inboxes": r.inboxes.iter().map(|(user, n)| json!({"user": user, "size": n})).collect::<Vec<Value>>(),
         "inbox_total": r.inbox_total,
+        "snapshots": r.snapshots,
         "counters": {
             "malformed": c.malformed,
             "oversize": c.oversize,
@@ -177,7 +178,7 @@ pub fn to_human(server: SocketAddr, r: &StatusReport) -> String {
     for (name, addr) in &r.clients {
         let _ = writeln!(s, "  {name:<24} {addr}");
     }
-    let _ = writeln!(s, "inbox entries {}", r.inbox_total);
+    let _ = writeln!(s, "inbox entries {}  snapshots installed {}", r.inbox_total, r.snapshots);
     for (user, n) in &r.inboxes {
         let _ = writeln!(s, "  {user:<24} {n}");
     }

@@ -404,3 +404,41 @@ fn impersonating_a_live_client_is_refused_and_loses_nothing() {
     assert!(!bob.seen.iter().any(|v| v["text"] == "forged"), "{:?}", bob.seen);
     assert!(!alice.seen.iter().any(|v| v["event"] == "moving" || v["event"] == "error"), "{:?}", alice.seen);
 }
+
+#[test]
+fn a_server_joining_after_trimming_catches_up_by_snapshot() {
+    let mut c = Cluster::start("late", 3);
+    c.wait_for("one leader and one view of 3", Duration::from_secs(15), || agreement(&c.ports));
+    let mut alice = JsonClient::start("alice", &c.ports);
+    let mut bob = JsonClient::start("bob", &c.ports);
+    alice.attached();
+    bob.attached();
+    alice.submit_stored(json!({"cmd":"send","to":"bob","text":"before the newcomer"}));
+    bob.shown_text("before the newcomer");
+    alice.submit_stored(json!({"cmd":"send","to":"dave","text":"waiting for dave"}));
+    // Every server has trimmed what all three hold (the name bindings, acknowledged messages),
+    // so a newcomer cannot get them message by message.
+    c.wait_for("dave's inbox on every server", Duration::from_secs(10), || {
+        let reports: Vec<_> = c.ports.iter().map(|&p| status(p)).collect::<Option<Vec<_>>>()?;
+        reports.iter().all(|r| r.inboxes.iter().any(|(u, n)| u == "dave" && *n == 1)).then_some(())
+    });
+    let port = free_port();
+    let all: Vec<u16> = c.ports.iter().copied().chain([port]).collect();
+    c.procs.push(spawn_server("late", port, &all, &[]));
+    c.ports.push(port);
+    c.wait_for("one leader and one view of 4", Duration::from_secs(15), || agreement(&c.ports));
+    c.wait_for("the newcomer holds dave's inbox, from a snapshot", Duration::from_secs(15), || {
+        let r = status(port)?;
+        (r.snapshots >= 1 && r.inboxes.iter().any(|(u, n)| u == "dave" && *n == 1)).then_some(())
+    });
+    // Chat goes on, and dave gets his message wherever he is assigned.
+    bob.submit_stored(json!({"cmd":"send","to":"alice","text":"after the newcomer"}));
+    alice.shown_text("after the newcomer");
+    let mut dave = JsonClient::start("dave", &c.ports);
+    dave.attached();
+    dave.shown_text("waiting for dave");
+    for cl in [&mut alice, &mut bob, &mut dave] {
+        cl.drain();
+        no_duplicates(cl);
+    }
+}
