@@ -95,7 +95,8 @@ pub struct Causal {
     store: BTreeMap<Key, CausalMsg>,
     /// Latest delivered vector heard from each server (its digest).
     pub digests: BTreeMap<ServerId, Vc>,
-    /// Every server ever seen in an installed view: a message leaves the store once all of them hold it.
+    /// Every server ever heard of: a message leaves the store once all of them hold it, and a
+    /// dependency all of them hold is left out of new messages.
     pub known: BTreeSet<ServerId>,
     /// Counters.
     pub counters: CausalCounters,
@@ -143,8 +144,16 @@ impl Causal {
 
     /// Replaces what was delivered with a snapshot's cut (`delivered`, and the snapshot's
     /// stored messages); returns the messages held here that the cut lacks, to be received
-    /// again (delivered ones in causal order, then held-back ones).
-    pub fn install(&mut self, delivered: Vc, store: Vec<CausalMsg>) -> Vec<CausalMsg> {
+    /// again. `None`, and nothing changes, when the cut lacks a message delivered here that
+    /// is no longer stored: installing would lose it (and peers count us as holding it).
+    pub fn install(&mut self, delivered: Vc, store: Vec<CausalMsg>) -> Option<Vec<CausalMsg>> {
+        let kept = self.delivered.iter().all(|(o, &upto)| {
+            let cut = delivered.get(o).copied().unwrap_or(0);
+            (cut + 1..=upto).all(|seq| self.store.contains_key(&(*o, seq)))
+        });
+        if !kept {
+            return None;
+        }
         let old_store = std::mem::take(&mut self.store);
         let old_holdback = std::mem::take(&mut self.holdback);
         self.delivered = delivered;
@@ -152,7 +161,7 @@ impl Causal {
         let mut again: Vec<CausalMsg> = old_store.into_values().chain(old_holdback.into_values()).filter(|m| !self.has(m.key())).collect();
         // Per origin in sequence order, so each becomes deliverable as its predecessor lands.
         again.sort_by_key(|m| (m.origin, m.seq));
-        again
+        Some(again)
     }
 
     /// Whether the retransmission store is so full that no new message should be started here
@@ -401,10 +410,22 @@ mod tests {
         b.receive(m1.clone(), false);
         let m3 = CausalMsg { origin: node(2), seq: 2, deps: Vc::new(), item: join("z") };
         b.receive(m3.clone(), false);
-        let again = b.install(a.delivered.clone(), a.stored().cloned().collect());
+        let again = b.install(a.delivered.clone(), a.stored().cloned().collect()).expect("b stores all it delivered");
         assert_eq!(b.delivered, a.delivered);
         assert_eq!(again.iter().map(|m| m.key()).collect::<Vec<_>>(), vec![m3.key()], "m1 is in the cut, m3 is not");
         assert!(b.get(m2.key()).is_some(), "the cut's stored messages come along");
+    }
+
+    #[test]
+    fn a_snapshot_cut_that_lacks_a_message_trimmed_here_is_refused() {
+        let mut b = Causal::default();
+        b.known.insert(ServerId(1));
+        let m1 = b.broadcast(node(1), join("x")).unwrap();
+        b.trim(ServerId(1), |_| false);
+        assert!(b.get(m1.key()).is_none(), "trimmed");
+        let before = b.clone();
+        assert_eq!(b.install(Vc::new(), Vec::new()), None, "installing the empty cut would lose m1");
+        assert_eq!(b, before, "a refused install changes nothing");
     }
 
     #[test]

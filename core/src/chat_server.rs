@@ -433,7 +433,11 @@ impl ChatServer {
 
     /// Installs a peer's state, then receives again what we held beyond it.
     fn install(&mut self, d: &mut ChatDurable, snapshot: crate::transfer::Snapshot) {
-        let again = d.causal.install(snapshot.delivered, snapshot.store);
+        let Some(again) = d.causal.install(snapshot.delivered, snapshot.store) else {
+            // The cut lacks messages we trimmed: a later snapshot (after the next `ChatGone`) will not.
+            self.transfer.refused += 1;
+            return;
+        };
         d.state = snapshot.state;
         let no_holdback = self.plant == Some(PlantedBug::NoHoldback);
         for msg in again {
