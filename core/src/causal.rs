@@ -17,9 +17,9 @@ pub const MAX_ORIGINS: usize = 32;
 /// Most messages held back waiting for their causal past.
 pub const MAX_HOLDBACK: usize = 1024;
 /// Most messages kept for retransmission.
-pub const MAX_STORE: usize = 8192;
+pub const MAX_STORE: usize = 65_536;
 /// Room kept in the store for messages from peers once new client messages stop.
-const STORE_HEADROOM: usize = 1024;
+const STORE_HEADROOM: usize = 8_192;
 /// Most messages one anti-entropy request asks for.
 pub const MAX_RANGE: u64 = 16;
 

@@ -196,6 +196,7 @@ impl ChatServer {
         let online: Vec<(&String, SocketAddr)> = self.sessions.values().filter(|s| s.logged_in).map(|s| (&s.name, s.addr)).collect();
         report.clients_total = online.len() as u32;
         report.snapshots = self.transfer.installed;
+        report.store = d.causal.store_len() as u32;
         let mut left = budget / 2;
         for (name, addr) in online {
             // A name, a socket address and their framing.

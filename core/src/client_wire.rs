@@ -298,6 +298,9 @@ pub struct StatusReport {
     pub inbox_total: u32,
     /// Snapshots of a peer's chat state installed (state transfer) since start.
     pub snapshots: u64,
+    /// Messages in the retransmission store (kept until every known server holds them, or
+    /// while an inbox needs them).
+    pub store: u32,
 }
 
 impl StatusReport {
@@ -318,6 +321,7 @@ impl StatusReport {
             inboxes: Vec::new(),
             inbox_total: 0,
             snapshots: 0,
+            store: 0,
         }
     }
 }

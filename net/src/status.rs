@@ -114,6 +114,7 @@ pub fn to_json(server: SocketAddr, r: &StatusReport) -> Value {
         "inboxes": r.inboxes.iter().map(|(user, n)| json!({"user": user, "size": n})).collect::<Vec<Value>>(),
         "inbox_total": r.inbox_total,
         "snapshots": r.snapshots,
+        "store": r.store,
         "counters": {
             "malformed": c.malformed,
             "oversize": c.oversize,
@@ -178,7 +179,7 @@ pub fn to_human(server: SocketAddr, r: &StatusReport) -> String {
     for (name, addr) in &r.clients {
         let _ = writeln!(s, "  {name:<24} {addr}");
     }
-    let _ = writeln!(s, "inbox entries {}  snapshots installed {}", r.inbox_total, r.snapshots);
+    let _ = writeln!(s, "inbox entries {}  stored messages {}  snapshots installed {}", r.inbox_total, r.store, r.snapshots);
     for (user, n) in &r.inboxes {
         let _ = writeln!(s, "  {user:<24} {n}");
     }

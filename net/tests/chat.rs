@@ -418,9 +418,9 @@ fn a_server_joining_after_trimming_catches_up_by_snapshot() {
     alice.submit_stored(json!({"cmd":"send","to":"dave","text":"waiting for dave"}));
     // Every server has trimmed what all three hold (the name bindings, acknowledged messages),
     // so a newcomer cannot get them message by message.
-    c.wait_for("dave's inbox on every server", Duration::from_secs(10), || {
+    c.wait_for("dave's inbox on every server, and everything else trimmed", Duration::from_secs(10), || {
         let reports: Vec<_> = c.ports.iter().map(|&p| status(p)).collect::<Option<Vec<_>>>()?;
-        reports.iter().all(|r| r.inboxes.iter().any(|(u, n)| u == "dave" && *n == 1)).then_some(())
+        reports.iter().all(|r| r.inboxes.iter().any(|(u, n)| u == "dave" && *n == 1) && r.store == 1).then_some(())
     });
     let port = free_port();
     let all: Vec<u16> = c.ports.iter().copied().chain([port]).collect();
