@@ -297,10 +297,8 @@ impl ChatServer {
         self.learn_holds(d, cx, msg.origin.id, &msg.stamp());
         let no_holdback = self.plant == Some(PlantedBug::NoHoldback);
         for m in d.causal.receive(msg, no_holdback) {
-            if !self.holds_pending {
-                // Logins waiting to catch up may have.
-                self.poked.append(&mut self.gated);
-            }
+            // Logins waiting to catch up may have.
+            self.poked.append(&mut self.gated);
             self.holds_pending = true;
             match &m.item {
                 Item::Chat { to, .. } => self.poke_users(to, false),
