@@ -14,6 +14,9 @@ pub const MAX_NAME: usize = 16;
 pub const MAX_RECIPIENTS: usize = 16;
 /// Most unacknowledged messages one user's inbox holds.
 pub const MAX_INBOX: usize = 512;
+/// Inbox entries kept free when a server starts a message: room for the ones other servers
+/// started meanwhile.
+pub const INBOX_HEADROOM: usize = 64;
 /// Message ids per client remembered for deduplication (a retry older than this is dropped).
 pub const DEDUP_WINDOW: usize = 16;
 /// Most message ids one acknowledgement carries.
@@ -309,6 +312,12 @@ impl ChatState {
     /// Every non-empty inbox's user and size.
     pub fn inbox_sizes(&self) -> impl Iterator<Item = (&str, usize)> {
         self.inbox.iter().map(|(u, m)| (u.as_str(), m.len()))
+    }
+
+    /// Whether every one of `users` has room in its inbox for a new message, keeping
+    /// [`INBOX_HEADROOM`] free for messages other servers may already have started.
+    pub fn has_room_for(&self, users: &[String]) -> bool {
+        users.iter().all(|u| self.inbox.get(u).map_or(0, |m| m.len()) + INBOX_HEADROOM < MAX_INBOX)
     }
 
     /// Total inbox entries over all users.

@@ -75,6 +75,11 @@ const SHOW_BATCH: usize = 8;
 const SESSION_TIMEOUT_US: u64 = 2_500_000;
 /// How long a retried operation waits for the copy sent through another server.
 const RETRY_HOLD_US: u64 = 2_000_000;
+/// An operation held this long is dropped: its client (which gives up after 10 s) reports it
+/// failed, and it must not be broadcast after that.
+const PENDING_TTL_US: u64 = 5_000_000;
+/// Most expired operation ids a session remembers.
+const MAX_EXPIRED: usize = 64;
 /// Period of re-showing unacknowledged messages and of name claims.
 const RESEND_US: u64 = 300_000;
 /// Period of the full chat round: expiry, login progress, released sends, acknowledgements
@@ -109,7 +114,10 @@ struct Session {
     ctx: Vc,
     last_heard: Instant,
     /// Operations waiting for their causal context (and, for a retry, for an earlier copy to arrive).
-    pending: Vec<(MsgId, Op, Vc, Option<Instant>)>,
+    pending: Vec<(MsgId, Op, Vc, Option<Instant>, Instant)>,
+    /// Operations dropped after waiting [`PENDING_TTL_US`] (their client reports them failed):
+    /// a later retry of one is not taken again.
+    expired: BTreeSet<MsgId>,
     waiting: Vec<(MsgId, Key)>,
     shown_at: BTreeMap<MsgId, Instant>,
     numbered: BTreeMap<MsgId, u64>,
@@ -506,6 +514,7 @@ impl ChatServer {
                     ctx: Vc::new(),
                     last_heard: cx.now,
                     pending: Vec::new(),
+                    expired: BTreeSet::new(),
                     waiting: Vec::new(),
                     shown_at: BTreeMap::new(),
                     numbered: BTreeMap::new(),
@@ -619,7 +628,7 @@ impl ChatServer {
                 };
                 s.last_heard = cx.now;
                 self.poked.insert(id.client);
-                if s.pending.iter().any(|p| p.0 == id) || s.waiting.iter().any(|w| w.0 == id) {
+                if s.pending.iter().any(|p| p.0 == id) || s.waiting.iter().any(|w| w.0 == id) || s.expired.contains(&id) {
                     return;
                 }
                 if let Some(canonical) = d.state.delivered_copy(id) {
@@ -630,7 +639,7 @@ impl ChatServer {
                     // A retry waits a while: if the copy sent through another server arrives
                     // meanwhile, no second copy (with possibly other room recipients) is made.
                     let hold = retry.then(|| cx.now.plus_us(RETRY_HOLD_US));
-                    s.pending.push((id, op, ctx, hold));
+                    s.pending.push((id, op, ctx, hold, cx.now));
                 }
                 self.dirty = true;
             }
@@ -755,14 +764,26 @@ impl ChatServer {
         }
         // A store too full to keep more starts nothing new: the sender sees `pending`, then
         // `failed`, rather than a message that could not be shown.
+        // Likewise a message for a recipient whose inbox is (nearly) full: an inbox entry that
+        // cannot be kept is a stored message never shown.
         let room = !d.causal.is_nearly_full();
         let Some(s) = self.sessions.get_mut(&client) else { return };
         let mut ready = Vec::new();
-        s.pending.retain(|(id, op, ctx, hold)| {
+        let mut expired = Vec::new();
+        s.pending.retain(|(id, op, ctx, hold, since)| {
             let copy = d.state.delivered_copy(*id).is_some();
+            if !copy && now.since(*since) >= PENDING_TTL_US {
+                expired.push(*id);
+                return false;
+            }
+            let fits = match op {
+                Op::Chat { to, .. } => d.state.has_room_for(&d.state.recipients(&s.name, to)),
+                Op::Join(_) | Op::Leave(_) => true,
+            };
             let ok = copy
                 || (open
                     && room
+                    && fits
                     && dominates(&d.causal.delivered, ctx)
                     && dominates(&d.causal.delivered, &s.ctx)
                     && hold.is_none_or(|h| now >= h));
@@ -771,6 +792,10 @@ impl ChatServer {
             }
             !ok
         });
+        s.expired.extend(expired);
+        while s.expired.len() > MAX_EXPIRED {
+            s.expired.pop_first();
+        }
         let name = s.name.clone();
         for (id, op) in ready {
             if let Some(canonical) = d.state.delivered_copy(id) {

@@ -308,3 +308,27 @@ fn send_before_login_is_refused() {
     lan.say(alice, "mallory", "back");
     assert!(lan.events.iter().all(|(_, e)| !matches!(e, ClientEvent::ServerRefused { .. })), "{:?}", lan.events);
 }
+
+#[test]
+fn a_message_for_a_full_inbox_waits_and_fails_instead_of_being_lost() {
+    let mut lan = Lan::new();
+    let alice = lan.client("10.0.0.2:5000", 2, "alice", 11);
+    let room = crate::chat::MAX_INBOX - crate::chat::INBOX_HEADROOM;
+    let mut sent = Vec::new();
+    for k in 0..room {
+        sent.push(lan.say(alice, "dave", &format!("m{k}")));
+    }
+    // Dave's inbox is full to its headroom: the next message is not stored, and alice is told.
+    let op = Op::Chat { to: Target::User("dave".into()), text: "one too many".into() };
+    let id = lan.clients[alice].1.submit(Instant(lan.now), op).expect("submitted");
+    lan.pump();
+    lan.run_until(60_000, |l| l.events.iter().any(|(j, e)| *j == alice && *e == ClientEvent::Failed { id }));
+    assert!(!lan.stored(alice, id));
+    // Every stored message reaches dave, once, in order.
+    let dave = lan.client("10.0.0.3:5000", 3, "dave", 12);
+    lan.run_until(30_000, |l| l.shown(dave).len() >= room);
+    lan.run_for(1_000);
+    let texts: Vec<String> = lan.shown(dave).into_iter().map(|(_, t)| t).collect();
+    let want: Vec<String> = (0..room).map(|k| format!("m{k}")).collect();
+    assert_eq!(texts, want);
+}
