@@ -331,22 +331,16 @@ impl ChatServer {
 
     /// What a majority of the view holds, per origin, as far as this server knows.
     fn majority_frontier(d: &ChatDurable, cx: &Ctx, view: &View) -> Vc {
-        let holdings: Vec<&Vc> = view
+        // What each member holds (nothing known: nothing).
+        let holdings: Vec<Option<&Vc>> = view
             .members
             .iter()
-            .filter_map(|m| if m.node.id == cx.me.id { Some(&d.causal.delivered) } else { d.causal.digests.get(&m.node.id) })
+            .map(|m| if m.node.id == cx.me.id { Some(&d.causal.delivered) } else { d.causal.digests.get(&m.node.id) })
             .collect();
-        let origins: BTreeSet<NodeId> = holdings.iter().flat_map(|h| h.keys().copied()).collect();
+        let origins: BTreeSet<NodeId> = holdings.iter().flatten().flat_map(|h| h.keys().copied()).collect();
         let mut frontier = Vc::new();
         for origin in origins {
-            let mut held: Vec<u64> = view
-                .members
-                .iter()
-                .map(|m| {
-                    let h = if m.node.id == cx.me.id { Some(&d.causal.delivered) } else { d.causal.digests.get(&m.node.id) };
-                    h.and_then(|h| h.get(&origin)).copied().unwrap_or(0)
-                })
-                .collect();
+            let mut held: Vec<u64> = holdings.iter().map(|h| h.and_then(|h| h.get(&origin)).copied().unwrap_or(0)).collect();
             held.sort_unstable_by(|a, b| b.cmp(a));
             let upto = held[view.majority() - 1]; // invariant: a majority is at most the view size
             if upto > 0 {
@@ -442,7 +436,6 @@ impl ChatServer {
     fn install(&mut self, d: &mut ChatDurable, snapshot: crate::transfer::Snapshot) {
         let Some(again) = d.causal.install(snapshot.delivered, snapshot.store) else {
             // The cut lacks messages we trimmed: a later snapshot (after the next `ChatGone`) will not.
-            self.transfer.refused += 1;
             return;
         };
         d.state = snapshot.state;
@@ -456,11 +449,6 @@ impl ChatServer {
         self.dirty = true;
         self.holds_pending = true;
         self.poked.append(&mut self.gated);
-    }
-
-    /// Snapshots installed here.
-    pub fn snapshots_installed(&self) -> u64 {
-        self.transfer.installed
     }
 
     /// A peer's digest (from its heartbeat): note it, and ask it for what we miss.

@@ -75,8 +75,6 @@ pub struct Transfer {
     made: u64,
     /// Snapshots installed here.
     pub installed: u64,
-    /// Snapshots refused because their cut lacked messages trimmed here.
-    pub refused: u64,
 }
 
 /// What a chunk did.
