@@ -195,16 +195,20 @@ impl Causal {
             self.keep(msg.clone());
             return vec![msg];
         }
-        if self.holdback.len() >= MAX_HOLDBACK {
+        // A full queue still takes a message it can deliver at once: that is the gap filler the
+        // whole queue may be waiting for (refusing it would stall delivery for good).
+        let now = self.deliverable(&msg);
+        if self.holdback.len() >= MAX_HOLDBACK && !now {
             self.counters.holdback_full += 1;
             return Vec::new();
         }
         self.holdback.insert(msg.key(), msg);
-        self.counters.max_holdback = self.counters.max_holdback.max(self.holdback.len() as u64);
+        if !now {
+            self.counters.max_holdback = self.counters.max_holdback.max(self.holdback.len() as u64);
+            return Vec::new();
+        }
         let mut out = Vec::new();
-        loop {
-            let next = self.holdback.values().find(|m| self.deliverable(m)).map(|m| m.key());
-            let Some(key) = next else { break };
+        while let Some(key) = self.next_deliverable() {
             let Some(m) = self.holdback.remove(&key) else { break };
             self.delivered.insert(m.origin, m.seq);
             self.keep(m.clone());
@@ -214,6 +218,21 @@ impl Causal {
         let delivered = &self.delivered;
         self.holdback.retain(|k, _| delivered.get(&k.0).copied().unwrap_or(0) < k.1);
         out
+    }
+
+    /// A held-back message that is deliverable now: only the next message of each origin can be,
+    /// so this looks at one entry per origin, not at the whole queue.
+    fn next_deliverable(&self) -> Option<Key> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let mut origin = self.holdback.keys().next().map(|k| k.0);
+        while let Some(o) = origin {
+            let want = (o, self.delivered.get(&o).copied().unwrap_or(0) + 1);
+            if self.holdback.get(&want).is_some_and(|m| self.deliverable(m)) {
+                return Some(want);
+            }
+            origin = self.holdback.range((Excluded((o, u64::MAX)), Unbounded)).next().map(|(k, _)| k.0);
+        }
+        None
     }
 
     /// The BSS rule: next from its origin, and its causal past delivered.
@@ -437,5 +456,35 @@ mod tests {
         }
         assert_eq!(c.holdback_len(), MAX_HOLDBACK);
         assert!(c.counters.holdback_full > 0);
+    }
+
+    #[test]
+    fn a_full_hold_back_still_takes_the_message_it_waits_for() {
+        let mut c = Causal::default();
+        let msg = |s: u64| CausalMsg { origin: node(1), seq: s, deps: Vc::new(), item: join("x") };
+        for s in 2..=(MAX_HOLDBACK as u64 + 1) {
+            c.receive(msg(s), false);
+        }
+        assert_eq!(c.holdback_len(), MAX_HOLDBACK, "full, waiting for seq 1");
+        assert!(c.receive(msg(MAX_HOLDBACK as u64 + 2), false).is_empty(), "a message that must wait is refused");
+        let got = c.receive(msg(1), false);
+        assert_eq!(got.len(), MAX_HOLDBACK + 1, "the gap filler releases the whole queue");
+        assert!(got.windows(2).all(|w| w[0].seq + 1 == w[1].seq), "in order");
+        assert_eq!(c.holdback_len(), 0);
+    }
+
+    #[test]
+    fn delivery_across_origins_follows_dependencies() {
+        // b2 depends on a1; a1 arrives last and releases a2 and then b1.. in causal order.
+        let mut c = Causal::default();
+        let a = |s: u64| CausalMsg { origin: node(1), seq: s, deps: Vc::new(), item: join("a") };
+        let mut dep = Vc::new();
+        dep.insert(node(1), 2);
+        let b = |s: u64| CausalMsg { origin: node(2), seq: s, deps: dep.clone(), item: join("b") };
+        assert!(c.receive(b(1), false).is_empty());
+        assert!(c.receive(b(2), false).is_empty());
+        assert!(c.receive(a(2), false).is_empty());
+        let got: Vec<Key> = c.receive(a(1), false).iter().map(|m| m.key()).collect();
+        assert_eq!(got, vec![(node(1), 1), (node(1), 2), (node(2), 1), (node(2), 2)]);
     }
 }

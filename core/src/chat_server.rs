@@ -205,6 +205,9 @@ impl ChatServer {
         report.clients_total = online.len() as u32;
         report.snapshots = self.transfer.installed;
         report.store = d.causal.store_len() as u32;
+        report.holdback = d.causal.holdback_len() as u32;
+        report.store_full = d.causal.counters.store_full;
+        report.holdback_full = d.causal.counters.holdback_full;
         let mut left = budget / 2;
         for (name, addr) in online {
             // A name, a socket address and their framing.
@@ -589,10 +592,15 @@ impl ChatServer {
                 s.last_heard = cx.now;
                 // Only what the user's inbox holds, or what this session was shown, can be
                 // acknowledged (an acknowledgement only ever touches the user's own inbox).
-                let inbox: BTreeSet<MsgId> = d.state.inbox(&s.name).map(|(id, _)| *id).collect();
+                // The inbox is only listed for an id this session did not show (rare).
+                let mut inbox: Option<BTreeSet<MsgId>> = None;
                 let mut never: u32 = 0;
                 for id in ids {
-                    if !(inbox.contains(&id) || s.numbered.contains_key(&id) || s.shown_at.contains_key(&id) || s.acks.contains(&id)) {
+                    let known = s.numbered.contains_key(&id)
+                        || s.shown_at.contains_key(&id)
+                        || s.acks.contains(&id)
+                        || inbox.get_or_insert_with(|| d.state.inbox(&s.name).map(|(id, _)| *id).collect()).contains(&id);
+                    if !known {
                         never += 1;
                         continue;
                     }

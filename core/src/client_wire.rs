@@ -301,6 +301,12 @@ pub struct StatusReport {
     /// Messages in the retransmission store (kept until every known server holds them, or
     /// while an inbox needs them).
     pub store: u32,
+    /// Messages received but held back for their causal past.
+    pub holdback: u32,
+    /// Messages delivered but not kept for retransmission because the store was full.
+    pub store_full: u64,
+    /// Messages refused because the hold-back queue was full (a peer sends them again).
+    pub holdback_full: u64,
 }
 
 impl StatusReport {
@@ -322,6 +328,9 @@ impl StatusReport {
             inbox_total: 0,
             snapshots: 0,
             store: 0,
+            holdback: 0,
+            store_full: 0,
+            holdback_full: 0,
         }
     }
 }

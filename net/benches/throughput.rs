@@ -2,7 +2,9 @@
 //! (spread over the servers, driven by a few threads) each keep one private
 //! message outstanding to a partner (the core allows one at a time); counts
 //! `stored` per second over `--secs S` and reports the p50/p99 submit-to-stored
-//! latency at that load. `--state` gives every server a `--state` file.
+//! latency at that load, and the messages shown to their recipients meanwhile
+//! (delivery must keep up with acceptance). `--state` gives every server a
+//! `--state` file.
 //!
 //! `cargo bench -p ringchat-net --bench throughput -- [--clients 200] [--secs 5] [--threads 2] [--state]`
 
@@ -41,7 +43,7 @@ fn main() {
                     })
                     .collect();
                 let mut lat = Vec::new();
-                let (mut failed, mut seq) = (0u64, 0u64);
+                let (mut failed, mut seq, mut shown) = (0u64, 0u64, 0u64);
                 let end = start + Duration::from_secs(secs);
                 loop {
                     let now = Instant::now();
@@ -64,6 +66,7 @@ fn main() {
                                     failed += 1;
                                     *sent = None;
                                 }
+                                SyncEvent::Shown { .. } if Instant::now() >= start => shown += 1,
                                 _ => {}
                             }
                         }
@@ -79,23 +82,25 @@ fn main() {
                         std::thread::sleep(Duration::from_micros(200));
                     }
                 }
-                (lat, failed)
+                (lat, failed, shown)
             })
         })
         .collect();
     let mut lat = Vec::new();
-    let mut failed = 0;
+    let (mut failed, mut shown) = (0, 0);
     for h in handles {
-        let (l, f) = h.join().expect("client thread");
+        let (l, f, n) = h.join().expect("client thread");
         lat.extend(l);
         failed += f;
+        shown += n;
     }
     lat.sort();
     let rate = lat.len() as f64 / secs as f64;
     println!(
-        "throughput: {clients} clients, {threads} threads, {secs} s{}: {:.0} msgs/s stored, submit-to-stored p50 {:.1} ms, p99 {:.1} ms, {failed} failed",
+        "throughput: {clients} clients, {threads} threads, {secs} s{}: {:.0} msgs/s stored, {:.0} msgs/s shown, submit-to-stored p50 {:.1} ms, p99 {:.1} ms, {failed} failed",
         if state { ", servers with --state" } else { "" },
         rate,
+        shown as f64 / secs as f64,
         us(percentile(&lat, 0.5)) / 1000.0,
         us(percentile(&lat, 0.99)) / 1000.0
     );

@@ -218,6 +218,8 @@ fn client_socket(opts: &ClientOptions, group: Option<SocketAddrV4>) -> Result<Ud
     let fail = |e: std::io::Error| format!("cannot bind a UDP socket: {}", crate::io_msg(&e));
     let sock = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP)).map_err(fail)?;
     sock.bind(&SockAddr::from(bind)).map_err(fail)?;
+    // A burst of shown messages (an inbox replayed at login) must not overflow the default buffer.
+    let _ = sock.set_recv_buffer_size(crate::driver::SOCKET_BUFFER);
     match opts.discovery {
         Discovery::Off => {}
         Discovery::Broadcast => sock.set_broadcast(true).map_err(|e| format!("cannot set SO_BROADCAST: {}", crate::io_msg(&e)))?,
@@ -291,9 +293,7 @@ pub async fn run<R: AsyncBufRead + Unpin>(opts: ClientOptions, input: R) -> i32 
         out.emit(Value::Null, format!("* {} finding servers {how}; /quit to leave", opts.name));
     }
     'main: loop {
-        while let Some((to, bytes)) = client.poll_transmit() {
-            let _ = sock.send_to(&bytes, to).await;
-        }
+        // Events first: a message is printed before its acknowledgement leaves (below).
         while let Some(ev) = client.poll_event() {
             match ev {
                 ClientEvent::LoggedIn { server } => {
@@ -476,7 +476,12 @@ pub struct SyncClient {
     sock: std::net::UdpSocket,
     origin: std::time::Instant,
     buf: Vec<u8>,
+    /// The receive wait the socket is set to (None: unknown).
+    wait: Option<Duration>,
 }
+
+/// Most datagrams one [`SyncClient::step`] handles.
+const STEP_DRAIN: usize = 64;
 
 impl SyncClient {
     /// Binds a socket and starts logging in as `name` at `servers` (first one first, no `Find`).
@@ -486,7 +491,7 @@ impl SyncClient {
         let cfg = ClientConfig { servers, find: false, ..ClientConfig::default() };
         let mut client = Client::new(cfg, id, 0, now_us(origin));
         client.login(now_us(origin), name, token_of(name)).map_err(|e| e.to_string())?;
-        let mut c = SyncClient { client, sock, origin, buf: vec![0u8; 65536] };
+        let mut c = SyncClient { client, sock, origin, buf: vec![0u8; 65536], wait: None };
         c.flush();
         Ok(c)
     }
@@ -514,24 +519,31 @@ impl SyncClient {
         }
     }
 
-    /// Handles at most one datagram, waiting at most `wait` (zero: do not block), and due timers; returns the events.
+    /// Sets the socket to wait at most `wait` on receive (zero: not at all), if it does not already.
+    fn set_wait(&mut self, wait: Duration) {
+        if self.wait == Some(wait) {
+            return;
+        }
+        let ok = if wait.is_zero() {
+            self.sock.set_nonblocking(true).is_ok()
+        } else {
+            self.sock.set_nonblocking(false).is_ok() && self.sock.set_read_timeout(Some(wait)).is_ok()
+        };
+        self.wait = ok.then_some(wait);
+    }
+
+    /// Handles due timers and every datagram that is ready (up to [`STEP_DRAIN`]), waiting at
+    /// most `wait` for the first one (zero: do not block); returns the events.
     pub fn step(&mut self, wait: Duration) -> Vec<SyncEvent> {
         let now = now_us(self.origin);
         if self.client.poll_timeout().is_some_and(|t| t <= now) {
             self.client.handle_timeout(now);
         }
-        let r = if wait.is_zero() {
-            let _ = self.sock.set_nonblocking(true);
-            self.sock.recv_from(&mut self.buf)
-        } else {
-            let _ = self.sock.set_nonblocking(false);
-            let _ = self.sock.set_read_timeout(Some(wait));
-            self.sock.recv_from(&mut self.buf)
-        };
-        if let Ok((n, from)) = r {
+        for k in 0..STEP_DRAIN {
+            self.set_wait(if k == 0 { wait } else { Duration::ZERO });
+            let Ok((n, from)) = self.sock.recv_from(&mut self.buf) else { break };
             self.client.handle_datagram(now_us(self.origin), from, &self.buf[..n]);
         }
-        self.flush();
         let mut out = Vec::new();
         while let Some(e) = self.client.poll_event() {
             out.push(match e {
@@ -542,6 +554,9 @@ impl SyncClient {
                 _ => SyncEvent::Other,
             });
         }
+        // Acknowledgements leave after the events are taken: a message counts as shown when
+        // the client has it, not after its acknowledgement is on the wire.
+        self.flush();
         out
     }
 }

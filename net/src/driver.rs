@@ -30,6 +30,9 @@ pub enum Discovery {
     Off,
 }
 
+/// Receive and send buffer asked for on the server's unicast socket.
+pub const SOCKET_BUFFER: usize = 4 << 20;
+
 /// Everything `ringchat server` needs.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -107,6 +110,10 @@ fn bind_unicast(opts: &Options) -> Result<StdUdpSocket, String> {
     let fail = |e: std::io::Error| format!("cannot bind {bind}: {}", crate::io_msg(&e));
     let sock = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP)).map_err(fail)?;
     sock.bind(&SockAddr::from(bind)).map_err(fail)?;
+    // Bursts under load outrun the default buffers (~200 KiB): a dropped datagram costs a
+    // repair round trip. The kernel caps this at its `rmem_max`/`wmem_max`; best effort.
+    let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
     match opts.discovery {
         Discovery::Off => {}
         Discovery::Broadcast => sock.set_broadcast(true).map_err(fail)?,

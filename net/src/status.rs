@@ -115,7 +115,10 @@ pub fn to_json(server: SocketAddr, r: &StatusReport) -> Value {
         "inbox_total": r.inbox_total,
         "snapshots": r.snapshots,
         "store": r.store,
+        "holdback": r.holdback,
         "counters": {
+            "store_full": r.store_full,
+            "holdback_full": r.holdback_full,
             "malformed": c.malformed,
             "oversize": c.oversize,
             "wrong_version": c.wrong_version,
@@ -179,10 +182,18 @@ pub fn to_human(server: SocketAddr, r: &StatusReport) -> String {
     for (name, addr) in &r.clients {
         let _ = writeln!(s, "  {name:<24} {addr}");
     }
-    let _ = writeln!(s, "inbox entries {}  stored messages {}  snapshots installed {}", r.inbox_total, r.store, r.snapshots);
+    let _ = writeln!(
+        s,
+        "inbox entries {}  stored messages {}  held back {}  snapshots installed {}",
+        r.inbox_total, r.store, r.holdback, r.snapshots
+    );
     for (user, n) in &r.inboxes {
         let _ = writeln!(s, "  {user:<24} {n}");
     }
-    let _ = write!(s, "tokens_refused {}  elections_started {}", c.tokens_refused, c.elections_started);
+    let _ = write!(
+        s,
+        "tokens_refused {}  elections_started {}  store_full {}  holdback_full {}",
+        c.tokens_refused, c.elections_started, r.store_full, r.holdback_full
+    );
     s
 }

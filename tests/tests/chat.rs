@@ -83,9 +83,10 @@ fn stale_relogin_run(seed: u64, plant: Option<PlantedBug>) -> Outcome {
 #[test]
 fn relogin_at_a_stale_server_never_reshows_an_acknowledged_message() {
     // Planted: a login is shown its inbox at once, before the server has caught up with the
-    // acknowledgements of the user's earlier login; C1 must catch the re-shown message.
+    // acknowledgements of the user's earlier login; C1 must catch the re-shown message. The
+    // window is narrow (a few seeds in a few hundred hit it), so the search is wide.
     let caught =
-        (1000..1060).any(|s| stale_relogin_run(s, Some(PlantedBug::ReplayAtOnce)).report.violations.iter().any(|v| v.property == "C1"));
+        (1000..1600).any(|s| stale_relogin_run(s, Some(PlantedBug::ReplayAtOnce)).report.violations.iter().any(|v| v.property == "C1"));
     assert!(caught, "C1 never caught a login served from a stale inbox");
     for seed in 1000..1060 {
         let o = stale_relogin_run(seed, None);
