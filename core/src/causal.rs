@@ -475,7 +475,7 @@ mod tests {
 
     #[test]
     fn delivery_across_origins_follows_dependencies() {
-        // b2 depends on a1; a1 arrives last and releases a2 and then b1.. in causal order.
+        // b1 and b2 depend on a2; a1 arrives last and releases a2, then b1 and b2, in causal order.
         let mut c = Causal::default();
         let a = |s: u64| CausalMsg { origin: node(1), seq: s, deps: Vc::new(), item: join("a") };
         let mut dep = Vc::new();
