@@ -197,13 +197,13 @@ impl Causal {
         }
         // A full queue still takes a message it can deliver at once: that is the gap filler the
         // whole queue may be waiting for (refusing it would stall delivery for good).
-        let now = self.deliverable(&msg);
-        if self.holdback.len() >= MAX_HOLDBACK && !now {
+        let ready = self.deliverable(&msg);
+        if self.holdback.len() >= MAX_HOLDBACK && !ready {
             self.counters.holdback_full += 1;
             return Vec::new();
         }
         self.holdback.insert(msg.key(), msg);
-        if !now {
+        if !ready {
             self.counters.max_holdback = self.counters.max_holdback.max(self.holdback.len() as u64);
             return Vec::new();
         }
