@@ -463,6 +463,8 @@ pub enum SyncEvent {
         id: MsgId,
         /// Its text.
         text: String,
+        /// When the client took the datagram that showed it (before its acknowledgement left).
+        at: std::time::Instant,
     },
     /// Anything else (server lost, refused).
     Other,
@@ -539,25 +541,31 @@ impl SyncClient {
         if self.client.poll_timeout().is_some_and(|t| t <= now) {
             self.client.handle_timeout(now);
         }
+        let mut out = Vec::new();
+        self.take_events(&mut out);
         for k in 0..STEP_DRAIN {
             self.set_wait(if k == 0 { wait } else { Duration::ZERO });
             let Ok((n, from)) = self.sock.recv_from(&mut self.buf) else { break };
             self.client.handle_datagram(now_us(self.origin), from, &self.buf[..n]);
-        }
-        let mut out = Vec::new();
-        while let Some(e) = self.client.poll_event() {
-            out.push(match e {
-                ClientEvent::LoggedIn { server } => SyncEvent::Attached(server),
-                ClientEvent::Stored { id } => SyncEvent::Stored(id),
-                ClientEvent::Failed { id } => SyncEvent::Failed(id),
-                ClientEvent::Shown { id, text, .. } => SyncEvent::Shown { id, text },
-                _ => SyncEvent::Other,
-            });
+            self.take_events(&mut out);
         }
         // Acknowledgements leave after the events are taken: a message counts as shown when
         // the client has it, not after its acknowledgement is on the wire.
         self.flush();
         out
+    }
+
+    fn take_events(&mut self, out: &mut Vec<SyncEvent>) {
+        let at = std::time::Instant::now();
+        while let Some(e) = self.client.poll_event() {
+            out.push(match e {
+                ClientEvent::LoggedIn { server } => SyncEvent::Attached(server),
+                ClientEvent::Stored { id } => SyncEvent::Stored(id),
+                ClientEvent::Failed { id } => SyncEvent::Failed(id),
+                ClientEvent::Shown { id, text, .. } => SyncEvent::Shown { id, text, at },
+                _ => SyncEvent::Other,
+            });
+        }
     }
 }
 
