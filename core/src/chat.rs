@@ -12,6 +12,8 @@ pub const MAX_TEXT: usize = 200;
 pub const MAX_NAME: usize = 16;
 /// Most recipients of one message (room members).
 pub const MAX_RECIPIENTS: usize = 16;
+/// Most members of one room: its earliest joiners (by Lamport time) count.
+pub const MAX_ROOM_MEMBERS: usize = MAX_RECIPIENTS + 1;
 /// Most unacknowledged messages one user's inbox holds.
 pub const MAX_INBOX: usize = 512;
 /// Inbox entries kept free when a server starts a message: room for the ones other servers
@@ -65,21 +67,26 @@ pub enum Item {
     },
     /// `user` joins `room`.
     Join {
-        /// The operation's id (a retried copy is applied once).
+        /// The operation's id.
         id: MsgId,
         /// The user.
         user: String,
         /// The room.
         room: String,
+        /// Lamport time at the server that started it: the latest join or leave of a user
+        /// in a room wins (see [`Standing`]).
+        lamport: u64,
     },
     /// `user` leaves `room`.
     Leave {
-        /// The operation's id (a retried copy is applied once).
+        /// The operation's id.
         id: MsgId,
         /// The user.
         user: String,
         /// The room.
         room: String,
+        /// Lamport time at the server that started it.
+        lamport: u64,
     },
     /// The leader of `epoch` binds `name` to the holder of `token`.
     Bind {
@@ -136,6 +143,40 @@ pub struct ChatCounters {
     pub bind_conflicts: u64,
 }
 
+/// A user's standing in a room: the join or leave with the greatest `(lamport, key)` seen.
+///
+/// Joins and leaves of one user in one room may be concurrent (a user's new client process
+/// joins through a server that has not yet delivered the old process's leave). Taking the
+/// greatest stamp instead of the last delivered makes every server that delivered the same
+/// operations agree, whatever order it delivered them in; causally later operations carry
+/// greater Lamport times, so they always win.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Standing {
+    /// Joined (else left).
+    pub joined: bool,
+    /// Lamport time of the operation.
+    pub lamport: u64,
+    /// Key of the operation's message (breaks ties).
+    pub key: Key,
+}
+
+impl Standing {
+    fn stamp(&self) -> (u64, Key) {
+        (self.lamport, self.key)
+    }
+}
+
+/// Bugs the state can be told to plant (all off in a correct server).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Plants {
+    /// Show a retried copy again.
+    pub skip_dedup: bool,
+    /// Rebind a bound name to a new claimant.
+    pub rebind: bool,
+    /// Apply joins and leaves in delivery order (first copy only), ignoring their stamps.
+    pub rooms_in_delivery_order: bool,
+}
+
 /// Replicated state (durable).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatState {
@@ -143,8 +184,10 @@ pub struct ChatState {
     pub names: BTreeMap<String, u64>,
     /// Name → key of the binding message that counts.
     pub name_keys: BTreeMap<String, Key>,
-    /// Room → members.
-    pub rooms: BTreeMap<String, BTreeSet<String>>,
+    /// Room → user → standing (leaves are kept: an older concurrent join must not win).
+    rooms: BTreeMap<String, BTreeMap<String, Standing>>,
+    /// Lamport clock: past every operation applied here.
+    lamport: u64,
     /// Per client, its latest [`DEDUP_WINDOW`] message ids: the first delivered copy and every recipient so far.
     seen: BTreeMap<u64, BTreeMap<u64, (Key, BTreeSet<String>)>>,
     /// Per user: delivery order → (id, key) of unacknowledged messages.
@@ -159,8 +202,19 @@ pub struct ChatState {
 }
 
 impl ChatState {
-    /// Applies one delivered message. `skip_dedup` and `rebind` are planted bugs.
-    pub fn apply(&mut self, key: Key, item: &Item, skip_dedup: bool, rebind: bool) -> Applied {
+    /// Lamport time for an operation this server starts now: greater than every one applied here.
+    pub fn next_lamport(&self) -> u64 {
+        self.lamport.saturating_add(1)
+    }
+
+    /// Applies one delivered message (`plants` are bugs, off in a correct server).
+    pub fn apply(&mut self, key: Key, item: &Item, plants: Plants) -> Applied {
+        let (skip_dedup, rebind) = (plants.skip_dedup, plants.rebind);
+        let stamp = match item {
+            Item::Join { lamport, .. } | Item::Leave { lamport, .. } => *lamport,
+            _ => 0,
+        };
+        self.lamport = self.lamport.max(stamp).saturating_add(1);
         match item {
             Item::Chat { id, to, .. } => {
                 let window = self.seen.entry(id.client).or_default();
@@ -199,20 +253,19 @@ impl ChatState {
                 self.remove_entries(user, ids);
                 Applied::Other
             }
-            Item::Join { id, .. } | Item::Leave { id, .. } if !self.first_copy(*id, key) => {
-                self.counters.duplicates_suppressed += 1;
-                Applied::Other
-            }
-            Item::Join { user, room, .. } => {
-                let members = self.rooms.entry(room.clone()).or_default();
-                if members.len() < MAX_RECIPIENTS + 1 {
-                    members.insert(user.clone());
+            Item::Join { id, user, room, lamport } | Item::Leave { id, user, room, lamport } => {
+                // A retried copy still goes through the comparison: copies carry different stamps,
+                // and which copy a server delivers first differs between servers.
+                if !self.first_copy(*id, key) {
+                    self.counters.duplicates_suppressed += 1;
+                    if plants.rooms_in_delivery_order {
+                        return Applied::Other;
+                    }
                 }
-                Applied::Other
-            }
-            Item::Leave { user, room, .. } => {
-                if let Some(m) = self.rooms.get_mut(room) {
-                    m.remove(user);
+                let new = Standing { joined: matches!(item, Item::Join { .. }), lamport: *lamport, key };
+                let users = self.rooms.entry(room.clone()).or_default();
+                if plants.rooms_in_delivery_order || users.get(user).is_none_or(|old| old.stamp() < new.stamp()) {
+                    users.insert(user.clone(), new);
                 }
                 Applied::Other
             }
@@ -329,9 +382,101 @@ impl ChatState {
     pub fn recipients(&self, from: &str, target: &Target) -> Vec<String> {
         match target {
             Target::User(u) => vec![u.clone()],
-            Target::Room(r) => {
-                self.rooms.get(r).map(|m| m.iter().filter(|u| *u != from).take(MAX_RECIPIENTS).cloned().collect()).unwrap_or_default()
-            }
+            Target::Room(r) => self.members(r).into_iter().filter(|u| *u != from).take(MAX_RECIPIENTS).map(String::from).collect(),
         }
+    }
+
+    /// A room's members, by name: the [`MAX_ROOM_MEMBERS`] earliest joiners still joined.
+    pub fn members(&self, room: &str) -> Vec<&str> {
+        let Some(users) = self.rooms.get(room) else { return Vec::new() };
+        let mut joined: Vec<(&str, &Standing)> = users.iter().filter(|(_, s)| s.joined).map(|(u, s)| (u.as_str(), s)).collect();
+        if joined.len() > MAX_ROOM_MEMBERS {
+            joined.sort_by_key(|(_, s)| s.stamp());
+            joined.truncate(MAX_ROOM_MEMBERS);
+            joined.sort_by_key(|(u, _)| *u);
+        }
+        joined.into_iter().map(|(u, _)| u).collect()
+    }
+
+    /// Every room with at least one member, by name, with its members.
+    pub fn rooms(&self) -> impl Iterator<Item = (&str, Vec<&str>)> {
+        self.rooms.keys().map(|r| (r.as_str(), self.members(r))).filter(|(_, m)| !m.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::{NodeId, ServerId};
+
+    fn key(origin: u128, seq: u64) -> Key {
+        (NodeId { id: ServerId(origin), incarnation: 1 }, seq)
+    }
+
+    fn op(join: bool, client: u64, lamport: u64) -> Item {
+        let (id, user, room) = (MsgId { client, seq: 1 }, "u2".to_string(), "r2".to_string());
+        if join {
+            Item::Join { id, user, room, lamport }
+        } else {
+            Item::Leave { id, user, room, lamport }
+        }
+    }
+
+    fn after(ops: &[(Key, &Item)], plants: Plants) -> ChatState {
+        let mut s = ChatState::default();
+        for (k, item) in ops {
+            s.apply(*k, item, plants);
+        }
+        s
+    }
+
+    #[test]
+    fn concurrent_join_and_leave_agree_in_either_delivery_order() {
+        // An old process's leave (started at Lamport 3) and a new process's join (Lamport 9).
+        let (leave, join) = (op(false, 1, 3), op(true, 2, 9));
+        let (kl, kj) = (key(2, 19), key(3, 2));
+        let a = after(&[(kl, &leave), (kj, &join)], Plants::default());
+        let b = after(&[(kj, &join), (kl, &leave)], Plants::default());
+        assert_eq!(a.members("r2"), vec!["u2"]);
+        assert_eq!(b.members("r2"), vec!["u2"], "the later stamp wins whatever arrives last");
+        // The planted bug applies them as delivered: the two servers split.
+        let planted = Plants { rooms_in_delivery_order: true, ..Plants::default() };
+        assert_ne!(after(&[(kl, &leave), (kj, &join)], planted).members("r2"), after(&[(kj, &join), (kl, &leave)], planted).members("r2"));
+    }
+
+    #[test]
+    fn an_operation_started_after_another_is_delivered_gets_a_later_stamp() {
+        let mut s = ChatState::default();
+        s.apply(key(1, 1), &op(true, 1, 40), Plants::default());
+        let leave = op(false, 2, s.next_lamport());
+        // Delivered elsewhere before a concurrent older join: the causally later leave still wins.
+        let mut t = ChatState::default();
+        t.apply(key(2, 1), &leave, Plants::default());
+        t.apply(key(1, 1), &op(true, 1, 40), Plants::default());
+        assert!(t.members("r2").is_empty());
+    }
+
+    #[test]
+    fn retried_copies_of_one_join_converge_whichever_copy_comes_first() {
+        let (first, retry, leave) = (op(true, 1, 5), op(true, 1, 12), op(false, 3, 8));
+        let (k1, k2, kl) = (key(1, 1), key(2, 1), key(3, 1));
+        let a = after(&[(k1, &first), (kl, &leave), (k2, &retry)], Plants::default());
+        let b = after(&[(k2, &retry), (kl, &leave), (k1, &first)], Plants::default());
+        assert_eq!(a.members("r2"), b.members("r2"));
+        assert_eq!(a.counters.duplicates_suppressed, 1);
+    }
+
+    #[test]
+    fn a_full_room_keeps_its_earliest_joiners() {
+        let mut s = ChatState::default();
+        // Joins delivered in reverse stamp order: the earliest stamps count, not the first delivered.
+        for n in (0..MAX_ROOM_MEMBERS as u64 + 3).rev() {
+            let item = Item::Join { id: MsgId { client: n, seq: 1 }, user: format!("u{n:02}"), room: "r".into(), lamport: n + 1 };
+            s.apply(key(1, n + 1), &item, Plants::default());
+        }
+        let members = s.members("r");
+        assert_eq!(members.len(), MAX_ROOM_MEMBERS);
+        assert!(members.contains(&"u00") && !members.contains(&"u19"), "{members:?}");
+        assert_eq!(s.recipients("u00", &Target::Room("r".into())).len(), MAX_RECIPIENTS);
     }
 }

@@ -32,6 +32,8 @@ pub enum PlantedBug {
     ShowUnstable,
     /// Show a login its inbox at once, without first catching up with a majority.
     ReplayAtOnce,
+    /// Apply joins and leaves in delivery order, ignoring their Lamport times.
+    RoomsInDeliveryOrder,
 }
 
 /// Chat state that survives a crash (part of [`crate::Durable`]).
@@ -283,9 +285,12 @@ impl ChatServer {
 
     fn apply(&mut self, d: &mut ChatDurable, msg: &CausalMsg) -> Applied {
         self.dirty = true;
-        let skip = self.plant == Some(PlantedBug::SkipDedup);
-        let rebind = self.plant == Some(PlantedBug::RebindNames);
-        d.state.apply(msg.key(), &msg.item, skip, rebind)
+        let plants = crate::chat::Plants {
+            skip_dedup: self.plant == Some(PlantedBug::SkipDedup),
+            rebind: self.plant == Some(PlantedBug::RebindNames),
+            rooms_in_delivery_order: self.plant == Some(PlantedBug::RoomsInDeliveryOrder),
+        };
+        d.state.apply(msg.key(), &msg.item, plants)
     }
 
     /// Broadcasts `item` from this server; returns the applied result and the message key.
@@ -575,12 +580,12 @@ impl ChatServer {
                     users.push((n.clone(), online.contains(n.as_str())));
                 }
                 let mut rooms = Vec::new();
-                for (r, m) in d.state.rooms.iter().filter(|(_, m)| !m.is_empty()).take(MAX_WHO) {
+                for (r, m) in d.state.rooms().take(MAX_WHO) {
                     if !take(r) {
                         break;
                     }
-                    let members: Vec<String> = m.iter().take(MAX_WHO).take_while(|n| take(n)).cloned().collect();
-                    rooms.push((r.clone(), members));
+                    let members: Vec<String> = m.into_iter().take(MAX_WHO).take_while(|n| take(n)).map(String::from).collect();
+                    rooms.push((r.to_string(), members));
                 }
                 out.push(Out::Client(from, ServerMsg::Who { client, users, rooms }));
             }
@@ -808,8 +813,8 @@ impl ChatServer {
                     };
                     Item::Chat { id, from: name.clone(), room, to: recipients, text }
                 }
-                Op::Join(room) => Item::Join { id, user: name.clone(), room },
-                Op::Leave(room) => Item::Leave { id, user: name.clone(), room },
+                Op::Join(room) => Item::Join { id, user: name.clone(), room, lamport: d.state.next_lamport() },
+                Op::Leave(room) => Item::Leave { id, user: name.clone(), room, lamport: d.state.next_lamport() },
             };
             let Some((key, applied)) = self.broadcast(d, cx, item, out) else { continue };
             let canonical = match applied {

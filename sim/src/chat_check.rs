@@ -197,6 +197,21 @@ pub fn check_chat(h: &History, settled: bool) -> Vec<Violation> {
     out
 }
 
+/// R1: servers that delivered the same messages hold the same room membership, whatever order
+/// they delivered them in. `finals` are each live server's name, delivered vector and rooms.
+pub fn check_converged<D: PartialEq, R: PartialEq + std::fmt::Debug>(finals: &[(String, D, R)]) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for (i, (a, da, ra)) in finals.iter().enumerate() {
+        // Each server is compared with the first one that delivered the same messages.
+        if let Some((b, _, rb)) = finals[..i].iter().find(|(_, db, _)| db == da) {
+            if rb != ra {
+                out.push(Violation::new("R1", format!("{b} and {a} delivered the same messages but hold rooms {rb:?} and {ra:?}")));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,5 +297,16 @@ mod tests {
         assert_eq!(props(&check_chat(&h, true)), vec!["M1"]);
         h.chat.push(rec(3, 2, 1, ChatHappening::Shown { id: id(1, 1) }));
         assert!(check_chat(&h, true).is_empty());
+    }
+
+    #[test]
+    fn servers_that_delivered_the_same_but_disagree_on_a_room_are_caught() {
+        fn final_of(name: &str, delivered: u64, members: &[&'static str]) -> (String, u64, Vec<(&'static str, Vec<&'static str>)>) {
+            (name.to_string(), delivered, vec![("r0", members.to_vec())])
+        }
+        let agree = [final_of("n0", 7, &["u1"]), final_of("n1", 7, &["u1"]), final_of("n2", 5, &[])];
+        assert!(check_converged(&agree).is_empty(), "a server behind may differ");
+        let split = [final_of("n0", 7, &["u1"]), final_of("n1", 5, &[]), final_of("n2", 7, &[])];
+        assert_eq!(props(&check_converged(&split)), vec!["R1"]);
     }
 }

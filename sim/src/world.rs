@@ -651,7 +651,7 @@ impl World {
                             st.role,
                             st.leader.map(|l| l.to_string()),
                             view.unwrap_or_default(),
-                            s.durable().chat.state.rooms
+                            s.durable().chat.state.rooms().collect::<Vec<_>>()
                         ) + &format!(
                             " counters {:?} causal {:?} inboxes {:?} delivered {:?} held {:?}",
                             s.counters(),
@@ -676,6 +676,7 @@ impl World {
             if self.chat_settled() {
                 violations.extend(self.check_trimmed());
             }
+            violations.extend(self.check_converged());
         }
         let elections = self
             .history
@@ -741,6 +742,18 @@ impl World {
     }
 
     /// B1: after heal every live server has dropped acknowledged inbox entries and stable retransmission buffers.
+    /// R1 over the live servers' final states.
+    fn check_converged(&self) -> Vec<Violation> {
+        let finals: Vec<_> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.server.as_ref().map(|s| (i, s.durable())))
+            .map(|(i, d)| (format!("n{i}"), d.chat.causal.delivered.clone(), d.chat.state.rooms().collect::<Vec<_>>()))
+            .collect();
+        crate::chat_check::check_converged(&finals)
+    }
+
     fn check_trimmed(&self) -> Vec<Violation> {
         let mut out = Vec::new();
         for (i, n) in self.nodes.iter().enumerate() {

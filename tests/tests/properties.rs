@@ -123,7 +123,7 @@ proptest! {
         let before = (s.durable().clone(), s.phase().clone(), s.leader(), s.epoch());
         let from = "10.0.0.2:7000".parse().expect("addr");
         for d in &datagrams {
-            // A version byte of 1 makes the bytes reach the postcard parser.
+            // The right version byte makes the bytes reach the postcard parser.
             let mut bytes = d.clone();
             if let Some(first) = bytes.first_mut() { *first = wire::VERSION; }
             if wire::decode(&bytes).is_ok() { continue; }
