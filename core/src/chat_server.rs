@@ -153,6 +153,11 @@ pub struct ChatServer {
     poked: BTreeSet<u64>,
     /// Something was delivered since the last holds report.
     holds_pending: bool,
+    /// Origins of what was delivered since the last holds report (they wait on it to tell
+    /// their senders `stored`).
+    holds_origins: BTreeSet<ServerId>,
+    /// The next holds report goes to every peer (a state transfer changed what we hold).
+    holds_everyone: bool,
     /// Earliest time of the next holds report.
     holds_at: Instant,
     /// When each peer's last digest (heartbeat or holds report) arrived.
@@ -316,6 +321,7 @@ impl ChatServer {
             // Logins waiting to catch up may have.
             self.poked.append(&mut self.gated);
             self.holds_pending = true;
+            self.holds_origins.insert(m.origin.id);
             match &m.item {
                 Item::Chat { to, .. } => self.poke_users(to, false),
                 Item::Bind { name, .. } => self.poke_users(std::slice::from_ref(name), true),
@@ -456,6 +462,7 @@ impl ChatServer {
         self.transfer.installed += 1;
         self.dirty = true;
         self.holds_pending = true;
+        self.holds_everyone = true;
         self.poked.append(&mut self.gated);
     }
 
@@ -725,6 +732,7 @@ impl ChatServer {
             // Not a member: nothing is shown or stored here, and peers learn what we hold from heartbeats.
             self.poked.clear();
             self.holds_pending = false;
+            self.holds_origins.clear();
             return;
         }
         for client in std::mem::take(&mut self.poked) {
@@ -733,8 +741,14 @@ impl ChatServer {
         if self.holds_pending && cx.now >= self.holds_at {
             self.holds_pending = false;
             self.holds_at = cx.now.plus_us(HOLDS_GAP_US);
-            for addr in Self::peers(cx) {
-                out.push(Out::Peer(addr, Body::ChatHolds { delivered: d.causal.delivered.clone() }, false));
+            // Who needs the report now: the origins (for `stored`), and with a majority above two
+            // every server (its origin and itself are not yet a majority). Everyone else learns
+            // it from the next heartbeat's digest, in time for trimming.
+            let origins = std::mem::take(&mut self.holds_origins);
+            let everyone = std::mem::take(&mut self.holds_everyone) || cx.view.is_some_and(|v| v.majority() > 2);
+            let to = cx.view.into_iter().flat_map(|v| &v.members).filter(|m| m.node.id != cx.me.id);
+            for m in to.filter(|m| everyone || origins.contains(&m.node.id)) {
+                out.push(Out::Peer(m.addr, Body::ChatHolds { delivered: d.causal.delivered.clone() }, false));
             }
         }
     }
