@@ -886,7 +886,11 @@ impl Server {
                 self.enter_cluster(cluster);
                 self.phase = Phase::Joining { since: self.now, leader };
             }
-            Phase::Joining { leader: hint, .. } if cluster == self.durable.cluster => {
+            Phase::Joining { since, leader: hint } if cluster == self.durable.cluster => {
+                // Our cluster answers, so it is alive even if it cannot admit us yet (its leader
+                // is cut off, or it has no majority): keep trying. Founding anew now would
+                // make a cluster of our own that takes chat its majority never saw.
+                *since = self.now;
                 if leader.is_some() {
                     *hint = leader;
                 }

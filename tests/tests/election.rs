@@ -146,6 +146,41 @@ fn restarted_server_rejoins_as_new_incarnation() {
 }
 
 #[test]
+fn restarted_server_that_hears_its_cluster_waits_instead_of_founding_its_own() {
+    // Server 2 crashes and is dropped from the view; the other four split 2 | 2, so neither
+    // side has a majority to admit it. Restarted on the side of 3 and 4, it hears them answer
+    // (their cluster lives) and must wait for the heal, not found a one-server cluster that
+    // would take chat only it holds.
+    let schedule = Schedule {
+        rates: ringchat_sim::FaultRates::none(),
+        actions: vec![
+            (2_000, FaultAction::Crash(2)),
+            (7_000, FaultAction::Partition(Partition::Symmetric { side: vec![0, 1] })),
+            (8_000, FaultAction::Restart(2)),
+        ],
+        heal_ms: 20_000,
+    };
+    let o = run(3, 5, 30_000, FaultMode::Schedule(schedule));
+    assert_ok(&o);
+    let first = o.history.records.iter().find_map(|r| match &r.what {
+        Happening::Core(Event::Joined { cluster, .. }) => Some(*cluster),
+        _ => None,
+    });
+    let clusters: Vec<_> = o
+        .history
+        .records
+        .iter()
+        .filter(|r| r.node == 2)
+        .filter_map(|r| match &r.what {
+            Happening::Core(Event::Joined { cluster, .. } | Event::BecameLeader { cluster, .. }) => Some((r.at / 1000, *cluster)),
+            _ => None,
+        })
+        .collect();
+    assert!(clusters.iter().all(|(_, c)| Some(*c) == first), "server 2 entered another cluster: {clusters:?}");
+    assert!(clusters.iter().any(|(at, _)| *at >= 20_000), "server 2 did not rejoin after the heal: {clusters:?}");
+}
+
+#[test]
 fn regression_seeds_stay_green() {
     let text = include_str!("../regression-seeds.txt");
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
