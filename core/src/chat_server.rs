@@ -91,6 +91,13 @@ const ROUND_US: u64 = 100_000;
 /// Least gap between two [`Body::ChatHolds`] reports of one server: the first delivery after a
 /// quiet spell is reported at once, a burst in one report.
 pub const HOLDS_GAP_US: u64 = 1_000;
+/// Most user names one presence report carries (more users at one server show as offline
+/// elsewhere).
+pub const MAX_PRESENCE: usize = 48;
+/// A server's presence report is resent this often even if nothing changed.
+const PRESENCE_EVERY_US: u64 = 1_000_000;
+/// A peer's presence report counts for this long (it misses three reports).
+const PRESENCE_TTL_US: u64 = 3_500_000;
 
 /// Whether a login may be shown its inbox and have its sends broadcast yet. A server that
 /// restarted or was cut off may still hold inbox entries whose acknowledgement (from an
@@ -166,6 +173,10 @@ pub struct ChatServer {
     gated: BTreeSet<u64>,
     /// State transfer, both ways.
     transfer: crate::transfer::Transfer,
+    /// Peers' presence reports: when each arrived, and its users.
+    presence: BTreeMap<ServerId, (Instant, Vec<String>)>,
+    /// Our last presence report, and when it left.
+    presence_sent: (Instant, Vec<String>),
 }
 
 /// Sizes for reports and the bounded-memory check.
@@ -331,6 +342,43 @@ impl ChatServer {
         }
     }
 
+    /// A peer's report of who is logged in there.
+    pub fn on_presence(&mut self, cx: &Ctx, sender: NodeId, mut users: Vec<String>) {
+        users.sort_unstable();
+        self.presence.insert(sender.id, (cx.now, users));
+    }
+
+    /// Whether `user` is logged in here, or at a member whose last presence report is fresh.
+    fn online(&self, cx: &Ctx, user: &str) -> bool {
+        self.sessions.values().any(|s| s.logged_in && s.name == user)
+            || self.presence.iter().any(|(id, (at, users))| {
+                cx.now.since(*at) <= PRESENCE_TTL_US
+                    && cx.view.is_some_and(|v| v.members.iter().any(|m| m.node.id == *id))
+                    && users.binary_search_by(|u| u.as_str().cmp(user)).is_ok()
+            })
+    }
+
+    /// Sends our presence report to every peer if it changed or is due.
+    fn report_presence(&mut self, cx: &Ctx, out: &mut Vec<Out>) {
+        let users: Vec<String> = self
+            .sessions
+            .values()
+            .filter(|s| s.logged_in)
+            .map(|s| s.name.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .take(MAX_PRESENCE)
+            .collect();
+        let (at, sent) = &self.presence_sent;
+        if users == *sent && cx.now.since(*at) < PRESENCE_EVERY_US {
+            return;
+        }
+        for addr in Self::peers(cx) {
+            out.push(Out::Peer(addr, Body::ChatPresence { users: users.clone() }, false));
+        }
+        self.presence_sent = (cx.now, users);
+    }
+
     /// A peer's report of what it delivered.
     pub fn on_holds(&mut self, d: &mut ChatDurable, cx: &Ctx, sender: NodeId, delivered: &Vc) {
         self.learn_digest(cx, sender);
@@ -343,22 +391,17 @@ impl ChatServer {
         self.poked.append(&mut self.gated);
     }
 
-    /// What a majority of the view holds, per origin, as far as this server knows.
-    fn majority_frontier(d: &ChatDurable, cx: &Ctx, view: &View) -> Vc {
-        // What each member holds (nothing known: nothing).
-        let holdings: Vec<Option<&Vc>> = view
-            .members
-            .iter()
-            .map(|m| if m.node.id == cx.me.id { Some(&d.causal.delivered) } else { d.causal.digests.get(&m.node.id) })
-            .collect();
-        let origins: BTreeSet<NodeId> = holdings.iter().flatten().flat_map(|h| h.keys().copied()).collect();
-        let mut frontier = Vc::new();
-        for origin in origins {
-            let mut held: Vec<u64> = holdings.iter().map(|h| h.and_then(|h| h.get(&origin)).copied().unwrap_or(0)).collect();
-            held.sort_unstable_by(|a, b| b.cmp(a));
-            let upto = held[view.majority() - 1]; // invariant: a majority is at most the view size
-            if upto > 0 {
-                frontier.insert(origin, upto);
+    /// Everything held by this server or by a member heard from since `since`, merged. When
+    /// those are a majority of the view they include a holder of every message that was stable
+    /// before `since` (two majorities of one view meet). Taking what a majority holds instead
+    /// would count members not heard from lately, whose digests may predate it.
+    fn fresh_frontier(&self, d: &ChatDurable, cx: &Ctx, view: &View, since: Instant) -> Vc {
+        let mut frontier = d.causal.delivered.clone();
+        for m in &view.members {
+            if m.node.id != cx.me.id && self.digest_at.get(&m.node.id).is_some_and(|at| *at >= since) {
+                if let Some(held) = d.causal.digests.get(&m.node.id) {
+                    merge(&mut frontier, held);
+                }
             }
         }
         frontier
@@ -377,7 +420,7 @@ impl ChatServer {
             if !view.is_majority(fresh) {
                 return false;
             }
-            let mut frontier = Self::majority_frontier(d, cx, view);
+            let mut frontier = self.fresh_frontier(d, cx, view, t);
             merge(&mut frontier, &s.ctx);
             self.sessions.get_mut(&client).expect("looked up above").replay = Replay::Until(frontier);
             // invariant
@@ -577,14 +620,12 @@ impl ChatServer {
                     }
                     ok
                 };
-                let online: std::collections::BTreeSet<&str> =
-                    self.sessions.values().filter(|s| s.logged_in).map(|s| s.name.as_str()).collect();
                 let mut users = Vec::new();
                 for n in d.state.names.keys().take(MAX_WHO) {
                     if !take(n) {
                         break;
                     }
-                    users.push((n.clone(), online.contains(n.as_str())));
+                    users.push((n.clone(), self.online(cx, n)));
                 }
                 let mut rooms = Vec::new();
                 for (r, m) in d.state.rooms().take(MAX_WHO) {
@@ -709,6 +750,8 @@ impl ChatServer {
             d.causal.known.insert(m.node.id);
         }
         self.sessions.retain(|_, s| now.since(s.last_heard) <= SESSION_TIMEOUT_US);
+        self.presence.retain(|id, (at, _)| now.since(*at) <= PRESENCE_TTL_US && view.members.iter().any(|m| m.node.id == *id));
+        self.report_presence(cx, out);
         self.watch.clear();
         let clients: Vec<u64> = self.sessions.keys().copied().collect();
         let resend = std::mem::take(&mut self.dirty);

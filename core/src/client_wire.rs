@@ -172,13 +172,14 @@ pub enum ServerMsg {
         /// The void number.
         no: u64,
     },
-    /// Answer to [`ClientMsg::Who`]: registered user names (with whether a
-    /// session on this server is logged in under it) and rooms with their
-    /// members, each list cut at [`MAX_WHO`] (in name order).
+    /// Answer to [`ClientMsg::Who`]: registered user names (with whether the
+    /// user is logged in at a server of the view, as of the servers' presence
+    /// reports, at most a second or so old) and rooms with their members, each
+    /// list cut at [`MAX_WHO`] (in name order).
     Who {
         /// Client id.
         client: u64,
-        /// Registered users and whether online here.
+        /// Registered users and whether online.
         users: Vec<(String, bool)>,
         /// Rooms and their members.
         rooms: Vec<(String, Vec<String>)>,

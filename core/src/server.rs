@@ -782,6 +782,10 @@ impl Server {
                 self.fd.heard(sender, self.now);
                 self.with_chat(|c, d, cx, _| c.on_holds(d, cx, sender, &delivered));
             }
+            Body::ChatPresence { users } => {
+                self.fd.heard(sender, self.now);
+                self.with_chat(|c, _, cx, _| c.on_presence(cx, sender, users));
+            }
             Body::ChatNeed { origin, from: lo, to: hi } => self.with_chat(|c, d, _, out| c.on_need(d, from, origin, lo, hi, out)),
             Body::ChatGone { origin, below } => self.with_chat(|c, d, cx, out| c.on_gone(d, cx, from, origin, below, out)),
             Body::SnapshotGet { nonce, from: first } => self.with_chat(|c, d, cx, out| c.on_snapshot_get(d, cx, from, nonce, first, out)),

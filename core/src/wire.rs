@@ -205,6 +205,13 @@ pub enum Body {
         /// The sender's delivered vector clock.
         delivered: crate::causal::Vc,
     },
+    /// Who is logged in at the sender (at most [`crate::chat_server::MAX_PRESENCE`] names, in
+    /// name order), sent to every member each second and soon after the set changes: `/who`
+    /// shows a user online wherever it is attached.
+    ChatPresence {
+        /// User names.
+        users: Vec<String>,
+    },
 }
 
 impl Body {
@@ -236,6 +243,7 @@ impl Body {
             Body::SnapshotChunk { .. } => "snapshot_chunk",
             Body::NameClaim { .. } => "name_claim",
             Body::ChatHolds { .. } => "chat_holds",
+            Body::ChatPresence { .. } => "chat_presence",
         }
     }
 }
@@ -306,6 +314,9 @@ pub fn decode(bytes: &[u8]) -> Result<Packet, DecodeError> {
             }
             Body::ChatBatch { msgs } => !msgs.is_empty() && msgs.len() <= MAX_BATCH && msgs.iter().all(|m| m.is_well_formed()),
             Body::NameClaim { name, .. } => !name.is_empty() && name.len() <= crate::chat::MAX_NAME,
+            Body::ChatPresence { users } => {
+                users.len() <= crate::chat_server::MAX_PRESENCE && users.iter().all(|n| !n.is_empty() && n.len() <= crate::chat::MAX_NAME)
+            }
             _ => true,
         },
         Packet::FromClient(m) => m.is_well_formed(),

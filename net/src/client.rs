@@ -186,8 +186,8 @@ fn show_who(out: &Out, kind: Command, users: Vec<(String, bool)>, rooms: Vec<(St
     } else {
         let names: Vec<&str> = users.iter().map(|(u, _)| u.as_str()).collect();
         let online: Vec<&str> = users.iter().filter(|(_, o)| *o).map(|(u, _)| u.as_str()).collect();
-        let human = users.iter().map(|(u, o)| if *o { format!("{u} (online here)") } else { u.clone() }).collect::<Vec<_>>().join(", ");
-        out.emit(json!({"event":"who","users":names,"online_here":online}), format!("* users: {human}"));
+        let human = users.iter().map(|(u, o)| if *o { format!("{u} (online)") } else { u.clone() }).collect::<Vec<_>>().join(", ");
+        out.emit(json!({"event":"who","users":names,"online":online}), format!("* users: {human}"));
     }
 }
 
