@@ -95,8 +95,8 @@ pub struct Causal {
     store: BTreeMap<Key, CausalMsg>,
     /// Latest delivered vector heard from each server (its digest).
     pub digests: BTreeMap<ServerId, Vc>,
-    /// Every server ever heard of: a message leaves the store once all of them hold it, and a
-    /// dependency all of them hold is left out of new messages.
+    /// Every server of the cluster ever heard of: a message leaves the store once all of them
+    /// hold it, and a dependency all of them hold is left out of new messages.
     pub known: BTreeSet<ServerId>,
     /// Counters.
     pub counters: CausalCounters,

@@ -731,9 +731,6 @@ impl Server {
 
     fn handle_envelope(&mut self, from: SocketAddr, env: Envelope) {
         let Envelope { cluster, from: sender, epoch, body } = env;
-        // Every server ever heard of must hold a chat message before it leaves the retransmission
-        // store: a server that joins later catches up from it.
-        self.durable.chat.causal.known.insert(sender.id);
         match body {
             Body::Hello { addr, founding } => return self.on_hello(sender, addr, founding),
             Body::Welcome { leader, view_size } => return self.consider_cluster(cluster, leader, view_size),
@@ -744,6 +741,10 @@ impl Server {
             self.counters.foreign_cluster += 1;
             return;
         }
+        // Every server of our cluster ever heard of must hold a chat message before it leaves the
+        // retransmission store (a server that joins later catches up from it). Datagrams of other
+        // clusters do not count: one stray datagram would hold the store back for good.
+        self.durable.chat.causal.known.insert(sender.id);
         let member = self.in_view(sender) || (self.phase == Phase::Founding && self.discovered.contains_key(&sender));
         // Only heartbeats and join requests carry the sender's adopted epoch
         // (election messages carry a proposed one, which a live leader refuses).

@@ -6,8 +6,8 @@ use ringchat_core::chat::MsgId;
 use ringchat_core::chat::Target;
 use ringchat_core::client::{Client, ClientConfig, ClientEvent};
 use ringchat_core::client_wire::{ClientMsg, Op, ServerMsg};
-use ringchat_core::wire::{decode, encode, Packet};
-use ringchat_core::{Dest, Instant, PlantedBug, Server, ServerConfig, ServerId};
+use ringchat_core::wire::{decode, encode, Body, Envelope, Packet};
+use ringchat_core::{ClusterId, Dest, Instant, NodeId, PlantedBug, Server, ServerConfig, ServerId, ViewStamp};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
@@ -269,4 +269,25 @@ fn a_login_at_a_server_that_missed_the_ack_is_not_shown_the_message_again() {
 fn showing_a_login_its_inbox_at_once_reshows_an_acknowledged_message() {
     // The planted bug the login gate guards against: the stale server shows its inbox at once.
     assert!(relogin_at_a_server_that_missed_the_ack(Some(PlantedBug::ReplayAtOnce)), "the planted bug went unnoticed");
+}
+
+#[test]
+fn a_heartbeat_from_another_cluster_leaves_no_trace_in_the_chat_state() {
+    // A server of another cluster (or a forged datagram) must not join the servers whose
+    // holdings the cluster waits on, or vectors would name its origins forever.
+    let mut net = Net::cluster(None);
+    let stranger = NodeId { id: ServerId(0xdead), incarnation: 1 };
+    let body = Body::Heartbeat {
+        leader: Some(stranger),
+        committed: ViewStamp::default(),
+        latest: ViewStamp::default(),
+        digest: Default::default(),
+    };
+    let bytes = encode(&Packet::Peer(Envelope { cluster: ClusterId(0xbeef), from: stranger, epoch: 1, body })).expect("fits");
+    let before = net.servers[0].1.counters().foreign_cluster;
+    net.wire.push_back((addr(9, 7000), net.servers[0].0, bytes));
+    net.pump();
+    let s = &net.servers[0].1;
+    assert_eq!(s.counters().foreign_cluster, before + 1);
+    assert!(!s.durable().chat.causal.known.contains(&stranger.id), "the stranger became a known server");
 }
