@@ -918,9 +918,12 @@ impl ChatServer {
                     continue;
                 }
                 // Copies of one retried message are interchangeable: it is stable once any copy is.
+                // Nothing after an unstable entry is shown before it: a later entry may depend on
+                // it, and what this server knows of holders can lag for the earlier one (a vector
+                // leaves out what every known server held when it was sent).
                 if !d.state.copies(*key).any(|k| self.stable(d, cx, k)) {
                     unstable.push(*key);
-                    continue;
+                    break;
                 }
                 if let Some(m) = d.causal.get(*key) {
                     show.push((*id, m.clone()));
