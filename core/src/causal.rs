@@ -95,8 +95,8 @@ pub struct Causal {
     store: BTreeMap<Key, CausalMsg>,
     /// Latest delivered vector heard from each server (its digest).
     pub digests: BTreeMap<ServerId, Vc>,
-    /// Every server of the cluster ever heard of: a message leaves the store once all of them
-    /// hold it, and a dependency all of them hold is left out of new messages.
+    /// Every server of the cluster ever heard of: a dependency all of them hold is left out of
+    /// new messages.
     pub known: BTreeSet<ServerId>,
     /// Counters.
     pub counters: CausalCounters,
@@ -143,15 +143,13 @@ impl Causal {
     }
 
     /// Replaces what was delivered with a snapshot's cut (`delivered`, and the snapshot's
-    /// stored messages); returns the messages held here that the cut lacks, to be received
-    /// again. `None`, and nothing changes, when the cut lacks a message delivered here that
-    /// is no longer stored: installing would lose it (and peers count us as holding it).
+    /// stored messages); returns the messages held back here that the cut lacks, to be
+    /// received again. `None`, and nothing changes, unless the cut covers everything
+    /// delivered here: delivering a message again after the cut would apply it out of order
+    /// (a vector leaves out what every known server held, so it cannot order a re-delivery),
+    /// and a message trimmed here would be lost.
     pub fn install(&mut self, delivered: Vc, store: Vec<CausalMsg>) -> Option<Vec<CausalMsg>> {
-        let kept = self.delivered.iter().all(|(o, &upto)| {
-            let cut = delivered.get(o).copied().unwrap_or(0);
-            (cut + 1..=upto).all(|seq| self.store.contains_key(&(*o, seq)))
-        });
-        if !kept {
+        if !dominates(&delivered, &self.delivered) {
             return None;
         }
         let old_store = std::mem::take(&mut self.store);
@@ -298,9 +296,8 @@ impl Causal {
     }
 
     /// Drops stored messages every known server holds, unless `pinned`.
-    pub fn trim(&mut self, me: ServerId, pinned: impl Fn(Key) -> bool) {
-        let known: Vec<ServerId> = self.known.iter().copied().collect();
-        let keys: Vec<Key> = self.store.keys().copied().filter(|k| !pinned(*k) && known.iter().all(|s| self.holds(me, *s, *k))).collect();
+    pub fn trim(&mut self, me: ServerId, members: &[ServerId], pinned: impl Fn(Key) -> bool) {
+        let keys: Vec<Key> = self.store.keys().copied().filter(|k| !pinned(*k) && members.iter().all(|s| self.holds(me, *s, *k))).collect();
         for k in keys {
             self.store.remove(&k);
         }
@@ -365,18 +362,46 @@ mod tests {
     }
 
     #[test]
-    fn store_is_trimmed_once_every_known_server_holds_a_message() {
+    fn store_is_trimmed_once_every_member_holds_a_message() {
         let mut a = Causal::default();
         a.known.insert(ServerId(1));
         a.known.insert(ServerId(2));
         let m = a.broadcast(node(1), join("x")).unwrap();
-        a.trim(ServerId(1), |_| false);
+        let members = [ServerId(1), ServerId(2)];
+        a.trim(ServerId(1), &members, |_| false);
         assert_eq!(a.store_len(), 1);
         a.note_digest(ServerId(2), &m.stamp());
-        a.trim(ServerId(1), |k| k == m.key());
+        a.trim(ServerId(1), &members, |k| k == m.key());
         assert_eq!(a.store_len(), 1, "pinned stays");
-        a.trim(ServerId(1), |_| false);
+        a.trim(ServerId(1), &members, |_| false);
         assert_eq!(a.store_len(), 0);
+    }
+
+    #[test]
+    fn a_server_outside_the_view_does_not_hold_the_store_back() {
+        // Server 3 was a member once (a dead life, or one restarted under a new id) and never
+        // reports again.
+        let mut a = Causal::default();
+        a.known.extend([ServerId(1), ServerId(2), ServerId(3)]);
+        let m = a.broadcast(node(1), join("x")).unwrap();
+        a.note_digest(ServerId(2), &m.stamp());
+        a.trim(ServerId(1), &[ServerId(1), ServerId(2)], |_| false);
+        assert_eq!(a.store_len(), 0, "every member holds it");
+        assert_eq!(a.gone_below(node(1), 1), Some(2), "server 3, back, is told it is gone and fetches a snapshot");
+    }
+
+    #[test]
+    fn a_snapshot_cut_behind_a_message_delivered_here_is_refused_even_if_stored() {
+        // b delivered m1 (and still stores it); a cut without m1 would make b deliver m1 again,
+        // after whatever the cut holds that m1's vector no longer names.
+        let mut b = Causal::default();
+        b.known.insert(ServerId(1));
+        b.broadcast(node(1), join("x")).unwrap();
+        let before = b.clone();
+        assert_eq!(b.install(Vc::new(), Vec::new()), None);
+        assert_eq!(b, before, "a refused install changes nothing");
+        let cut: Vc = [(node(1), 1)].into_iter().collect();
+        assert_eq!(b.install(cut, Vec::new()), Some(Vec::new()), "a cut that covers it is taken");
     }
 
     #[test]
@@ -421,7 +446,7 @@ mod tests {
         let m1 = a.broadcast(node(1), join("x")).unwrap();
         let m2 = a.broadcast(node(1), join("y")).unwrap();
         assert_eq!(a.gone_below(node(1), 1), None, "still stored");
-        a.trim(ServerId(1), |k| k == m2.key());
+        a.trim(ServerId(1), &[ServerId(1)], |k| k == m2.key());
         assert_eq!(a.gone_below(node(1), 1), Some(2), "1 was trimmed, 2 is kept");
         assert_eq!(a.gone_below(node(1), 3), None, "not delivered yet: not gone");
         // b delivered m1 and holds m3 of another origin back; it installs a's cut {1: 2}.
@@ -440,7 +465,7 @@ mod tests {
         let mut b = Causal::default();
         b.known.insert(ServerId(1));
         let m1 = b.broadcast(node(1), join("x")).unwrap();
-        b.trim(ServerId(1), |_| false);
+        b.trim(ServerId(1), &[ServerId(1)], |_| false);
         assert!(b.get(m1.key()).is_none(), "trimmed");
         let before = b.clone();
         assert_eq!(b.install(Vc::new(), Vec::new()), None, "installing the empty cut would lose m1");

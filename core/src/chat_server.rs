@@ -492,7 +492,8 @@ impl ChatServer {
     /// Installs a peer's state, then receives again what we held beyond it.
     fn install(&mut self, d: &mut ChatDurable, snapshot: crate::transfer::Snapshot) {
         let Some(again) = d.causal.install(snapshot.delivered, snapshot.store) else {
-            // The cut lacks messages we trimmed: a later snapshot (after the next `ChatGone`) will not.
+            // The cut does not cover all we delivered (the peer is behind us somewhere, or served
+            // an offer made earlier): a later snapshot, after the next `ChatGone`, will.
             return;
         };
         d.state = snapshot.state;
@@ -761,7 +762,8 @@ impl ChatServer {
         if now >= self.next_trim {
             self.next_trim = now.plus_us(100_000);
             let state = &d.state;
-            d.causal.trim(cx.me.id, |k| state.pinned(k));
+            let members: Vec<ServerId> = view.members.iter().map(|m| m.node.id).collect();
+            d.causal.trim(cx.me.id, &members, |k| state.pinned(k));
         }
         if let Some((to, body)) = self.transfer.tick(now) {
             out.push(Out::Peer(to, body, false));

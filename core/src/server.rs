@@ -741,9 +741,9 @@ impl Server {
             self.counters.foreign_cluster += 1;
             return;
         }
-        // Every server of our cluster ever heard of must hold a chat message before it leaves the
-        // retransmission store (a server that joins later catches up from it). Datagrams of other
-        // clusters do not count: one stray datagram would hold the store back for good.
+        // A message's vector leaves out what every server of our cluster ever heard of holds.
+        // Datagrams of other clusters do not count: a stray one would keep every vector naming
+        // origins it will never report.
         self.durable.chat.causal.known.insert(sender.id);
         let member = self.in_view(sender) || (self.phase == Phase::Founding && self.discovered.contains_key(&sender));
         // Only heartbeats and join requests carry the sender's adopted epoch
