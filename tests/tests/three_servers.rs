@@ -2,8 +2,7 @@
 //! first out, in virtual time), driven through the core directly: races that
 //! a random schedule rarely hits, made deterministic.
 
-use ringchat_core::chat::MsgId;
-use ringchat_core::chat::Target;
+use ringchat_core::chat::{MsgId, Target};
 use ringchat_core::client::{Client, ClientConfig, ClientEvent};
 use ringchat_core::client_wire::{ClientMsg, Op, ServerMsg};
 use ringchat_core::wire::{decode, encode, Body, Envelope, Packet};
