@@ -261,7 +261,7 @@ impl ChatServer {
 
     /// When [`ChatServer::tick`] must run besides the server's own timers: a due holds report.
     /// The full round needs no timer of its own: it rides on the next tick (a heartbeat at the
-    /// latest) after [`ROUND_US`].
+    /// latest) after the 100 ms round.
     pub fn deadline(&self) -> Option<Instant> {
         self.holds_pending.then_some(self.holds_at)
     }

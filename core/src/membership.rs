@@ -2,7 +2,7 @@
 //! only once a majority of the previous view *and* of the new view stored it.
 //!
 //! Why views stay consistent (V1) and elections safe (S1): views form a
-//! Raft-like log ordered by [`ViewStamp`] `(epoch, id)`. A voter accepts only a
+//! Raft-like log ordered by [`ViewStamp`](crate::view::ViewStamp) `(epoch, id)`. A voter accepts only a
 //! candidate whose latest view is at least as up to date as its own, and a view
 //! is installed only once a majority of the view it replaces stored it, so any
 //! later candidate that wins a majority holds every installed view. Consecutive
