@@ -91,6 +91,11 @@ const ROUND_US: u64 = 100_000;
 /// Least gap between two [`Body::ChatHolds`] reports of one server: the first delivery after a
 /// quiet spell is reported at once, a burst in one report.
 pub const HOLDS_GAP_US: u64 = 1_000;
+/// Longest a copy of a chat message waits when its receiver hosts none of the recipients and
+/// is not needed for a majority: such copies leave together, packed, within this time.
+pub const COPY_DEFER_US: u64 = 1_000;
+/// Most deferred copies held before they leave at once.
+const MAX_DEFERRED: usize = 256;
 /// Most user names one presence report carries (more users at one server show as offline
 /// elsewhere).
 pub const MAX_PRESENCE: usize = 48;
@@ -177,6 +182,9 @@ pub struct ChatServer {
     presence: BTreeMap<ServerId, (Instant, Vec<String>)>,
     /// Our last presence report, and when it left.
     presence_sent: (Instant, Vec<String>),
+    /// Copies of chat messages that can wait (see [`COPY_DEFER_US`]), and when they leave.
+    deferred: Vec<(SocketAddr, CausalMsg)>,
+    deferred_at: Option<Instant>,
 }
 
 /// Sizes for reports and the bounded-memory check.
@@ -263,7 +271,8 @@ impl ChatServer {
     /// The full round needs no timer of its own: it rides on the next tick (a heartbeat at the
     /// latest) after the 100 ms round.
     pub fn deadline(&self) -> Option<Instant> {
-        self.holds_pending.then_some(self.holds_at)
+        let holds = self.holds_pending.then_some(self.holds_at);
+        [holds, self.deferred_at].into_iter().flatten().min()
     }
 
     /// Notes that `server` holds everything in `vc`, and pokes the sessions whose watched
@@ -317,10 +326,46 @@ impl ChatServer {
         }
         let msg = d.causal.broadcast(cx.me, item)?;
         let applied = self.apply(d, &msg);
-        for addr in Self::peers(cx) {
+        let (at_once, later) = self.copy_targets(cx, &msg.item);
+        for addr in at_once {
             out.push(Out::Peer(addr, Body::Chat { msg: msg.clone() }, false));
         }
+        if !later.is_empty() {
+            let due = if self.deferred.len() >= MAX_DEFERRED { cx.now } else { cx.now.plus_us(COPY_DEFER_US) };
+            self.deferred_at = Some(self.deferred_at.map_or(due, |t| t.min(due)));
+            self.deferred.extend(later.into_iter().map(|addr| (addr, msg.clone())));
+        }
         Some((msg.key(), applied))
+    }
+
+    /// Where a broadcast `item` is copied: at once, and within [`COPY_DEFER_US`].
+    ///
+    /// A chat message goes at once to the peers where one of its recipients is logged in (by
+    /// their last presence reports), those first, and to as many others as it takes to reach a
+    /// majority, so it becomes stable without waiting. Its other copies can wait: they replicate
+    /// what is already stable, and leave packed together, off the path of the show. Every other
+    /// item goes to every peer at once.
+    fn copy_targets(&self, cx: &Ctx, item: &Item) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
+        let Some(view) = cx.view else { return (Vec::new(), Vec::new()) };
+        let peers = view.members.iter().filter(|m| m.node.id != cx.me.id);
+        let Item::Chat { to, .. } = item else { return (peers.map(|m| m.addr).collect(), Vec::new()) };
+        let hosts_recipient = |id: ServerId| {
+            self.presence
+                .get(&id)
+                .is_some_and(|(at, users)| cx.now.since(*at) <= PRESENCE_TTL_US && to.iter().any(|u| users.binary_search(u).is_ok()))
+        };
+        let (mut at_once, others): (Vec<&crate::view::Member>, Vec<_>) = peers.partition(|m| hosts_recipient(m.node.id));
+        // This server holds the message: a majority needs `majority - 1` peers.
+        let need = view.majority().saturating_sub(1);
+        let mut later = Vec::new();
+        for m in others {
+            if at_once.len() < need {
+                at_once.push(m);
+            } else {
+                later.push(m.addr);
+            }
+        }
+        (at_once.into_iter().map(|m| m.addr).collect(), later)
     }
 
     /// A causal message from a peer.
@@ -778,7 +823,16 @@ impl ChatServer {
             self.poked.clear();
             self.holds_pending = false;
             self.holds_origins.clear();
+            // Peers that miss deferred copies ask for them when they see our digest.
+            self.deferred.clear();
+            self.deferred_at = None;
             return;
+        }
+        if self.deferred_at.is_some_and(|t| cx.now >= t) {
+            self.deferred_at = None;
+            for (addr, msg) in std::mem::take(&mut self.deferred) {
+                out.push(Out::Peer(addr, Body::Chat { msg }, false));
+            }
         }
         for client in std::mem::take(&mut self.poked) {
             self.session_tick(d, cx, client, true, false, out);

@@ -273,8 +273,9 @@ pub struct Server {
     next_hello: Instant,
     next_beacon: Instant,
     out: VecDeque<Transmit>,
-    /// Broadcast chat messages waiting to be packed, per peer.
-    chat_queue: BTreeMap<SocketAddr, Vec<CausalMsg>>,
+    /// Broadcast chat messages waiting to be packed, per peer, peers in the order their first
+    /// message was queued (the chat layer queues the most urgent copy first).
+    chat_queue: Vec<(SocketAddr, Vec<CausalMsg>)>,
     events: VecDeque<Event>,
     counters: Counters,
     chat: ChatServer,
@@ -327,7 +328,7 @@ impl Server {
             next_hello: now,
             next_beacon: now,
             out: VecDeque::new(),
-            chat_queue: BTreeMap::new(),
+            chat_queue: Vec::new(),
             events: VecDeque::new(),
             counters: Counters::default(),
             chat: ChatServer::new(cfg.plant),
@@ -571,7 +572,10 @@ impl Server {
         self.chat.flush(&mut self.durable.chat, &cx, &mut out);
         for o in out {
             match o {
-                ChatOut::Peer(addr, Body::Chat { msg }, false) => self.chat_queue.entry(addr).or_default().push(msg),
+                ChatOut::Peer(addr, Body::Chat { msg }, false) => match self.chat_queue.iter_mut().find(|(a, _)| *a == addr) {
+                    Some((_, msgs)) => msgs.push(msg),
+                    None => self.chat_queue.push((addr, vec![msg])),
+                },
                 ChatOut::Peer(addr, body, retransmit) => self.send(addr, body, retransmit),
                 ChatOut::Client(addr, msg) => self.send_client(addr, msg),
             }

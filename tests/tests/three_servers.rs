@@ -247,7 +247,8 @@ fn relogin_at_a_server_that_missed_the_ack(plant: Option<PlantedBug>) -> bool {
     net.run_for(1_000);
     let id = net.clients[bob].1.submit(Instant(net.now), Op::Chat { to: Target::User("alice".into()), text: "hi".into() }).expect("a send");
     net.pump();
-    net.run_until(2_000, |n| n.shown(old, id));
+    let in_inbox_at_2 = |n: &Net| n.servers[2].1.durable().chat.state.inbox("alice").any(|(i, _)| *i == id);
+    net.run_until(2_000, |n| n.shown(old, id) && in_inbox_at_2(n));
     net.cut = Some(2);
     // The acknowledgement spreads in the next round, to server 1 only.
     net.run_for(500);
@@ -289,4 +290,79 @@ fn a_heartbeat_from_another_cluster_leaves_no_trace_in_the_chat_state() {
     let s = &net.servers[0].1;
     assert_eq!(s.counters().foreign_cluster, before + 1);
     assert!(!s.durable().chat.causal.known.contains(&stranger.id), "the stranger became a known server");
+}
+
+/// Hands client `c`'s queued datagrams to their server and returns, in order, the peers that
+/// server copies chat messages to at once (one entry per datagram) and how many messages each
+/// datagram carries.
+fn copies_sent_at_once(net: &mut Net, c: usize) -> Vec<(SocketAddr, usize)> {
+    let now = Instant(net.now);
+    let from = net.clients[c].0;
+    let mut copies = Vec::new();
+    while let Some((to, bytes)) = net.clients[c].1.poll_transmit() {
+        let (_, s) = net.servers.iter_mut().find(|(a, _)| *a == to).expect("sent to a server");
+        s.handle_datagram(now, from, &bytes);
+        while let Some(t) = s.poll_transmit() {
+            let Dest::Addr(peer) = t.dest else { continue };
+            match decode(&t.bytes) {
+                Ok(Packet::Peer(Envelope { body: Body::Chat { .. }, .. })) => copies.push((peer, 1)),
+                Ok(Packet::Peer(Envelope { body: Body::ChatBatch { msgs }, .. })) => copies.push((peer, msgs.len())),
+                _ => {}
+            }
+            net.wire.push_back((to, peer, t.bytes));
+        }
+    }
+    copies
+}
+
+#[test]
+fn a_message_is_copied_first_to_the_server_where_its_recipient_is_logged_in() {
+    let mut net = Net::cluster(None);
+    let alice = net.client(0, 1, "alice");
+    net.client(2, 2, "bob");
+    // Presence reports tell server 0 that bob is at server 2.
+    net.run_for(1_500);
+    let now = Instant(net.now);
+    net.clients[alice].1.submit(now, Op::Chat { to: Target::User("bob".into()), text: "hi".into() }).expect("a message");
+    let copies = copies_sent_at_once(&mut net, alice);
+    assert_eq!(copies, vec![(net.servers[2].0, 1)], "one copy, to bob's server, at once; server 1's can wait");
+}
+
+#[test]
+fn copies_a_majority_does_not_need_wait_then_leave_packed_and_the_message_is_stored_meanwhile() {
+    let mut net = Net::cluster(None);
+    let alice = net.client(0, 1, "alice");
+    let carol = net.client(0, 3, "carol");
+    net.client(1, 2, "bob");
+    net.run_for(1_500);
+    let start = net.now;
+    let origin = net.servers[0].1.node();
+    let held = |net: &Net, s: usize| net.servers[s].1.durable().chat.causal.delivered.get(&origin).copied().unwrap_or(0);
+    let before = held(&net, 2);
+    let now = Instant(net.now);
+    let id = net.clients[alice].1.submit(now, Op::Chat { to: Target::User("bob".into()), text: "hi".into() }).expect("a message");
+    assert_eq!(copies_sent_at_once(&mut net, alice), vec![(net.servers[1].0, 1)]);
+    // Without time passing, it is stored (servers 0 and 1 are a majority) while server 2 has not got it.
+    net.pump();
+    assert!(net.events.iter().any(|(i, e)| *i == alice && matches!(e, ClientEvent::Stored { id: x } if *x == id)));
+    assert_eq!(held(&net, 2), before);
+    net.clients[carol].1.submit(now, Op::Chat { to: Target::User("bob".into()), text: "hey".into() }).expect("a message");
+    assert_eq!(copies_sent_at_once(&mut net, carol), vec![(net.servers[1].0, 1)]);
+    net.pump();
+    // When the deferral is up, both copies reach server 2 in one datagram.
+    let due = Instant(start + ringchat_core::chat_server::COPY_DEFER_US);
+    assert!(net.servers[0].1.poll_timeout().is_some_and(|t| t <= due));
+    net.now = due.0;
+    net.servers[0].1.handle_timeout(due);
+    let mut batches = Vec::new();
+    while let Some(t) = net.servers[0].1.poll_transmit() {
+        let Dest::Addr(peer) = t.dest else { continue };
+        if let Ok(Packet::Peer(Envelope { body: Body::ChatBatch { msgs }, .. })) = decode(&t.bytes) {
+            batches.push((peer, msgs.len()));
+        }
+        net.wire.push_back((net.servers[0].0, peer, t.bytes));
+    }
+    assert_eq!(batches, vec![(net.servers[2].0, 2)]);
+    net.pump();
+    assert_eq!(held(&net, 2), before + 2);
 }
