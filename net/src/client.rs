@@ -534,8 +534,10 @@ impl SyncClient {
         self.wait = ok.then_some(wait);
     }
 
-    /// Handles due timers and every datagram that is ready (up to [`STEP_DRAIN`]), waiting at
-    /// most `wait` for the first one (zero: do not block); returns the events.
+    /// Handles due timers, then waits at most `wait` for one datagram and handles it; with a
+    /// zero `wait`, handles every datagram that is ready (up to [`STEP_DRAIN`]) instead. Returns
+    /// the events. (A caller that keeps one `wait` never changes the socket's mode, which costs
+    /// system calls on the path it measures.)
     pub fn step(&mut self, wait: Duration) -> Vec<SyncEvent> {
         let now = now_us(self.origin);
         if self.client.poll_timeout().is_some_and(|t| t <= now) {
@@ -543,8 +545,9 @@ impl SyncClient {
         }
         let mut out = Vec::new();
         self.take_events(&mut out);
-        for k in 0..STEP_DRAIN {
-            self.set_wait(if k == 0 { wait } else { Duration::ZERO });
+        self.set_wait(wait);
+        let most = if wait.is_zero() { STEP_DRAIN } else { 1 };
+        for _ in 0..most {
             let Ok((n, from)) = self.sock.recv_from(&mut self.buf) else { break };
             self.client.handle_datagram(now_us(self.origin), from, &self.buf[..n]);
             self.take_events(&mut out);

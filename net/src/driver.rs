@@ -11,8 +11,9 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket as StdUdpSocket};
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio::net::UdpSocket;
 use tracing::{debug, info, warn};
+
+use crate::udp::Udp;
 
 /// Default multicast discovery group.
 pub const DEFAULT_GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, 77), 7777);
@@ -243,7 +244,7 @@ impl Clock {
 
 struct Node {
     server: Server,
-    unicast: UdpSocket,
+    unicast: Udp,
     group: Option<SocketAddr>,
     state: Option<PathBuf>,
     /// Election part last written.
@@ -336,7 +337,7 @@ fn log_event(e: &Event) {
     }
 }
 
-async fn recv_opt(sock: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+async fn recv_opt(sock: Option<&Udp>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
     match sock {
         Some(s) => s.recv_from(buf).await,
         None => std::future::pending().await,
@@ -370,9 +371,9 @@ const DRAIN_MAX: usize = 64;
 
 async fn serve(p: Prepared) -> Result<(), String> {
     let Prepared { opts, unicast, discovery, group, advertised, id, previous } = p;
-    let unicast = UdpSocket::from_std(unicast).map_err(|e| format!("cannot register the socket: {}", crate::io_msg(&e)))?;
+    let unicast = Udp::new(unicast).map_err(|e| format!("cannot register the socket: {}", crate::io_msg(&e)))?;
     let discovery = match discovery {
-        Some(s) => Some(UdpSocket::from_std(s).map_err(|e| format!("cannot register the discovery socket: {}", crate::io_msg(&e)))?),
+        Some(s) => Some(Udp::new(s).map_err(|e| format!("cannot register the discovery socket: {}", crate::io_msg(&e)))?),
         None => None,
     };
     let mut cfg = opts.config.clone();
@@ -407,6 +408,8 @@ async fn serve(p: Prepared) -> Result<(), String> {
 
     let mut ubuf = vec![0u8; 2048];
     let mut dbuf = vec![0u8; 2048];
+    // The last receive found more datagrams queued behind the first.
+    let mut busy = false;
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -415,11 +418,17 @@ async fn serve(p: Prepared) -> Result<(), String> {
             r = node.unicast.recv_from(&mut ubuf) => match r {
                 Ok((n, from)) => {
                     node.server.handle_datagram(clock.now(), from, &ubuf[..n]);
-                    // Feed whatever else is ready before sending: under load the core then
-                    // packs its replies into fewer datagrams.
+                    // While datagrams queue up, whatever else is ready is fed before sending: the
+                    // core then packs its replies into fewer datagrams. Otherwise the reply leaves
+                    // at once; asking the socket for more first would only delay it.
+                    if !busy {
+                        node.after_input().await.inspect_err(|e| warn!("{e}"))?;
+                    }
+                    busy = false;
                     for _ in 1..DRAIN_MAX {
                         let Ok((n, from)) = node.unicast.try_recv_from(&mut ubuf) else { break };
                         node.server.handle_datagram(clock.now(), from, &ubuf[..n]);
+                        busy = true;
                     }
                 }
                 Err(e) => debug!("receive failed: {}", crate::io_msg(&e)),
@@ -437,9 +446,6 @@ async fn serve(p: Prepared) -> Result<(), String> {
                 return Ok(());
             }
         }
-        if let Err(e) = node.after_input().await {
-            warn!("{e}");
-            return Err(e);
-        }
+        node.after_input().await.inspect_err(|e| warn!("{e}"))?;
     }
 }

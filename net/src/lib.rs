@@ -3,13 +3,14 @@
 //!
 //! The driver only moves bytes and time between sockets and
 //! [`ringchat_core::Server`]; every protocol rule lives in the core.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod client;
 pub mod demo;
 pub mod driver;
 pub mod state;
 pub mod status;
+pub mod udp;
 
 /// An OS error without its " (os error N)" suffix, for one-line messages.
 pub fn io_msg(e: &std::io::Error) -> String {
