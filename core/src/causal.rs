@@ -35,8 +35,9 @@ pub struct CausalMsg {
     pub seq: u64,
     /// The origin's delivered vector when it sent the message (its own entry excluded).
     pub deps: Vc,
-    /// The replicated operation.
-    pub item: crate::chat::Item,
+    /// The replicated operation, shared by every copy of the message (store, hold-back queue,
+    /// outgoing datagrams): copying a message copies no text.
+    pub item: std::sync::Arc<crate::chat::Item>,
 }
 
 impl CausalMsg {
@@ -120,7 +121,7 @@ impl Causal {
             self.counters.vc_overflow += 1;
             return None;
         }
-        let msg = CausalMsg { origin, seq, deps, item };
+        let msg = CausalMsg { origin, seq, deps, item: std::sync::Arc::new(item) };
         self.delivered.insert(origin, seq);
         self.keep(msg.clone());
         Some(msg)
@@ -408,7 +409,7 @@ mod tests {
         // Servers 1, 2, 3; server 1 heard a message of a dead life of server 3.
         let mut a = Causal::default();
         a.known.extend([ServerId(1), ServerId(2), ServerId(3)]);
-        let old = CausalMsg { origin: NodeId { id: ServerId(3), incarnation: 1 }, seq: 1, deps: Vc::new(), item: join("old") };
+        let old = CausalMsg { origin: NodeId { id: ServerId(3), incarnation: 1 }, seq: 1, deps: Vc::new(), item: join("old").into() };
         assert_eq!(a.receive(old.clone(), false).len(), 1);
         let m1 = a.broadcast(node(1), join("x")).unwrap();
         assert_eq!(m1.deps.get(&old.origin), Some(&1), "servers 2 and 3 may lack it: named");
@@ -449,7 +450,7 @@ mod tests {
         // b delivered m1 and holds m3 of another origin back; it installs a's cut {1: 2}.
         let mut b = Causal::default();
         b.receive(m1.clone(), false);
-        let m3 = CausalMsg { origin: node(2), seq: 2, deps: Vc::new(), item: join("z") };
+        let m3 = CausalMsg { origin: node(2), seq: 2, deps: Vc::new(), item: join("z").into() };
         b.receive(m3.clone(), false);
         let again = b.install(a.delivered.clone(), a.stored().cloned().collect()).expect("b stores all it delivered");
         assert_eq!(b.delivered, a.delivered);
@@ -472,7 +473,7 @@ mod tests {
     fn hold_back_is_bounded() {
         let mut c = Causal::default();
         for s in 2..(MAX_HOLDBACK as u64 + 10) {
-            let m = CausalMsg { origin: node(1), seq: s, deps: Vc::new(), item: join("x") };
+            let m = CausalMsg { origin: node(1), seq: s, deps: Vc::new(), item: join("x").into() };
             c.receive(m, false);
         }
         assert_eq!(c.holdback_len(), MAX_HOLDBACK);
@@ -482,7 +483,7 @@ mod tests {
     #[test]
     fn a_full_hold_back_still_takes_the_message_it_waits_for() {
         let mut c = Causal::default();
-        let msg = |s: u64| CausalMsg { origin: node(1), seq: s, deps: Vc::new(), item: join("x") };
+        let msg = |s: u64| CausalMsg { origin: node(1), seq: s, deps: Vc::new(), item: join("x").into() };
         for s in 2..=(MAX_HOLDBACK as u64 + 1) {
             c.receive(msg(s), false);
         }
@@ -498,10 +499,10 @@ mod tests {
     fn delivery_across_origins_follows_dependencies() {
         // b1 and b2 depend on a2; a1 arrives last and releases a2, then b1 and b2, in causal order.
         let mut c = Causal::default();
-        let a = |s: u64| CausalMsg { origin: node(1), seq: s, deps: Vc::new(), item: join("a") };
+        let a = |s: u64| CausalMsg { origin: node(1), seq: s, deps: Vc::new(), item: join("a").into() };
         let mut dep = Vc::new();
         dep.insert(node(1), 2);
-        let b = |s: u64| CausalMsg { origin: node(2), seq: s, deps: dep.clone(), item: join("b") };
+        let b = |s: u64| CausalMsg { origin: node(2), seq: s, deps: dep.clone(), item: join("b").into() };
         assert!(c.receive(b(1), false).is_empty());
         assert!(c.receive(b(2), false).is_empty());
         assert!(c.receive(a(2), false).is_empty());

@@ -378,7 +378,7 @@ impl ChatServer {
             self.poked.append(&mut self.gated);
             self.holds_pending = true;
             self.holds_origins.insert(m.origin.id);
-            match &m.item {
+            match &*m.item {
                 Item::Chat { to, .. } => self.poke_users(to, false),
                 Item::Bind { name, .. } => self.poke_users(std::slice::from_ref(name), true),
                 _ => {}
@@ -683,12 +683,15 @@ impl ChatServer {
                 }
                 out.push(Out::Client(from, ServerMsg::Who { client, users, rooms }));
             }
-            ClientMsg::Ack { client, ids } => {
+            ClientMsg::Ack { client, ids, attempt, next } => {
                 let s = match Self::own_session(&mut self.sessions, client, from) {
                     Ok(s) => s,
                     Err(reason) => return refuse(out, from, client, reason),
                 };
                 s.last_heard = cx.now;
+                if attempt == s.attempt {
+                    s.client_next = s.client_next.max(next);
+                }
                 // Only what the user's inbox holds, or what this session was shown, can be
                 // acknowledged (an acknowledgement only ever touches the user's own inbox).
                 // The inbox is only listed for an id this session did not show (rare).
@@ -910,7 +913,7 @@ impl ChatServer {
         while s.expired.len() > MAX_EXPIRED {
             s.expired.pop_first();
         }
-        let name = s.name.clone();
+        let name = if ready.is_empty() { String::new() } else { s.name.clone() };
         for (id, op) in ready {
             if let Some(canonical) = d.state.delivered_copy(id) {
                 if let Some(s) = self.sessions.get_mut(&client) {
@@ -939,8 +942,8 @@ impl ChatServer {
             }
         }
         // Stored acknowledgements.
-        let Some(s) = self.sessions.get(&client) else { return };
-        let waiting = s.waiting.clone();
+        let Some(s) = self.sessions.get_mut(&client) else { return };
+        let waiting = std::mem::take(&mut s.waiting);
         let addr = s.addr;
         let mut keep = Vec::new();
         for (id, key) in waiting {
@@ -992,7 +995,7 @@ impl ChatServer {
         let s = self.sessions.get_mut(&client).expect("looked up above"); // invariant
         s.waiting = keep;
         for (id, m) in show {
-            if let Item::Chat { from, room, text, .. } = &m.item {
+            if let Item::Chat { from, room, text, .. } = &*m.item {
                 s.shown_at.insert(id, now);
                 let no = *s.numbered.entry(id).or_insert_with(|| {
                     s.next_no += 1;

@@ -567,7 +567,8 @@ impl Server {
         let epoch = self.epoch();
         let view = if self.phase == Phase::Member { self.committed.as_ref().filter(|v| v.contains(self.me.node)) } else { None };
         let cx = ChatCtx { me: self.me.node, now: self.now, view, leader, is_leader: self.role == Role::Leader, epoch };
-        let mut out = Vec::new();
+        // Room for a typical input's output (copies, a show, a report) without regrowing.
+        let mut out = Vec::with_capacity(16);
         f(&mut self.chat, &mut self.durable.chat, &cx, &mut out);
         self.chat.flush(&mut self.durable.chat, &cx, &mut out);
         for o in out {
