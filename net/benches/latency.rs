@@ -7,6 +7,8 @@
 //! baseline is measured the same way, one raw round trip after each gap,
 //! interleaved with the chat samples (the two see the same machine load). A
 //! back-to-back raw round trip is printed too, as the optimistic reference.
+//! So is a floor: the same path (client → A → B → client) through two bare relay
+//! processes, which pays the hops and wakeups and none of the protocol's work.
 //!
 //! `cargo bench -p ringchat-net --bench latency -- [--samples N] [--gap-us N]`
 
@@ -45,9 +47,14 @@ impl RawEcho {
 
     /// One round trip of a 100-byte datagram (None if it was lost).
     fn round_trip(&self) -> Option<Duration> {
+        self.through(self.baddr)
+    }
+
+    /// How long a 100-byte datagram sent to `to` takes to come back (None if it was lost).
+    fn through(&self, to: std::net::SocketAddr) -> Option<Duration> {
         let mut buf = [0u8; 2048];
         let t = Instant::now();
-        self.a.send_to(&[7u8; 100], self.baddr).expect("send");
+        self.a.send_to(&[7u8; 100], to).expect("send");
         self.a.recv_from(&mut buf).ok().map(|_| t.elapsed())
     }
 }
@@ -61,7 +68,60 @@ impl Drop for RawEcho {
     }
 }
 
+/// Two relay processes (this binary run with `--relay NEXT`): a datagram sent to the first
+/// reaches `back` after crossing both. The floor of the chat path: as many process hops and
+/// wakeups (client, A, B, client), and no protocol work at all.
+struct RelayChain {
+    first: std::net::SocketAddr,
+    procs: Vec<std::process::Child>,
+}
+
+impl RelayChain {
+    fn start(back: std::net::SocketAddr) -> RelayChain {
+        let mut procs = Vec::new();
+        let mut next = back;
+        for _ in 0..2 {
+            let mut child = std::process::Command::new(std::env::current_exe().expect("own path"))
+                .args(["--relay", &next.to_string()])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn a relay");
+            let mut line = String::new();
+            let out = child.stdout.take().expect("piped stdout");
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).expect("relay address");
+            next = line.trim().parse().expect("relay address");
+            procs.push(child);
+        }
+        RelayChain { first: next, procs }
+    }
+}
+
+impl Drop for RelayChain {
+    fn drop(&mut self) {
+        for c in &mut self.procs {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs as a relay: forwards every datagram to `next` (blocking socket calls, nothing else).
+fn relay(next: &str) {
+    let next: std::net::SocketAddr = next.parse().expect("relay target");
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    println!("{}", s.local_addr().expect("addr"));
+    let mut buf = [0u8; 2048];
+    while let Ok((n, _)) = s.recv_from(&mut buf) {
+        let _ = s.send_to(&buf[..n], next);
+    }
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--relay") {
+        relay(args.get(i + 1).map_or("", String::as_str));
+        return;
+    }
     let mut samples = 2000usize;
     let mut gap = Duration::from_millis(1);
     let mut args = std::env::args().skip(1);
@@ -153,8 +213,17 @@ fn main() {
     let _ = stop_tx.send(());
     let _ = bob.join();
     let mut hot: Vec<Duration> = (0..samples).filter_map(|_| raw_echo.round_trip()).collect();
+    // The floor, after the chat samples (measured among them, its extra processes and longer
+    // cycle slowed the chat samples down): paced the same way.
+    let chain = RelayChain::start(raw_echo.a.local_addr().expect("addr"));
+    let mut floor = Vec::new();
+    for _ in 0..samples {
+        std::thread::sleep(gap);
+        floor.extend(raw_echo.through(chain.first));
+    }
+    drop(chain);
     drop(raw_echo);
-    for v in [&mut lat, &mut paced, &mut hot] {
+    for v in [&mut lat, &mut paced, &mut hot, &mut floor] {
         v.sort();
     }
     let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
@@ -167,6 +236,13 @@ fn main() {
         us(r99),
         paced.len()
     );
+    let f50 = percentile(&floor, 0.5);
+    println!(
+        "floor: the same path through two bare relay processes, paced: p50 {:.1} us ({:.2}x the paced raw round trip); chat adds {:.1} us over it",
+        us(f50),
+        us(f50) / us(r50),
+        us(p50) - us(f50)
+    );
     println!("raw UDP round trip on loopback, back to back: p50 {:.1} us, p99 {:.1} us ({} samples)", us(h50), us(h99), hot.len());
     println!(
         "chat alice -> server A -> server B -> bob (submit to shown, {gap_us} us gap): p50 {:.1} us, p99 {:.1} us ({} samples, {} failed)",
@@ -178,11 +254,12 @@ fn main() {
     println!("ratio to the paced raw round trip: p50 {:.2}x, p99 {:.2}x (target p50 <= 5x)", us(p50) / us(r50), us(p99) / us(r99));
     println!("ratio to the back-to-back raw round trip: p50 {:.2}x, p99 {:.2}x", us(p50) / us(h50), us(p99) / us(h99));
     println!(
-        "latency: p50_us={:.1} p99_us={:.1} paced_raw_p50_us={:.1} hot_raw_p50_us={:.1} ratio_p50={:.2} hot_ratio_p50={:.2}",
+        "latency: p50_us={:.1} p99_us={:.1} paced_raw_p50_us={:.1} hot_raw_p50_us={:.1} floor_p50_us={:.1} ratio_p50={:.2} hot_ratio_p50={:.2}",
         us(p50),
         us(p99),
         us(r50),
         us(h50),
+        us(f50),
         us(p50) / us(r50),
         us(p50) / us(h50)
     );
