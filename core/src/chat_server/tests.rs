@@ -332,4 +332,3 @@ fn a_message_for_a_full_inbox_waits_and_fails_instead_of_being_lost() {
     let want: Vec<String> = (0..room).map(|k| format!("m{k}")).collect();
     assert_eq!(texts, want);
 }
-
