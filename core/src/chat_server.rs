@@ -92,10 +92,9 @@ const ROUND_US: u64 = 100_000;
 /// quiet spell is reported at once, a burst in one report.
 pub const HOLDS_GAP_US: u64 = 1_000;
 /// Longest a copy of a chat message waits when its receiver hosts none of the recipients and
-/// is not needed for a majority: such copies leave together, packed, within this time.
+/// is not needed for a majority. Such copies leave with the next broadcast, packed with its
+/// copies, or after this time on a quiet server.
 pub const COPY_DEFER_US: u64 = 1_000;
-/// Most deferred copies held before they leave at once.
-const MAX_DEFERRED: usize = 256;
 /// Most user names one presence report carries (more users at one server show as offline
 /// elsewhere).
 pub const MAX_PRESENCE: usize = 48;
@@ -330,8 +329,13 @@ impl ChatServer {
         for addr in at_once {
             out.push(Out::Peer(addr, Body::Chat { msg: msg.clone() }, false));
         }
+        // Waiting copies ride along with the next broadcast: under load nothing waits (copies
+        // leave packed anyway), and a quiet server sends them within COPY_DEFER_US.
+        if !self.deferred.is_empty() {
+            self.deferred_at = Some(cx.now);
+        }
         if !later.is_empty() {
-            let due = if self.deferred.len() >= MAX_DEFERRED { cx.now } else { cx.now.plus_us(COPY_DEFER_US) };
+            let due = cx.now.plus_us(COPY_DEFER_US);
             self.deferred_at = Some(self.deferred_at.map_or(due, |t| t.min(due)));
             self.deferred.extend(later.into_iter().map(|addr| (addr, msg.clone())));
         }
@@ -828,12 +832,6 @@ impl ChatServer {
             self.deferred_at = None;
             return;
         }
-        if self.deferred_at.is_some_and(|t| cx.now >= t) {
-            self.deferred_at = None;
-            for (addr, msg) in std::mem::take(&mut self.deferred) {
-                out.push(Out::Peer(addr, Body::Chat { msg }, false));
-            }
-        }
         for client in std::mem::take(&mut self.poked) {
             self.session_tick(d, cx, client, true, false, out);
         }
@@ -848,6 +846,13 @@ impl ChatServer {
             let to = cx.view.into_iter().flat_map(|v| &v.members).filter(|m| m.node.id != cx.me.id);
             for m in to.filter(|m| everyone || origins.contains(&m.node.id)) {
                 out.push(Out::Peer(m.addr, Body::ChatHolds { delivered: d.causal.delivered.clone() }, false));
+            }
+        }
+        // Copies that waited (broadcasts made above may have made them due).
+        if self.deferred_at.is_some_and(|t| cx.now >= t) {
+            self.deferred_at = None;
+            for (addr, msg) in std::mem::take(&mut self.deferred) {
+                out.push(Out::Peer(addr, Body::Chat { msg }, false));
             }
         }
     }
