@@ -10,7 +10,7 @@ use crate::chat::{Applied, ChatState, Item, MsgId, MAX_ACK_IDS};
 use crate::client_wire::{ClientMsg, Op, RefusalReason, ServerMsg};
 use crate::id::{NodeId, ServerId};
 use crate::time::Instant;
-use crate::view::View;
+use crate::view::{Member, View};
 use crate::wire::Body;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -358,7 +358,7 @@ impl ChatServer {
                 .get(&id)
                 .is_some_and(|(at, users)| cx.now.since(*at) <= PRESENCE_TTL_US && to.iter().any(|u| users.binary_search(u).is_ok()))
         };
-        let (mut at_once, others): (Vec<&crate::view::Member>, Vec<_>) = peers.partition(|m| hosts_recipient(m.node.id));
+        let (mut at_once, others): (Vec<&Member>, Vec<_>) = peers.partition(|m| hosts_recipient(m.node.id));
         // This server holds the message: a majority needs `majority - 1` peers.
         let need = view.majority().saturating_sub(1);
         let mut later = Vec::new();
@@ -855,6 +855,9 @@ impl ChatServer {
                 out.push(Out::Peer(addr, Body::Chat { msg }, false));
             }
         }
+        // A second broadcast makes the waiting copies due: what still waits is one message's.
+        assert!(self.deferred.windows(2).all(|w| w[0].1.key() == w[1].1.key()), "deferred copies of two messages");
+        assert_eq!(self.deferred.is_empty(), self.deferred_at.is_none(), "deferred copies and their deadline disagree");
     }
 
     /// One session's work. `dirty`: something changed that may complete its login;
