@@ -61,3 +61,45 @@ impl Udp {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn pair() -> (Udp, UdpSocket) {
+        let rx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        (Udp::new(rx).expect("register"), tx)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_datagram_after_the_socket_ran_dry_wakes_the_receiver() {
+        let (rx, tx) = pair();
+        let to = rx.local_addr().expect("addr");
+        let mut buf = [0u8; 64];
+        tx.send_to(b"one", to).expect("send");
+        tx.send_to(b"two", to).expect("send");
+        let bound = Duration::from_secs(5);
+        let (n, _) = tokio::time::timeout(bound, rx.recv_from(&mut buf)).await.expect("first arrives").expect("recv");
+        assert_eq!(&buf[..n], b"one");
+        let (n, _) = rx.try_recv_from(&mut buf).expect("second is queued");
+        assert_eq!(&buf[..n], b"two");
+        assert_eq!(rx.try_recv_from(&mut buf).map_err(|e| e.kind()).err(), Some(io::ErrorKind::WouldBlock));
+        // The socket ran dry and its readiness was cleared: the next datagram must still wake us.
+        tx.send_to(b"three", to).expect("send");
+        let (n, _) = tokio::time::timeout(bound, rx.recv_from(&mut buf)).await.expect("third wakes the receiver").expect("recv");
+        assert_eq!(&buf[..n], b"three");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn sends_leave_from_the_bound_address() {
+        let (a, b) = pair();
+        let baddr = b.local_addr().expect("addr");
+        assert_eq!(a.send_to(b"hi", baddr).await.expect("send"), 2);
+        let mut buf = [0u8; 8];
+        b.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let (n, from) = b.recv_from(&mut buf).expect("arrives");
+        assert_eq!((&buf[..n], from), (&b"hi"[..], a.local_addr().expect("addr")));
+    }
+}
