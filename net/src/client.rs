@@ -535,7 +535,7 @@ impl SyncClient {
     }
 
     /// Handles due timers, then waits at most `wait` for one datagram and handles it; with a
-    /// zero `wait`, handles every datagram that is ready (up to [`STEP_DRAIN`]) instead. Returns
+    /// zero `wait`, handles every datagram that is ready (up to 64) instead. Returns
     /// the events. (A caller that keeps one `wait` never changes the socket's mode, which costs
     /// system calls on the path it measures.)
     pub fn step(&mut self, wait: Duration) -> Vec<SyncEvent> {

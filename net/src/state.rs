@@ -42,7 +42,7 @@ pub fn save(path: &Path, d: &Durable) -> Result<(), String> {
     write(path, &encode(d)?)
 }
 
-/// The state's encoding, for [`write`].
+/// The state's encoding, for [`write()`].
 pub fn encode(d: &Durable) -> Result<Vec<u8>, String> {
     postcard::to_stdvec(d).map_err(|e| format!("cannot encode state: {e}"))
 }
