@@ -8,7 +8,8 @@
 //! interleaved with the chat samples (the two see the same machine load). A
 //! back-to-back raw round trip is printed too, as the optimistic reference.
 //! So is a floor: the same path (client → A → B → client) through two bare relay
-//! processes, which pays the hops and wakeups and none of the protocol's work.
+//! processes, which pays the hops and wakeups and none of the protocol's work, and
+//! a round trip between two processes (the echo above is a thread of the bench).
 //!
 //! `cargo bench -p ringchat-net --bench latency -- [--samples N] [--gap-us N]`
 
@@ -68,19 +69,20 @@ impl Drop for RawEcho {
     }
 }
 
-/// Two relay processes (this binary run with `--relay NEXT`): a datagram sent to the first
-/// reaches `back` after crossing both. The floor of the chat path: as many process hops and
-/// wakeups (client, A, B, client), and no protocol work at all.
+/// Relay processes (this binary run with `--relay NEXT`): a datagram sent to the first
+/// reaches `back` after crossing all of them. With two, the floor of the chat path: as many
+/// process hops and wakeups (client, A, B, client), and no protocol work at all. With one, a
+/// raw round trip between two processes, as every hop of the chat path is.
 struct RelayChain {
     first: std::net::SocketAddr,
     procs: Vec<std::process::Child>,
 }
 
 impl RelayChain {
-    fn start(back: std::net::SocketAddr) -> RelayChain {
+    fn start(back: std::net::SocketAddr, relays: usize) -> RelayChain {
         let mut procs = Vec::new();
         let mut next = back;
-        for _ in 0..2 {
+        for _ in 0..relays {
             let mut child = std::process::Command::new(std::env::current_exe().expect("own path"))
                 .args(["--relay", &next.to_string()])
                 .stdout(std::process::Stdio::piped())
@@ -215,15 +217,20 @@ fn main() {
     let mut hot: Vec<Duration> = (0..samples).filter_map(|_| raw_echo.round_trip()).collect();
     // The floor, after the chat samples (measured among them, its extra processes and longer
     // cycle slowed the chat samples down): paced the same way.
-    let chain = RelayChain::start(raw_echo.a.local_addr().expect("addr"));
-    let mut floor = Vec::new();
+    let back = raw_echo.a.local_addr().expect("addr");
+    let (chain, echo) = (RelayChain::start(back, 2), RelayChain::start(back, 1));
+    let (mut floor, mut paced_procs, mut paced_again) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..samples {
         std::thread::sleep(gap);
         floor.extend(raw_echo.through(chain.first));
+        std::thread::sleep(gap);
+        paced_procs.extend(raw_echo.through(echo.first));
+        std::thread::sleep(gap);
+        paced_again.extend(raw_echo.round_trip());
     }
-    drop(chain);
+    drop((chain, echo));
     drop(raw_echo);
-    for v in [&mut lat, &mut paced, &mut hot, &mut floor] {
+    for v in [&mut lat, &mut paced, &mut hot, &mut floor, &mut paced_procs, &mut paced_again] {
         v.sort();
     }
     let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
@@ -243,6 +250,14 @@ fn main() {
         us(f50) / us(r50),
         us(p50) - us(f50)
     );
+    let e50 = percentile(&paced_procs, 0.5);
+    println!(
+        "raw UDP round trip between two processes, paced: p50 {:.1} us, {:.2}x the thread round trip measured alongside it ({:.1} us); chat is {:.2}x it (for information: the target is judged against the first baseline)",
+        us(e50),
+        us(e50) / us(percentile(&paced_again, 0.5)),
+        us(percentile(&paced_again, 0.5)),
+        us(p50) / us(e50)
+    );
     println!("raw UDP round trip on loopback, back to back: p50 {:.1} us, p99 {:.1} us ({} samples)", us(h50), us(h99), hot.len());
     println!(
         "chat alice -> server A -> server B -> bob (submit to shown, {gap_us} us gap): p50 {:.1} us, p99 {:.1} us ({} samples, {} failed)",
@@ -254,12 +269,13 @@ fn main() {
     println!("ratio to the paced raw round trip: p50 {:.2}x, p99 {:.2}x (target p50 <= 5x)", us(p50) / us(r50), us(p99) / us(r99));
     println!("ratio to the back-to-back raw round trip: p50 {:.2}x, p99 {:.2}x", us(p50) / us(h50), us(p99) / us(h99));
     println!(
-        "latency: p50_us={:.1} p99_us={:.1} paced_raw_p50_us={:.1} hot_raw_p50_us={:.1} floor_p50_us={:.1} ratio_p50={:.2} hot_ratio_p50={:.2}",
+        "latency: p50_us={:.1} p99_us={:.1} paced_raw_p50_us={:.1} hot_raw_p50_us={:.1} floor_p50_us={:.1} procs_raw_p50_us={:.1} ratio_p50={:.2} hot_ratio_p50={:.2}",
         us(p50),
         us(p99),
         us(r50),
         us(h50),
         us(f50),
+        us(e50),
         us(p50) / us(r50),
         us(p50) / us(h50)
     );
