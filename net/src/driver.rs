@@ -413,6 +413,8 @@ async fn serve(p: Prepared) -> Result<(), String> {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
+        // Everything the last input caused has already been sent and saved.
+        let mut settled = false;
         let wake = node.server.poll_timeout().map(|t| clock.deadline(t)).unwrap_or_else(|| clock.deadline(Instant(u64::MAX)));
         tokio::select! {
             r = node.unicast.recv_from(&mut ubuf) => match r {
@@ -421,7 +423,8 @@ async fn serve(p: Prepared) -> Result<(), String> {
                     // While datagrams queue up, whatever else is ready is fed before sending: the
                     // core then packs its replies into fewer datagrams. Otherwise the reply leaves
                     // at once; asking the socket for more first would only delay it.
-                    if !busy {
+                    let sent = !busy;
+                    if sent {
                         node.after_input().await.inspect_err(|e| warn!("{e}"))?;
                     }
                     busy = false;
@@ -430,6 +433,7 @@ async fn serve(p: Prepared) -> Result<(), String> {
                         node.server.handle_datagram(clock.now(), from, &ubuf[..n]);
                         busy = true;
                     }
+                    settled = sent && !busy;
                 }
                 Err(e) => debug!("receive failed: {}", crate::io_msg(&e)),
             },
@@ -446,6 +450,8 @@ async fn serve(p: Prepared) -> Result<(), String> {
                 return Ok(());
             }
         }
-        node.after_input().await.inspect_err(|e| warn!("{e}"))?;
+        if !settled {
+            node.after_input().await.inspect_err(|e| warn!("{e}"))?;
+        }
     }
 }
