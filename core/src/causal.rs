@@ -317,7 +317,13 @@ mod tests {
     }
 
     fn join(user: &str) -> Item {
-        Item::Join { id: crate::chat::MsgId { client: 1, seq: user.len() as u64 }, user: user.into(), room: "r".into(), lamport: 0 }
+        Item::Join {
+            id: crate::chat::MsgId { client: 1, seq: user.len() as u64 },
+            user: user.into(),
+            room: "r".into(),
+            fence: 0,
+            lamport: 0,
+        }
     }
 
     #[test]

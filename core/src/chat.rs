@@ -73,8 +73,10 @@ pub enum Item {
         user: String,
         /// The room.
         room: String,
-        /// Lamport time at the server that started it: the latest join or leave of a user
-        /// in a room wins (see [`Standing`]).
+        /// Login fence of the client process that asked (see [`Item::Login`]): the latest
+        /// join or leave of a user in a room wins (see [`Standing`]).
+        fence: u64,
+        /// Lamport time at the server that started it (a full room keeps its earliest joiners).
         lamport: u64,
     },
     /// `user` leaves `room`.
@@ -85,8 +87,22 @@ pub enum Item {
         user: String,
         /// The room.
         room: String,
+        /// Login fence of the client process that asked.
+        fence: u64,
         /// Lamport time at the server that started it.
         lamport: u64,
+    },
+    /// A client process of `user` logged in, and its joins and leaves carry `fence`.
+    ///
+    /// The server starts it once the login caught up with a majority, and lets the process
+    /// send only once it is stable. A process that logs in after that has delivered it, so
+    /// its own fence is greater: its operations win over every operation of the older
+    /// process, even one a server held back and broadcasts late.
+    Login {
+        /// The user.
+        user: String,
+        /// The process's fence: a Lamport time of the server that started it.
+        fence: u64,
     },
     /// The leader of `epoch` binds `name` to the holder of `token`.
     Bind {
@@ -109,6 +125,7 @@ impl Item {
             }
             Item::Ack { user, ids } => name(user) && ids.len() <= MAX_ACK_IDS,
             Item::Join { user, room, .. } | Item::Leave { user, room, .. } => name(user) && name(room),
+            Item::Login { user, .. } => name(user),
             Item::Bind { name: n, .. } => name(n),
         }
     }
@@ -143,17 +160,23 @@ pub struct ChatCounters {
     pub bind_conflicts: u64,
 }
 
-/// A user's standing in a room: the join or leave with the greatest `(lamport, key)` seen.
+/// A user's standing in a room: the join or leave with the greatest `(fence, id.seq, key)` seen.
 ///
 /// Joins and leaves of one user in one room may be concurrent (a user's new client process
-/// joins through a server that has not yet delivered the old process's leave). Taking the
-/// greatest stamp instead of the last delivered makes every server that delivered the same
-/// operations agree, whatever order it delivered them in; causally later operations carry
-/// greater Lamport times, so they always win.
+/// joins through a server that has not yet delivered the old process's leave), and a server
+/// may broadcast an operation late (it held a retry). Taking the greatest stamp instead of
+/// the last delivered makes every server that delivered the same operations agree, whatever
+/// order it delivered them in. A later process's operations carry a greater fence, and one
+/// process's later operations a greater sequence number (with the same or a greater fence),
+/// so the operation the user asked for last wins, however late the others are broadcast.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Standing {
     /// Joined (else left).
     pub joined: bool,
+    /// Login fence of the process that asked.
+    pub fence: u64,
+    /// The operation's sequence number at its client.
+    pub seq: u64,
     /// Lamport time of the operation.
     pub lamport: u64,
     /// Key of the operation's message (breaks ties).
@@ -161,7 +184,13 @@ pub struct Standing {
 }
 
 impl Standing {
-    fn stamp(&self) -> (u64, Key) {
+    /// Which operation wins.
+    fn stamp(&self) -> (u64, u64, Key) {
+        (self.fence, self.seq, self.key)
+    }
+
+    /// Which joiners a full room keeps: the earliest.
+    fn join_order(&self) -> (u64, Key) {
         (self.lamport, self.key)
     }
 }
@@ -175,6 +204,8 @@ pub struct Plants {
     pub rebind: bool,
     /// Apply joins and leaves in delivery order (first copy only), ignoring their stamps.
     pub rooms_in_delivery_order: bool,
+    /// Order joins and leaves by Lamport time alone, ignoring login fences.
+    pub unfenced: bool,
 }
 
 /// Replicated state (durable).
@@ -212,6 +243,7 @@ impl ChatState {
         let (skip_dedup, rebind) = (plants.skip_dedup, plants.rebind);
         let stamp = match item {
             Item::Join { lamport, .. } | Item::Leave { lamport, .. } => *lamport,
+            Item::Login { fence, .. } => *fence,
             _ => 0,
         };
         self.lamport = self.lamport.max(stamp).saturating_add(1);
@@ -253,7 +285,7 @@ impl ChatState {
                 self.remove_entries(user, ids);
                 Applied::Other
             }
-            Item::Join { id, user, room, lamport } | Item::Leave { id, user, room, lamport } => {
+            Item::Join { id, user, room, fence, lamport } | Item::Leave { id, user, room, fence, lamport } => {
                 // A retried copy still goes through the comparison: copies carry different stamps,
                 // and which copy a server delivers first differs between servers.
                 if !self.first_copy(*id, key) {
@@ -262,13 +294,19 @@ impl ChatState {
                         return Applied::Other;
                     }
                 }
-                let new = Standing { joined: matches!(item, Item::Join { .. }), lamport: *lamport, key };
+                let new = Standing { joined: matches!(item, Item::Join { .. }), fence: *fence, seq: id.seq, lamport: *lamport, key };
                 let users = self.rooms.entry(room.clone()).or_default();
-                if plants.rooms_in_delivery_order || users.get(user).is_none_or(|old| old.stamp() < new.stamp()) {
+                let wins = |old: &Standing| match plants.unfenced {
+                    true => (old.lamport, old.key) < (new.lamport, new.key),
+                    false => old.stamp() < new.stamp(),
+                };
+                if plants.rooms_in_delivery_order || users.get(user).is_none_or(wins) {
                     users.insert(user.clone(), new);
                 }
                 Applied::Other
             }
+            // Its fence raised the Lamport clock above.
+            Item::Login { .. } => Applied::Other,
             Item::Bind { name, token, .. } => {
                 match self.names.get(name) {
                     Some(t) if *t != *token && !rebind => self.counters.bind_conflicts += 1,
@@ -391,7 +429,7 @@ impl ChatState {
         let Some(users) = self.rooms.get(room) else { return Vec::new() };
         let mut joined: Vec<(&str, &Standing)> = users.iter().filter(|(_, s)| s.joined).map(|(u, s)| (u.as_str(), s)).collect();
         if joined.len() > MAX_ROOM_MEMBERS {
-            joined.sort_by_key(|(_, s)| s.stamp());
+            joined.sort_by_key(|(_, s)| s.join_order());
             joined.truncate(MAX_ROOM_MEMBERS);
             joined.sort_by_key(|(u, _)| *u);
         }
@@ -413,12 +451,14 @@ mod tests {
         (NodeId { id: ServerId(origin), incarnation: 1 }, seq)
     }
 
-    fn op(join: bool, client: u64, lamport: u64) -> Item {
-        let (id, user, room) = (MsgId { client, seq: 1 }, "u2".to_string(), "r2".to_string());
+    /// A join or leave of u2 in r2 by client `client` (its `seq`th operation), from a process
+    /// whose login fence is `fence`, started at Lamport time `lamport`.
+    fn op(join: bool, client: u64, fence: u64, seq: u64, lamport: u64) -> Item {
+        let (id, user, room) = (MsgId { client, seq }, "u2".to_string(), "r2".to_string());
         if join {
-            Item::Join { id, user, room, lamport }
+            Item::Join { id, user, room, fence, lamport }
         } else {
-            Item::Leave { id, user, room, lamport }
+            Item::Leave { id, user, room, fence, lamport }
         }
     }
 
@@ -430,35 +470,48 @@ mod tests {
         s
     }
 
+    /// u2's membership of r2 after `a` and `b`, delivered in both orders (asserted equal).
+    fn either_order(a: (Key, &Item), b: (Key, &Item)) -> Vec<String> {
+        let one = after(&[a, b], Plants::default());
+        let two = after(&[b, a], Plants::default());
+        assert_eq!(one.members("r2"), two.members("r2"), "the delivery order decided");
+        one.members("r2").into_iter().map(String::from).collect()
+    }
+
     #[test]
     fn concurrent_join_and_leave_agree_in_either_delivery_order() {
-        // An old process's leave (started at Lamport 3) and a new process's join (Lamport 9).
-        let (leave, join) = (op(false, 1, 3), op(true, 2, 9));
+        // An old process's leave (fence 3) and a new process's join (fence 9).
+        let (leave, join) = (op(false, 1, 3, 1, 30), op(true, 2, 9, 1, 12));
         let (kl, kj) = (key(2, 19), key(3, 2));
-        let a = after(&[(kl, &leave), (kj, &join)], Plants::default());
-        let b = after(&[(kj, &join), (kl, &leave)], Plants::default());
-        assert_eq!(a.members("r2"), vec!["u2"]);
-        assert_eq!(b.members("r2"), vec!["u2"], "the later stamp wins whatever arrives last");
+        assert_eq!(either_order((kl, &leave), (kj, &join)), vec!["u2"], "the older process's leave won");
         // The planted bug applies them as delivered: the two servers split.
         let planted = Plants { rooms_in_delivery_order: true, ..Plants::default() };
         assert_ne!(after(&[(kl, &leave), (kj, &join)], planted).members("r2"), after(&[(kj, &join), (kl, &leave)], planted).members("r2"));
     }
 
     #[test]
-    fn an_operation_started_after_another_is_delivered_gets_a_later_stamp() {
+    fn a_process_later_operation_wins_over_its_earlier_one_broadcast_late() {
+        // One process (fence 5): its leave (seq 10) was held by a server and broadcast after
+        // its join (seq 11), with a greater Lamport time.
+        let (leave, join) = (op(false, 1, 5, 10, 40), op(true, 1, 5, 11, 31));
+        assert_eq!(either_order((key(1, 7), &leave), (key(1, 6), &join)), vec!["u2"]);
+        // After moving to another server (a greater fence), its next operation still wins.
+        let (leave, join) = (op(false, 1, 8, 12, 50), op(true, 1, 5, 11, 31));
+        assert!(either_order((key(2, 1), &leave), (key(1, 6), &join)).is_empty());
+    }
+
+    #[test]
+    fn a_login_raises_the_lamport_clock_past_its_fence() {
         let mut s = ChatState::default();
-        s.apply(key(1, 1), &op(true, 1, 40), Plants::default());
-        let leave = op(false, 2, s.next_lamport());
-        // Delivered elsewhere before a concurrent older join: the causally later leave still wins.
-        let mut t = ChatState::default();
-        t.apply(key(2, 1), &leave, Plants::default());
-        t.apply(key(1, 1), &op(true, 1, 40), Plants::default());
-        assert!(t.members("r2").is_empty());
+        s.apply(key(1, 1), &Item::Login { user: "u2".into(), fence: 77 }, Plants::default());
+        assert!(s.next_lamport() > 77);
     }
 
     #[test]
     fn retried_copies_of_one_join_converge_whichever_copy_comes_first() {
-        let (first, retry, leave) = (op(true, 1, 5), op(true, 1, 12), op(false, 3, 8));
+        // Copies of one join, started by two servers (different Lamport times), and another
+        // process's leave between them.
+        let (first, retry, leave) = (op(true, 1, 5, 1, 5), op(true, 1, 5, 1, 12), op(false, 3, 5, 1, 8));
         let (k1, k2, kl) = (key(1, 1), key(2, 1), key(3, 1));
         let a = after(&[(k1, &first), (kl, &leave), (k2, &retry)], Plants::default());
         let b = after(&[(k2, &retry), (kl, &leave), (k1, &first)], Plants::default());
@@ -471,7 +524,9 @@ mod tests {
         let mut s = ChatState::default();
         // Joins delivered in reverse stamp order: the earliest stamps count, not the first delivered.
         for n in (0..MAX_ROOM_MEMBERS as u64 + 3).rev() {
-            let item = Item::Join { id: MsgId { client: n, seq: 1 }, user: format!("u{n:02}"), room: "r".into(), lamport: n + 1 };
+            let (id, user) = (MsgId { client: n, seq: 1 }, format!("u{n:02}"));
+            // Fences do not decide who a full room keeps.
+            let item = Item::Join { id, user, room: "r".into(), fence: 100 - n, lamport: n + 1 };
             s.apply(key(1, n + 1), &item, Plants::default());
         }
         let members = s.members("r");

@@ -34,6 +34,8 @@ pub enum PlantedBug {
     ReplayAtOnce,
     /// Apply joins and leaves in delivery order, ignoring their Lamport times.
     RoomsInDeliveryOrder,
+    /// Order joins and leaves by their Lamport times alone, ignoring login fences.
+    Unfenced,
 }
 
 /// Chat state that survives a crash (part of [`crate::Durable`]).
@@ -141,6 +143,9 @@ struct Session {
     acks: BTreeSet<MsgId>,
     claim_at: Instant,
     replay: Replay,
+    /// This process's login fence and the key of its [`Item::Login`], once broadcast; the
+    /// session is logged in once that is stable.
+    fence: Option<(u64, Key)>,
 }
 
 /// Refuses a client message (the one refusal its datagram may cause).
@@ -184,6 +189,9 @@ pub struct ChatServer {
     /// Copies of chat messages that can wait (see [`COPY_DEFER_US`]), and when they leave.
     deferred: Vec<(SocketAddr, CausalMsg)>,
     deferred_at: Option<Instant>,
+    /// The life in which this server last was a member: a server that joins again (cut off
+    /// long enough to be dropped from the view) may have missed anything meanwhile.
+    member_as: Option<NodeId>,
 }
 
 /// Sizes for reports and the bounded-memory check.
@@ -313,6 +321,7 @@ impl ChatServer {
             skip_dedup: self.plant == Some(PlantedBug::SkipDedup),
             rebind: self.plant == Some(PlantedBug::RebindNames),
             rooms_in_delivery_order: self.plant == Some(PlantedBug::RoomsInDeliveryOrder),
+            unfenced: self.plant == Some(PlantedBug::Unfenced),
         };
         d.state.apply(msg.key(), &msg.item, plants)
     }
@@ -620,6 +629,7 @@ impl ChatServer {
                     acks: BTreeSet::new(),
                     claim_at: cx.now,
                     replay: Replay::Since(cx.now),
+                    fence: None,
                 });
                 s.addr = from;
                 s.last_heard = cx.now;
@@ -637,6 +647,7 @@ impl ChatServer {
                     s.name = name;
                     s.token = token;
                     s.logged_in = false;
+                    s.fence = None;
                 }
                 self.progress_login(d, cx, client, out);
                 self.poked.insert(client);
@@ -754,6 +765,8 @@ impl ChatServer {
         }
     }
 
+    /// Moves a login on: the name's binding, then catching up with a majority (see [`Replay`]),
+    /// then the process's [`Item::Login`] fence; `LoginOk` once that is stable.
     fn progress_login(&mut self, d: &mut ChatDurable, cx: &Ctx, client: u64, out: &mut Vec<Out>) {
         let Some(s) = self.sessions.get(&client) else { return };
         if s.logged_in {
@@ -762,13 +775,32 @@ impl ChatServer {
         }
         match d.state.names.get(&s.name).copied() {
             Some(token) if token == s.token => {
-                if let Some(key) = d.state.name_keys.get(&s.name).copied() {
-                    if self.stable(d, cx, key) {
-                        let s = self.sessions.get_mut(&client).expect("looked up above"); // invariant
-                        s.logged_in = true;
-                        out.push(Out::Client(s.addr, ServerMsg::LoginOk { client, attempt: s.attempt }));
-                    }
+                let bound = d.state.name_keys.get(&s.name).is_some_and(|key| self.stable(d, cx, *key));
+                if !bound {
+                    return;
                 }
+                if !self.replay_open(d, cx, client) {
+                    self.gated.insert(client);
+                    return;
+                }
+                let s = self.sessions.get(&client).expect("looked up above"); // invariant
+                let key = match s.fence {
+                    Some((_, key)) => key,
+                    None => {
+                        let (user, fence) = (s.name.clone(), d.state.next_lamport());
+                        let Some((key, _)) = self.broadcast(d, cx, Item::Login { user, fence }, out) else { return };
+                        let s = self.sessions.get_mut(&client).expect("looked up above"); // invariant
+                        s.fence = Some((fence, key));
+                        key
+                    }
+                };
+                if !self.stable(d, cx, key) {
+                    self.watch(key, client);
+                    return;
+                }
+                let s = self.sessions.get_mut(&client).expect("looked up above"); // invariant
+                s.logged_in = true;
+                out.push(Out::Client(s.addr, ServerMsg::LoginOk { client, attempt: s.attempt }));
             }
             Some(_) if self.plant != Some(PlantedBug::RebindNames) => {
                 let addr = s.addr;
@@ -832,6 +864,15 @@ impl ChatServer {
             self.deferred_at = None;
             return;
         }
+        if self.member_as != Some(cx.me) {
+            // Back in the cluster as a new life: every session catches up again, as at login,
+            // before it is shown anything or sends (a room message would miss members).
+            self.member_as = Some(cx.me);
+            for (client, s) in &mut self.sessions {
+                s.replay = Replay::Since(cx.now);
+                self.poked.insert(*client);
+            }
+        }
         for client in std::mem::take(&mut self.poked) {
             self.session_tick(d, cx, client, true, false, out);
         }
@@ -869,6 +910,9 @@ impl ChatServer {
             if now.since(s.claim_at) >= RESEND_US || dirty {
                 s.claim_at = now;
                 self.progress_login(d, cx, client, out);
+            } else if let Some((_, key)) = s.fence {
+                // The round cleared the watch on its fence.
+                self.watch(key, client);
             }
             return;
         }
@@ -919,6 +963,8 @@ impl ChatServer {
             s.expired.pop_first();
         }
         let name = if ready.is_empty() { String::new() } else { s.name.clone() };
+        assert!(s.fence.is_some(), "a logged-in session without a login fence");
+        let fence = s.fence.map_or(0, |f| f.0);
         for (id, op) in ready {
             if let Some(canonical) = d.state.delivered_copy(id) {
                 if let Some(s) = self.sessions.get_mut(&client) {
@@ -934,8 +980,8 @@ impl ChatServer {
                     };
                     Item::Chat { id, from: name.clone(), room, to: recipients, text }
                 }
-                Op::Join(room) => Item::Join { id, user: name.clone(), room, lamport: d.state.next_lamport() },
-                Op::Leave(room) => Item::Leave { id, user: name.clone(), room, lamport: d.state.next_lamport() },
+                Op::Join(room) => Item::Join { id, user: name.clone(), room, fence, lamport: d.state.next_lamport() },
+                Op::Leave(room) => Item::Leave { id, user: name.clone(), room, fence, lamport: d.state.next_lamport() },
             };
             let Some((key, applied)) = self.broadcast(d, cx, item, out) else { continue };
             let canonical = match applied {

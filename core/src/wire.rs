@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
 /// Protocol version carried in the first byte of every datagram.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 
 /// Largest datagram the protocol sends or accepts (safe on every LAN).
 pub const MAX_DATAGRAM: usize = 1200;

@@ -14,7 +14,7 @@ use ringchat_core::Durable;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"RINGCHAT";
-const FORMAT: u32 = 3;
+const FORMAT: u32 = 4;
 
 /// Reads the state file; `Ok(None)` if it does not exist yet.
 pub fn load(path: &Path) -> Result<Option<Durable>, String> {

@@ -2,7 +2,8 @@
 //! first out, in virtual time), driven through the core directly: races that
 //! a random schedule rarely hits, made deterministic.
 
-use ringchat_core::chat::{MsgId, Target};
+use ringchat_core::causal::CausalMsg;
+use ringchat_core::chat::{Item, MsgId, Target};
 use ringchat_core::client::{Client, ClientConfig, ClientEvent};
 use ringchat_core::client_wire::{ClientMsg, Op, ServerMsg};
 use ringchat_core::wire::{decode, encode, Body, Envelope, Packet};
@@ -29,6 +30,8 @@ struct Net {
     dead: Vec<bool>,
     /// A server cut off from the other servers (its clients still reach it).
     cut: Option<usize>,
+    /// A server that loses every datagram carrying an acknowledgement.
+    deaf_to_acks: Option<usize>,
 }
 
 impl Net {
@@ -53,21 +56,27 @@ impl Net {
             events: Vec::new(),
             dead: Vec::new(),
             cut: None,
+            deaf_to_acks: None,
         };
         net.run_until(10_000, |n| n.servers.iter().all(|(_, s)| s.committed_view().is_some_and(|v| v.members.len() == 3)));
         net
     }
 
-    /// A client process logging in as `name` at server `at`; returns its index.
+    /// A client process logging in as `name` at server `at`, once logged in; returns its index.
     fn client(&mut self, at: usize, id: u64, name: &str) -> usize {
+        let i = self.start_client(at, id, name);
+        self.run_until(10_000, |n| n.clients[i].1.is_online());
+        i
+    }
+
+    /// A client process that starts logging in as `name` at server `at`; returns its index.
+    fn start_client(&mut self, at: usize, id: u64, name: &str) -> usize {
         let cfg = ClientConfig { servers: vec![self.servers[at].0], find: false, ..ClientConfig::default() };
         let mut c = Client::new(cfg, id, 0, Instant(self.now));
         c.login(Instant(self.now), name, 42).expect("a good name");
         self.clients.push((addr(id as usize, 9000), c));
         self.dead.push(false);
-        let i = self.clients.len() - 1;
-        self.run_until(10_000, |n| n.clients[i].1.is_online());
-        i
+        self.clients.len() - 1
     }
 
     /// Queues what every node wants to send.
@@ -101,12 +110,25 @@ impl Net {
         }
     }
 
+    /// Whether the datagram carries an acknowledgement to the server deaf to them.
+    fn is_lost_ack(&self, to: SocketAddr, bytes: &[u8]) -> bool {
+        if self.deaf_to_acks.is_none_or(|k| self.servers[k].0 != to) {
+            return false;
+        }
+        let is_ack = |m: &CausalMsg| matches!(*m.item, Item::Ack { .. });
+        match decode(bytes) {
+            Ok(Packet::Peer(Envelope { body: Body::Chat { msg }, .. })) => is_ack(&msg),
+            Ok(Packet::Peer(Envelope { body: Body::ChatBatch { msgs }, .. })) => msgs.iter().any(is_ack),
+            _ => false,
+        }
+    }
+
     /// Delivers datagrams, first in first out, until nothing is in flight.
     fn pump(&mut self) {
         let now = Instant(self.now);
         self.collect();
         while let Some((from, to, bytes)) = self.wire.pop_front() {
-            if self.is_cut(from, to) {
+            if self.is_cut(from, to) || self.is_lost_ack(to, &bytes) {
                 continue;
             }
             if let Some((_, s)) = self.servers.iter_mut().find(|(a, _)| *a == to) {
@@ -216,6 +238,69 @@ fn applying_joins_and_leaves_in_delivery_order_splits_the_servers() {
     assert!(members.windows(2).any(|w| w[0] != w[1]), "the planted bug went unnoticed: {members:?}");
 }
 
+/// User u2's first process moved to server 1 and retries a leave of #r there; server 1 holds
+/// the retry a while (waiting for the copy sent through the server it left). The process dies,
+/// a new one logs in at server 2 and joins #r, and only then does server 1 broadcast the old
+/// leave. Returns each server's members of #r afterwards.
+fn late_leave_of_an_old_process(plant: Option<PlantedBug>) -> Vec<Vec<String>> {
+    let mut net = Net::cluster(plant);
+    // The old process is a bare socket: its leave is a retry from its first datagram on.
+    let old = addr(50, 9000);
+    let to = net.servers[1].0;
+    let login = ClientMsg::Login { client: 1, name: "u2".into(), token: 42, ctx: Default::default(), attempt: 1 };
+    net.wire.push_back((old, to, encode(&Packet::FromClient(login)).expect("fits")));
+    net.run_until(2_000, |n| n.raw.iter().any(|(a, m)| *a == old && matches!(m, ServerMsg::LoginOk { .. })));
+    let leave = MsgId { client: 1, seq: 1 };
+    let send = ClientMsg::Send { id: leave, op: Op::Leave("#r".into()), ctx: Default::default(), retry: true };
+    net.wire.push_back((old, to, encode(&Packet::FromClient(send)).expect("fits")));
+    net.pump();
+    let new = net.client(2, 2, "u2");
+    net.clients[new].1.submit(Instant(net.now), Op::Join("#r".into())).expect("a join");
+    net.run_until(1_000, |n| !n.clients[new].1.is_busy());
+    assert!(net.servers.iter().all(|(_, s)| s.durable().chat.state.delivered_copy(leave).is_none()), "the leave left too early");
+    net.run_for(3_000);
+    assert!(net.servers.iter().all(|(_, s)| s.durable().chat.state.delivered_copy(leave).is_some()), "the old leave was never broadcast");
+    net.members("#r")
+}
+
+#[test]
+fn an_old_process_late_leave_does_not_undo_its_successor_join() {
+    let members = late_leave_of_an_old_process(None);
+    assert!(members.iter().all(|m| m == &["u2"]), "u2 is not in the room it joined last: {members:?}");
+}
+
+#[test]
+fn without_login_fences_an_old_process_late_leave_undoes_the_join() {
+    // The planted bug orders joins and leaves by Lamport time alone: server 1 stamped the
+    // leave after delivering the join, so the leave wins everywhere.
+    let members = late_leave_of_an_old_process(Some(PlantedBug::Unfenced));
+    assert!(members.iter().all(|m| m.is_empty()), "the planted bug went unnoticed: {members:?}");
+}
+
+#[test]
+fn a_server_back_from_a_cut_catches_up_before_its_sessions_send() {
+    // Server 2 is cut off long enough to be dropped from the view, while alice stays attached
+    // to it; meanwhile bob joins #r through server 0. Once server 2 is a member again (a new
+    // life), alice says something in #r at once.
+    let mut net = Net::cluster(None);
+    let alice = net.client(2, 1, "alice");
+    let bob = net.client(0, 2, "bob");
+    net.run_for(500);
+    let before = net.servers[2].1.node();
+    net.cut = Some(2);
+    net.run_until(5_000, |n| n.servers[0].1.committed_view().is_some_and(|v| v.members.len() == 2));
+    net.clients[bob].1.submit(Instant(net.now), Op::Join("#r".into())).expect("a join");
+    net.run_until(1_000, |n| !n.clients[bob].1.is_busy());
+    net.cut = None;
+    let back = |n: &Net| n.servers[2].1.node() != before && n.servers[2].1.committed_view().is_some_and(|v| v.members.len() == 3);
+    net.run_until(5_000, back);
+    assert!(net.clients[alice].1.is_online(), "alice moved away from server 2");
+    let id = net.clients[alice].1.submit(Instant(net.now), Op::Chat { to: Target::Room("#r".into()), text: "hi".into() }).expect("a send");
+    net.pump();
+    net.run_for(3_000);
+    assert!(net.shown(bob, id), "bob, in #r, was never shown alice's message");
+}
+
 #[test]
 fn who_shows_a_user_online_at_every_server_and_offline_soon_after_it_leaves() {
     let mut net = Net::cluster(None);
@@ -237,9 +322,9 @@ fn who_shows_a_user_online_at_every_server_and_offline_soon_after_it_leaves() {
 }
 
 /// Bob sends alice a message; she is shown it at server 0 and acknowledges it, while server 2
-/// (which delivered the message) is cut off from the others and misses the acknowledgement.
-/// Alice's process dies and a new one logs in at server 2 before the cut heals. Returns
-/// whether the new process was shown the message again.
+/// (which delivered the message) loses every datagram that carries the acknowledgement.
+/// Alice's process dies and a new one logs in at server 2 meanwhile. Returns whether the new
+/// process was shown the message again.
 fn relogin_at_a_server_that_missed_the_ack(plant: Option<PlantedBug>) -> bool {
     let mut net = Net::cluster(plant);
     let old = net.client(0, 1, "alice");
@@ -249,13 +334,14 @@ fn relogin_at_a_server_that_missed_the_ack(plant: Option<PlantedBug>) -> bool {
     net.pump();
     let in_inbox_at_2 = |n: &Net| n.servers[2].1.durable().chat.state.inbox("alice").any(|(i, _)| *i == id);
     net.run_until(2_000, |n| n.shown(old, id) && in_inbox_at_2(n));
-    net.cut = Some(2);
+    net.deaf_to_acks = Some(2);
     // The acknowledgement spreads in the next round, to server 1 only.
     net.run_for(500);
     net.dead[old] = true;
-    let new = net.client(2, 3, "alice");
-    net.run_for(1_000);
-    net.cut = None;
+    let new = net.start_client(2, 3, "alice");
+    net.run_for(1_500);
+    net.deaf_to_acks = None;
+    net.run_until(5_000, |n| n.clients[new].1.is_online());
     net.run_for(5_000);
     net.shown(new, id)
 }
