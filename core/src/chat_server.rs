@@ -698,12 +698,15 @@ impl ChatServer {
                 }
                 out.push(Out::Client(from, ServerMsg::Who { client, users, rooms }));
             }
-            ClientMsg::Ack { client, ids } => {
+            ClientMsg::Ack { client, ids, attempt, next } => {
                 let s = match Self::own_session(&mut self.sessions, client, from) {
                     Ok(s) => s,
                     Err(reason) => return refuse(out, from, client, reason),
                 };
                 s.last_heard = cx.now;
+                if attempt == s.attempt {
+                    s.client_next = s.client_next.max(next);
+                }
                 // Only what the user's inbox holds, or what this session was shown, can be
                 // acknowledged (an acknowledgement only ever touches the user's own inbox).
                 // The inbox is only listed for an id this session did not show (rare).

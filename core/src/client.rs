@@ -448,7 +448,7 @@ impl Client {
                     return;
                 }
                 if no < self.expect {
-                    self.send(ClientMsg::Ack { client: self.id, ids: vec![id] });
+                    self.send(ClientMsg::Ack { client: self.id, ids: vec![id], attempt: self.attempt, next: self.expect });
                     return;
                 }
                 // Show in the server's order: a gap (a lost show) holds back what follows it.
@@ -490,7 +490,7 @@ impl Client {
             acks.push(id);
         }
         for chunk in acks.chunks(crate::chat::MAX_ACK_IDS) {
-            self.send(ClientMsg::Ack { client: self.id, ids: chunk.to_vec() });
+            self.send(ClientMsg::Ack { client: self.id, ids: chunk.to_vec(), attempt: self.attempt, next: self.expect });
         }
     }
 

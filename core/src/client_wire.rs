@@ -47,6 +47,11 @@ pub enum ClientMsg {
         client: u64,
         /// Shown messages.
         ids: Vec<MsgId>,
+        /// The login attempt it belongs to.
+        attempt: u64,
+        /// The next show number the client waits for, as in [`ClientMsg::Ping`]: the server
+        /// then owes no skip for a number below it.
+        next: u64,
     },
     /// Client heartbeat.
     Ping {

@@ -234,7 +234,7 @@ fn ack_of_a_message_never_shown_is_refused() {
     let shows = lan.take_raw(m);
     let Some(ServerMsg::Show { id: hers, .. }) = shows.iter().find(|s| matches!(s, ServerMsg::Show { .. })) else { unreachable!() };
     // She acknowledges hers and bob's: bob's is refused and dropped, hers is taken.
-    let ack = ClientMsg::Ack { client: 3, ids: vec![*hers, for_bob] };
+    let ack = ClientMsg::Ack { client: 3, ids: vec![*hers, for_bob], attempt: 1, next: 0 };
     assert_eq!(lan.raw(m, ack), refused(3, RefusalReason::NeverShown { count: 1 }));
     lan.run_for(1_000);
     let again: Vec<ServerMsg> = lan.take_raw(m).into_iter().filter(|s| matches!(s, ServerMsg::Show { .. })).collect();
@@ -280,7 +280,7 @@ fn send_before_login_is_refused() {
     let m = "10.6.6.6:666";
     let send = ClientMsg::Send { id: MsgId { client: 7, seq: 1 }, op: chat("alice", "hello"), ctx: Vc::new(), retry: false };
     assert_eq!(lan.raw(m, send.clone()), refused(7, RefusalReason::NotLoggedIn));
-    let ack = ClientMsg::Ack { client: 7, ids: vec![MsgId { client: 1, seq: 1 }] };
+    let ack = ClientMsg::Ack { client: 7, ids: vec![MsgId { client: 1, seq: 1 }], attempt: 1, next: 0 };
     assert_eq!(lan.raw(m, ack), refused(7, RefusalReason::NotLoggedIn));
     let ping = ClientMsg::Ping { client: 7, attempt: 1, next: 1 };
     assert_eq!(lan.raw(m, ping), refused(7, RefusalReason::NotLoggedIn));
@@ -331,4 +331,40 @@ fn a_message_for_a_full_inbox_waits_and_fails_instead_of_being_lost() {
     let texts: Vec<String> = lan.shown(dave).into_iter().map(|(_, t)| t).collect();
     let want: Vec<String> = (0..room).map(|k| format!("m{k}")).collect();
     assert_eq!(texts, want);
+}
+
+/// Mallory takes five shows and acknowledges them, saying which show number she waits for
+/// next (`next`); returns how many skips the server sends her in the following second.
+fn skips_after_acknowledging_five_shows(say_next: bool) -> usize {
+    let mut lan = Lan::new();
+    let alice = lan.client("10.0.0.11:5000", 1, "alice", 11);
+    let m = "10.6.6.6:666";
+    raw_login(&mut lan, m, 3, "mallory", 66);
+    for k in 0..5 {
+        lan.say(alice, "mallory", &format!("m{k}"));
+    }
+    let mut taken = std::collections::BTreeMap::new();
+    lan.run_until(2_000, |l| l.raw.iter().filter(|(a, s)| *a == addr(m) && matches!(s, ServerMsg::Show { .. })).count() >= 5);
+    for s in lan.take_raw(m) {
+        if let ServerMsg::Show { id, no, .. } = s {
+            taken.insert(no, id);
+        }
+    }
+    assert_eq!(taken.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+    let next = if say_next { 6 } else { 0 };
+    lan.raw(m, ClientMsg::Ack { client: 3, ids: taken.into_values().collect(), attempt: 1, next });
+    lan.run_for(1_000);
+    lan.take_raw(m).into_iter().filter(|s| matches!(s, ServerMsg::Skip { .. })).count()
+}
+
+#[test]
+fn an_acknowledged_show_is_never_skipped_afterwards() {
+    assert_eq!(skips_after_acknowledging_five_shows(true), 0);
+}
+
+#[test]
+fn without_the_next_number_the_server_skips_what_was_taken() {
+    // What acknowledgements without `next` led to: a skip for every acknowledged show, resent
+    // until the client's next ping.
+    assert!(skips_after_acknowledging_five_shows(false) >= 5);
 }
