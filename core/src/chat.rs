@@ -175,8 +175,8 @@ pub struct Standing {
     pub joined: bool,
     /// Login fence of the process that asked.
     pub fence: u64,
-    /// The operation's sequence number at its client.
-    pub seq: u64,
+    /// The operation's id (its sequence number orders one process's operations).
+    pub id: MsgId,
     /// Lamport time of the operation.
     pub lamport: u64,
     /// Key of the operation's message (breaks ties).
@@ -186,7 +186,7 @@ pub struct Standing {
 impl Standing {
     /// Which operation wins.
     fn stamp(&self) -> (u64, u64, Key) {
-        (self.fence, self.seq, self.key)
+        (self.fence, self.id.seq, self.key)
     }
 
     /// Which joiners a full room keeps: the earliest.
@@ -294,7 +294,7 @@ impl ChatState {
                         return Applied::Other;
                     }
                 }
-                let new = Standing { joined: matches!(item, Item::Join { .. }), fence: *fence, seq: id.seq, lamport: *lamport, key };
+                let new = Standing { joined: matches!(item, Item::Join { .. }), fence: *fence, id: *id, lamport: *lamport, key };
                 let users = self.rooms.entry(room.clone()).or_default();
                 let wins = |old: &Standing| match plants.unfenced {
                     true => (old.lamport, old.key) < (new.lamport, new.key),
@@ -436,6 +436,35 @@ impl ChatState {
         joined.into_iter().map(|(u, _)| u).collect()
     }
 
+    /// What users are still owed of this state, as items to broadcast again in another
+    /// cluster's history (a merge): every unacknowledged message, to the users still waiting
+    /// for it (`get` finds a message by key), and every standing in a room, with its stamp.
+    /// Names are left out: a user's next login claims them again.
+    pub fn carry(&self, get: impl Fn(Key) -> Option<Item>) -> Vec<Item> {
+        let mut owed: BTreeMap<Key, Vec<String>> = BTreeMap::new();
+        for (user, inbox) in &self.inbox {
+            for (_, key) in inbox.values() {
+                owed.entry(*key).or_default().push(user.clone());
+            }
+        }
+        let mut items = Vec::new();
+        for (key, users) in owed {
+            if let Some(Item::Chat { id, from, room, text, .. }) = get(key) {
+                items.push(Item::Chat { id, from, room, to: users, text });
+            }
+        }
+        for (room, users) in &self.rooms {
+            for (user, st) in users {
+                let (id, user, room, fence, lamport) = (st.id, user.clone(), room.clone(), st.fence, st.lamport);
+                items.push(match st.joined {
+                    true => Item::Join { id, user, room, fence, lamport },
+                    false => Item::Leave { id, user, room, fence, lamport },
+                });
+            }
+        }
+        items
+    }
+
     /// Every room with at least one member, by name, with its members.
     pub fn rooms(&self) -> impl Iterator<Item = (&str, Vec<&str>)> {
         self.rooms.keys().map(|r| (r.as_str(), self.members(r))).filter(|(_, m)| !m.is_empty())
@@ -498,6 +527,19 @@ mod tests {
         // After moving to another server (a greater fence), its next operation still wins.
         let (leave, join) = (op(false, 1, 8, 12, 50), op(true, 1, 5, 11, 31));
         assert!(either_order((key(2, 1), &leave), (key(1, 6), &join)).is_empty());
+    }
+
+    #[test]
+    fn a_merge_carries_what_users_are_owed_and_no_more() {
+        let mut s = ChatState::default();
+        let id = MsgId { client: 7, seq: 3 };
+        let chat = Item::Chat { id, from: "al".into(), room: None, to: vec!["bo".into(), "cy".into()], text: "hi".into() };
+        s.apply(key(1, 1), &chat, Plants::default());
+        s.apply(key(1, 2), &Item::Ack { user: "bo".into(), ids: vec![id] }, Plants::default());
+        s.apply(key(1, 3), &op(false, 2, 6, 4, 9), Plants::default());
+        let carried = s.carry(|k| (k == key(1, 1)).then(|| chat.clone()));
+        let want_chat = Item::Chat { id, from: "al".into(), room: None, to: vec!["cy".into()], text: "hi".into() };
+        assert_eq!(carried, vec![want_chat, op(false, 2, 6, 4, 9)], "bo acknowledged it; u2's leave keeps its stamp");
     }
 
     #[test]

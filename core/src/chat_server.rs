@@ -45,6 +45,22 @@ pub struct ChatDurable {
     pub causal: Causal,
     /// Replicated application state.
     pub state: ChatState,
+    /// What a merge carried over from another cluster's history, still to be broadcast here.
+    pub carry: Vec<Item>,
+}
+
+impl ChatDurable {
+    /// Leaves this history for another cluster's (the server merges into it): drops it all but
+    /// what users are still owed (see [`ChatState::carry`]), which is broadcast again once the
+    /// server is a member there. Neither history can be installed over the other (each side
+    /// trimmed what the other never saw), and keeping both would hold this server's messages
+    /// back everywhere, behind messages no one can send any more.
+    pub fn start_over(&mut self) {
+        let causal = &self.causal;
+        let mut carry = std::mem::take(&mut self.carry);
+        carry.extend(self.state.carry(|key| causal.get(key).map(|m| Item::clone(&m.item))));
+        *self = ChatDurable { carry, ..ChatDurable::default() };
+    }
 }
 
 /// What the server knows of itself when it routes to the chat layer.
@@ -71,6 +87,8 @@ pub enum Out {
     Client(SocketAddr, ServerMsg),
 }
 
+/// Most carried-over items broadcast per input or timeout (see [`ChatDurable::carry`]).
+const CARRY_BATCH: usize = 16;
 /// Most operations a session holds waiting for their causal context.
 const MAX_PENDING: usize = 4;
 /// Most messages shown to one session per round.
@@ -479,9 +497,13 @@ impl ChatServer {
                 return false;
             }
             let mut frontier = self.fresh_frontier(d, cx, view, t);
+            // What the client was shown is stable, so a majority holds it: an origin none of
+            // them has heard of belongs to a history this cluster does not share (the client's
+            // server merged into this cluster), and can never be delivered here.
+            let s = self.sessions.get_mut(&client).expect("looked up above"); // invariant
+            s.ctx.retain(|origin, _| frontier.contains_key(origin));
             merge(&mut frontier, &s.ctx);
-            self.sessions.get_mut(&client).expect("looked up above").replay = Replay::Until(frontier);
-            // invariant
+            s.replay = Replay::Until(frontier);
         }
         let s = self.sessions.get_mut(&client).expect("looked up above"); // invariant
         if let Replay::Until(f) = &s.replay {
@@ -879,6 +901,14 @@ impl ChatServer {
         for client in std::mem::take(&mut self.poked) {
             self.session_tick(d, cx, client, true, false, out);
         }
+        // What a merge carried over joins this history, a batch at a time, as room allows.
+        for _ in 0..CARRY_BATCH {
+            let Some(item) = d.carry.first().cloned().filter(|_| !d.causal.is_nearly_full()) else { break };
+            if self.broadcast(d, cx, item, out).is_none() {
+                break;
+            }
+            d.carry.remove(0);
+        }
         if self.holds_pending && cx.now >= self.holds_at {
             self.holds_pending = false;
             self.holds_at = cx.now.plus_us(HOLDS_GAP_US);
@@ -949,11 +979,14 @@ impl ChatServer {
                 Op::Chat { to, .. } => d.state.has_room_for(&d.state.recipients(&s.name, to)),
                 Op::Join(_) | Op::Leave(_) => true,
             };
+            // Past the login gate, an origin of the operation's context that neither the
+            // session's context nor this server knows is from a history left behind (as above).
+            let shared = |o: &NodeId| s.ctx.contains_key(o) || d.causal.delivered.contains_key(o);
             let ok = copy
                 || (open
                     && room
                     && fits
-                    && dominates(&d.causal.delivered, ctx)
+                    && ctx.iter().all(|(o, n)| !shared(o) || d.causal.delivered.get(o).is_some_and(|m| m >= n))
                     && dominates(&d.causal.delivered, &s.ctx)
                     && hold.is_none_or(|h| now >= h));
             if ok {

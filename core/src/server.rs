@@ -924,6 +924,12 @@ impl Server {
         self.me.node.incarnation = self.durable.incarnation;
         self.enter_cluster(cluster);
         self.phase = Phase::Joining { since: self.now, leader };
+        if cluster != old {
+            // A merge: chat starts over in the other cluster's history, carrying what users
+            // are owed; the sessions go too (their clients log in again).
+            self.durable.chat.start_over();
+            self.chat = ChatServer::new(self.chat.plant);
+        }
     }
 
     fn enter_cluster(&mut self, cluster: ClusterId) {

@@ -37,6 +37,14 @@ struct Net {
 impl Net {
     /// Three servers that know each other's addresses, until they agree on a view of all three.
     fn cluster(plant: Option<PlantedBug>) -> Net {
+        let mut net = Net::start(plant, None);
+        net.run_until(10_000, |n| n.servers.iter().all(|(_, s)| s.committed_view().is_some_and(|v| v.members.len() == 3)));
+        net
+    }
+
+    /// Three servers that know each other's addresses, starting with server `cut` cut off.
+    /// (Server ids differ beyond their lowest bit, which a cluster id does not keep.)
+    fn start(plant: Option<PlantedBug>, cut: Option<usize>) -> Net {
         let addrs: Vec<SocketAddr> = (0..3).map(|i| addr(i, 7000)).collect();
         let servers = addrs
             .iter()
@@ -44,7 +52,7 @@ impl Net {
             .map(|(i, a)| {
                 let join = addrs.iter().copied().filter(|b| b != a).collect();
                 let cfg = ServerConfig { discovery: false, join, plant, ..ServerConfig::default() };
-                (*a, Server::new(cfg, ServerId(i as u128 + 1), *a, None, i as u64, Instant(0)))
+                (*a, Server::new(cfg, ServerId((i as u128 + 1) << 8), *a, None, i as u64, Instant(0)))
             })
             .collect();
         let mut net = Net {
@@ -55,10 +63,10 @@ impl Net {
             raw: Vec::new(),
             events: Vec::new(),
             dead: Vec::new(),
-            cut: None,
+            cut,
             deaf_to_acks: None,
         };
-        net.run_until(10_000, |n| n.servers.iter().all(|(_, s)| s.committed_view().is_some_and(|v| v.members.len() == 3)));
+        net.pump();
         net
     }
 
@@ -299,6 +307,41 @@ fn a_server_back_from_a_cut_catches_up_before_its_sessions_send() {
     net.pump();
     net.run_for(3_000);
     assert!(net.shown(bob, id), "bob, in #r, was never shown alice's message");
+}
+
+#[test]
+fn a_message_stored_by_a_smaller_cluster_survives_its_merge_and_chat_goes_on() {
+    // Server 2 starts cut off and founds a cluster of its own; servers 0 and 1 found another.
+    let mut net = Net::start(None, Some(2));
+    let size = |n: &Net, i: usize| n.servers[i].1.committed_view().map_or(0, |v| v.members.len());
+    net.run_until(20_000, |n| size(n, 0) == 2 && size(n, 1) == 2 && size(n, 2) == 1);
+    // Alice writes to bob through the one-server cluster, and carol to dave through the other:
+    // each cluster stores its message and trims what the other never saw (the logins and name
+    // bindings behind it).
+    let alice = net.client(2, 1, "alice");
+    let carol = net.client(0, 3, "carol");
+    let say = |net: &mut Net, c: usize, to: &str, text: &str| {
+        let op = Op::Chat { to: Target::User(to.into()), text: text.into() };
+        let id = net.clients[c].1.submit(Instant(net.now), op).expect("a send");
+        net.run_until(1_000, |n| !n.clients[c].1.is_busy());
+        id
+    };
+    let before = say(&mut net, alice, "bob", "before");
+    let for_dave = say(&mut net, carol, "dave", "meanwhile");
+    net.run_for(500);
+    // The cut heals: the smaller cluster joins the larger.
+    net.cut = None;
+    let one = |n: &Net| {
+        n.servers.iter().all(|(_, s)| s.committed_view().is_some_and(|v| v.members.len() == 3) && s.cluster() == n.servers[0].1.cluster())
+    };
+    net.run_until(20_000, one);
+    let bob = net.client(0, 2, "bob");
+    let dave = net.client(2, 4, "dave");
+    net.run_until(5_000, |n| n.shown(bob, before) && n.shown(dave, for_dave));
+    // Chat goes on through the server that merged.
+    net.run_until(5_000, |n| n.clients[alice].1.is_online());
+    let after = say(&mut net, alice, "bob", "after");
+    net.run_until(5_000, |n| n.shown(bob, after));
 }
 
 #[test]
