@@ -98,7 +98,8 @@ const SESSION_TIMEOUT_US: u64 = 2_500_000;
 /// How long a retried operation waits for the copy sent through another server.
 const RETRY_HOLD_US: u64 = 2_000_000;
 /// An operation held this long is dropped: its client (which gives up after 10 s) reports it
-/// failed, and it must not be broadcast after that.
+/// failed, and it must not be broadcast after that. A send that says it has less time left
+/// is dropped after half of that (a margin for the two clocks' rates).
 const PENDING_TTL_US: u64 = 5_000_000;
 /// Most expired operation ids a session remembers.
 const MAX_EXPIRED: usize = 64;
@@ -147,6 +148,7 @@ struct Session {
     ctx: Vc,
     last_heard: Instant,
     /// Operations waiting for their causal context (and, for a retry, for an earlier copy to arrive).
+    /// Each with its causal context, the end of its retry hold, and when it is dropped.
     pending: Vec<(MsgId, Op, Vc, Option<Instant>, Instant)>,
     /// Operations dropped after waiting [`PENDING_TTL_US`] (their client reports them failed):
     /// a later retry of one is not taken again.
@@ -756,7 +758,7 @@ impl ChatServer {
                     refuse(out, from, client, RefusalReason::NeverShown { count: never });
                 }
             }
-            ClientMsg::Send { id, op, ctx, retry } => {
+            ClientMsg::Send { id, op, ctx, retry, left_ms } => {
                 let s = match Self::own_session(&mut self.sessions, id.client, from) {
                     Ok(s) => s,
                     Err(reason) => return refuse(out, from, id.client, reason),
@@ -774,7 +776,8 @@ impl ChatServer {
                     // A retry waits a while: if the copy sent through another server arrives
                     // meanwhile, no second copy (with possibly other room recipients) is made.
                     let hold = retry.then(|| cx.now.plus_us(RETRY_HOLD_US));
-                    s.pending.push((id, op, ctx, hold, cx.now));
+                    let ttl = PENDING_TTL_US.min(u64::from(left_ms) * 1000 / 2);
+                    s.pending.push((id, op, ctx, hold, cx.now.plus_us(ttl)));
                 }
                 self.dirty = true;
             }
@@ -969,9 +972,9 @@ impl ChatServer {
         let Some(s) = self.sessions.get_mut(&client) else { return };
         let mut ready = Vec::new();
         let mut expired = Vec::new();
-        s.pending.retain(|(id, op, ctx, hold, since)| {
+        s.pending.retain(|(id, op, ctx, hold, drop_at)| {
             let copy = d.state.delivered_copy(*id).is_some();
-            if !copy && now.since(*since) >= PENDING_TTL_US {
+            if !copy && now >= *drop_at {
                 expired.push(*id);
                 return false;
             }

@@ -364,7 +364,9 @@ impl Client {
         if retry {
             o.moved = true;
         }
-        let msg = ClientMsg::Send { id: o.id, op: o.op.clone(), ctx: self.ctx.clone(), retry: o.moved };
+        let left_us = (self.cfg.give_up_ms * 1000).saturating_sub(now.since(o.first));
+        let left_ms = u32::try_from(left_us / 1000).unwrap_or(u32::MAX);
+        let msg = ClientMsg::Send { id: o.id, op: o.op.clone(), ctx: self.ctx.clone(), retry: o.moved, left_ms };
         self.send(msg);
     }
 

@@ -40,6 +40,9 @@ pub enum ClientMsg {
         ctx: Vc,
         /// Sent before to another server: the receiver first gives that copy time to arrive.
         retry: bool,
+        /// Milliseconds left before the client gives up on it and reports it failed: a
+        /// server must not broadcast it after that.
+        left_ms: u32,
     },
     /// Acknowledge shown messages.
     Ack {

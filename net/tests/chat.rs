@@ -382,6 +382,7 @@ fn impersonating_a_live_client_is_refused_and_loses_nothing() {
         op: Op::Chat { to: Target::User("bob".into()), text: "forged".into() },
         ctx: Vc::new(),
         retry: false,
+        left_ms: 10_000,
     });
     let bytes = encode(&forged).expect("fits");
     // Resent until answered (loopback UDP may drop), each answered by at most one refusal.

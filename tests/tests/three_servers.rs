@@ -259,7 +259,7 @@ fn late_leave_of_an_old_process(plant: Option<PlantedBug>) -> Vec<Vec<String>> {
     net.wire.push_back((old, to, encode(&Packet::FromClient(login)).expect("fits")));
     net.run_until(2_000, |n| n.raw.iter().any(|(a, m)| *a == old && matches!(m, ServerMsg::LoginOk { .. })));
     let leave = MsgId { client: 1, seq: 1 };
-    let send = ClientMsg::Send { id: leave, op: Op::Leave("#r".into()), ctx: Default::default(), retry: true };
+    let send = ClientMsg::Send { id: leave, op: Op::Leave("#r".into()), ctx: Default::default(), retry: true, left_ms: 9_000 };
     net.wire.push_back((old, to, encode(&Packet::FromClient(send)).expect("fits")));
     net.pump();
     let new = net.client(2, 2, "u2");

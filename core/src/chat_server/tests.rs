@@ -198,7 +198,7 @@ fn impersonated_send_is_refused_and_changes_nothing() {
     let before = lan.online();
     // Mallory learned alice's client id: a send, a ping and a logout in her name are refused.
     let forged = MsgId { client: 1, seq: 1 };
-    let send = ClientMsg::Send { id: forged, op: chat("bob", "forged"), ctx: Vc::new(), retry: false };
+    let send = ClientMsg::Send { id: forged, op: chat("bob", "forged"), ctx: Vc::new(), retry: false, left_ms: 10_000 };
     assert_eq!(lan.raw("10.6.6.6:666", send), refused(1, RefusalReason::NotYourSession));
     let ping = ClientMsg::Ping { client: 1, attempt: 1, next: 1 };
     assert_eq!(lan.raw("10.6.6.6:666", ping), refused(1, RefusalReason::NotYourSession));
@@ -278,7 +278,8 @@ fn send_before_login_is_refused() {
     let mut lan = Lan::new();
     let alice = lan.client("10.0.0.11:5000", 1, "alice", 11);
     let m = "10.6.6.6:666";
-    let send = ClientMsg::Send { id: MsgId { client: 7, seq: 1 }, op: chat("alice", "hello"), ctx: Vc::new(), retry: false };
+    let send =
+        ClientMsg::Send { id: MsgId { client: 7, seq: 1 }, op: chat("alice", "hello"), ctx: Vc::new(), retry: false, left_ms: 10_000 };
     assert_eq!(lan.raw(m, send.clone()), refused(7, RefusalReason::NotLoggedIn));
     let ack = ClientMsg::Ack { client: 7, ids: vec![MsgId { client: 1, seq: 1 }], attempt: 1, next: 0 };
     assert_eq!(lan.raw(m, ack), refused(7, RefusalReason::NotLoggedIn));
@@ -367,4 +368,25 @@ fn without_the_next_number_the_server_skips_what_was_taken() {
     // What acknowledgements without `next` led to: a skip for every acknowledged show, resent
     // until the client's next ping.
     assert!(skips_after_acknowledging_five_shows(false) >= 5);
+}
+
+/// Mallory's retried send (held two seconds for the copy sent through another server) says it
+/// has `left_ms` before her client gives up; returns whether the server ever broadcast it.
+fn held_retry_broadcast(left_ms: u32) -> bool {
+    let mut lan = Lan::new();
+    lan.client("10.0.0.11:5000", 1, "alice", 11);
+    let m = "10.6.6.6:666";
+    raw_login(&mut lan, m, 3, "mallory", 66);
+    let id = MsgId { client: 3, seq: 1 };
+    lan.raw(m, ClientMsg::Send { id, op: chat("alice", "late"), ctx: Vc::new(), retry: true, left_ms });
+    lan.run_for(3_000);
+    lan.server.durable().chat.state.delivered_copy(id).is_some()
+}
+
+#[test]
+fn a_send_is_never_broadcast_after_its_client_gave_up_on_it() {
+    // One second left: the client reports it failed before the two-second hold is over.
+    assert!(!held_retry_broadcast(1_000), "broadcast after its client reported it failed");
+    // With time to spare, the same retry is broadcast once its hold is over.
+    assert!(held_retry_broadcast(9_000), "a retry with time left was dropped");
 }
