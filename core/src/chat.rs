@@ -437,18 +437,25 @@ impl ChatState {
     }
 
     /// What users are still owed of this state, as items to broadcast again in another
-    /// cluster's history (a merge): every unacknowledged message, to the users still waiting
-    /// for it (`get` finds a message by key), and every standing in a room, with its stamp.
+    /// cluster's history (a merge): every unacknowledged message, in delivery order, to the
+    /// users still waiting for it (`get` finds a message by key), and every standing in a
+    /// room, with its stamp.
     /// Names are left out: a user's next login claims them again.
     pub fn carry(&self, get: impl Fn(Key) -> Option<Item>) -> Vec<Item> {
-        let mut owed: BTreeMap<Key, Vec<String>> = BTreeMap::new();
+        // Key → (first delivery order here, users still waiting): carried in delivery order,
+        // which follows causal order, so a reply never comes before what it answers.
+        let mut owed: BTreeMap<Key, (u64, Vec<String>)> = BTreeMap::new();
         for (user, inbox) in &self.inbox {
-            for (_, key) in inbox.values() {
-                owed.entry(*key).or_default().push(user.clone());
+            for (order, (_, key)) in inbox {
+                let (first, users) = owed.entry(*key).or_insert((*order, Vec::new()));
+                *first = (*first).min(*order);
+                users.push(user.clone());
             }
         }
+        let mut owed: Vec<(u64, Key, Vec<String>)> = owed.into_iter().map(|(key, (order, users))| (order, key, users)).collect();
+        owed.sort_unstable_by_key(|(order, key, _)| (*order, *key));
         let mut items = Vec::new();
-        for (key, users) in owed {
+        for (_, key, users) in owed {
             if let Some(Item::Chat { id, from, room, text, .. }) = get(key) {
                 items.push(Item::Chat { id, from, room, to: users, text });
             }
@@ -540,6 +547,24 @@ mod tests {
         let carried = s.carry(|k| (k == key(1, 1)).then(|| chat.clone()));
         let want_chat = Item::Chat { id, from: "al".into(), room: None, to: vec!["cy".into()], text: "hi".into() };
         assert_eq!(carried, vec![want_chat, op(false, 2, 6, 4, 9)], "bo acknowledged it; u2's leave keeps its stamp");
+    }
+
+    #[test]
+    fn a_merge_carries_messages_in_delivery_order_not_key_order() {
+        // A question from origin 9, then its answer from origin 2 (a smaller key).
+        let msg = |client: u64, text: &str| Item::Chat {
+            id: MsgId { client, seq: 1 },
+            from: format!("u{client}"),
+            room: None,
+            to: vec!["cy".into()],
+            text: text.into(),
+        };
+        let (question, answer) = (msg(1, "question"), msg(2, "answer"));
+        let mut s = ChatState::default();
+        s.apply(key(9, 1), &question, Plants::default());
+        s.apply(key(2, 1), &answer, Plants::default());
+        let carried = s.carry(|k| Some(if k == key(9, 1) { question.clone() } else { answer.clone() }));
+        assert_eq!(carried, vec![question, answer]);
     }
 
     #[test]
