@@ -52,6 +52,11 @@ pub struct ServerConfig {
     pub discovery: bool,
     /// Known peers, sent discovery datagrams directly.
     pub join: Vec<SocketAddr>,
+    /// How many servers the cluster is meant to have, if known: a server then founds a cluster
+    /// only with a majority of them in sight, so a partitioned cold start founds one cluster
+    /// instead of one per side (and a server cut off alone waits instead of founding its own).
+    #[serde(default)]
+    pub expect: Option<usize>,
     /// A bug planted on purpose (checker tests only; `None` in every real configuration).
     #[doc(hidden)]
     #[serde(skip)]
@@ -75,6 +80,7 @@ impl Default for ServerConfig {
             ring: RingOrder::Ascending,
             discovery: true,
             join: Vec::new(),
+            expect: None,
             plant: None,
         }
     }
@@ -1458,8 +1464,14 @@ impl Server {
                     self.send_discovery(Body::Hello { addr: self.me.addr, founding: true });
                 }
                 if now >= until {
-                    self.phase = Phase::Founding;
-                    self.start_election();
+                    let in_sight = self.discovered.len() + 1;
+                    if self.cfg.expect.is_some_and(|n| 2 * in_sight <= n) {
+                        // Not a majority of the cluster in sight: another side may found it.
+                        self.phase = Phase::Discovering { until: now.plus_ms(self.cfg.discovery_window_ms) };
+                    } else {
+                        self.phase = Phase::Founding;
+                        self.start_election();
+                    }
                 }
             }
             Phase::Joining { since, leader } => {

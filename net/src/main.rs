@@ -64,6 +64,10 @@ struct ServerArgs {
     /// removal (30 periods, at least 3 s) scale with it. All servers should agree.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(10..=10_000))]
     heartbeat_ms: Option<u64>,
+    /// How many servers the cluster is meant to have: found a cluster only with a majority
+    /// of them in sight, so a cold start split by a partition founds one cluster, not two.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=24))]
+    expect: Option<u64>,
     /// Keep id, epoch, vote and view in FILE across restarts (a restart comes back as the next incarnation).
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
@@ -161,7 +165,7 @@ fn usage_error(e: clap::Error) -> i32 {
 }
 
 fn server(a: ServerArgs) -> i32 {
-    let mut config = ServerConfig::default();
+    let mut config = ServerConfig { expect: a.expect.map(|n| n as usize), ..ServerConfig::default() };
     if let Some(h) = a.heartbeat_ms {
         config.heartbeat_ms = h;
         config.suspect_ms = h * 7 / 2;

@@ -16,6 +16,8 @@ fn bad_flags_exit_non_zero_with_one_line() {
         &["status", "--server", "x"],
         &["server", "--discovery", "sideways"],
         &["server", "--heartbeat-ms", "0"],
+        &["server", "--expect", "0"],
+        &["server", "--expect", "25"],
         &["server", "--join", "nowhere"],
         &["server", "--no-such-flag"],
         &["status", "--timeout-ms", "soon"],

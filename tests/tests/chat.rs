@@ -102,10 +102,12 @@ fn stale_relogin_run(seed: u64) -> Outcome {
 }
 
 /// A run of `seed` whose cold start is split 3 | 2 until 12 s: each side founds a cluster and
-/// stores chat, and the smaller merges into the larger at the heal.
-fn split_cold_start_run(seed: u64) -> Outcome {
+/// stores chat, and the smaller merges into the larger at the heal; unless servers are told
+/// how many they are (`expect`), when only the side with a majority founds.
+fn split_cold_start_run(seed: u64, expect: Option<usize>) -> Outcome {
     let schedule = serde_json::from_str(include_str!("../schedules/split-cold-start.json")).expect("a fault schedule");
-    run(SimConfig { seed, clients: 8, duration_ms: 30_000, faults: FaultMode::Schedule(schedule), ..SimConfig::default() })
+    let server = ServerConfig { expect, ..SimConfig::default().server };
+    run(SimConfig { seed, clients: 8, duration_ms: 30_000, faults: FaultMode::Schedule(schedule), server, ..SimConfig::default() })
 }
 
 /// How many times a server joined a cluster other than the one it was in.
@@ -129,11 +131,25 @@ fn a_split_cold_start_merges_without_stalling_or_breaking_causal_order() {
     // holds across the merge: nothing is shown out of order or twice, every send ends, and
     // every server drains (the merged server's messages were once held back for good).
     for seed in 1..11 {
-        let o = split_cold_start_run(seed);
+        let o = split_cold_start_run(seed, None);
         assert!(merges(&o) > 0, "seed {seed}: the clusters never merged");
         let other: Vec<_> = o.report.violations.iter().filter(|v| v.property != "N1" && v.property != "M1").collect();
         assert!(other.is_empty(), "seed {seed}: {other:#?}");
     }
+}
+
+#[test]
+fn servers_told_how_many_they_are_found_one_cluster_through_a_split_cold_start() {
+    // The same split with `expect: 5`: the two-server side waits for the heal and joins, so
+    // nothing is bound or stored twice and every guarantee holds, N1 and M1 included.
+    let mut split = 0;
+    for seed in 1..11 {
+        let o = split_cold_start_run(seed, Some(5));
+        assert_eq!(merges(&o), 0, "seed {seed}: a second cluster was founded");
+        assert!(o.report.ok, "seed {seed}: {:#?}", o.report.violations);
+        split += usize::from(split_cold_start_run(seed, None).report.violations.iter().any(|v| v.property == "N1"));
+    }
+    assert!(split > 0, "without `expect` the split never showed: the schedule tests nothing");
 }
 
 #[test]
