@@ -296,9 +296,12 @@ impl ChatState {
                 }
                 let new = Standing { joined: matches!(item, Item::Join { .. }), fence: *fence, id: *id, lamport: *lamport, key };
                 let users = self.rooms.entry(room.clone()).or_default();
-                let wins = |old: &Standing| match plants.unfenced {
-                    true => (old.lamport, old.key) < (new.lamport, new.key),
-                    false => old.stamp() < new.stamp(),
+                let wins = |old: &Standing| {
+                    if plants.unfenced {
+                        (old.lamport, old.key) < (new.lamport, new.key)
+                    } else {
+                        old.stamp() < new.stamp()
+                    }
                 };
                 if plants.rooms_in_delivery_order || users.get(user).is_none_or(wins) {
                     users.insert(user.clone(), new);

@@ -1002,8 +1002,7 @@ impl ChatServer {
             s.expired.pop_first();
         }
         let name = if ready.is_empty() { String::new() } else { s.name.clone() };
-        assert!(s.fence.is_some(), "a logged-in session without a login fence");
-        let fence = s.fence.map_or(0, |f| f.0);
+        let (fence, _) = s.fence.expect("a logged-in session has a login fence"); // invariant
         for (id, op) in ready {
             if let Some(canonical) = d.state.delivered_copy(id) {
                 if let Some(s) = self.sessions.get_mut(&client) {
