@@ -3,27 +3,30 @@
 //! No sockets, threads, clocks, async or global RNG: input bytes and time in;
 //! datagrams, a next deadline and events out. The same state machine runs in
 //! the deterministic simulator (`ringchat-sim`) and on real UDP (`ringchat-net`).
+//!
+//! Layers, each depending only on those listed before it:
+//! - the base: [`id`] (identities), [`time`] (instants and vector clocks), [`view`]
+//!   (membership views), [`limits`] (every bound), [`plant`] (planted bugs for checker tests);
+//! - [`wire`]: the datagram format and every message between servers and with clients;
+//! - [`chat`]: causal broadcast, replicated chat state, state transfer, a server's chat duties;
+//! - [`cluster`]: the [`Server`]: discovery, views, failure detection, the LCR election;
+//! - [`client`]: the client state machine (depends on the base and [`wire`] only).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod assign;
-pub mod causal;
 pub mod chat;
-pub mod chat_server;
 pub mod client;
-pub mod client_wire;
-pub mod election;
-pub mod failure_detector;
+pub mod cluster;
 pub mod id;
-pub mod membership;
-pub mod server;
+pub mod limits;
+pub mod plant;
 pub mod time;
-pub mod transfer;
 pub mod view;
 pub mod wire;
 
-pub use chat_server::{ChatStats, PlantedBug};
+pub use chat::server::ChatStats;
+pub use cluster::{Counters, Dest, Durable, Event, Phase, Role, Server, ServerConfig, Status, Transmit};
 pub use id::{ClusterId, NodeId, ServerId};
-pub use server::{Counters, Dest, Durable, Event, Phase, Role, Server, ServerConfig, Status, Transmit};
+pub use plant::PlantedBug;
 pub use time::Instant;
 pub use view::{Member, RingOrder, View, ViewStamp};

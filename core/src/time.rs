@@ -1,4 +1,5 @@
-//! Time as a plain value the driver passes in: the core never reads a clock.
+//! Time: physical time as a plain value the driver passes in (the core never reads a
+//! clock), and logical time as vector clocks.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,5 +25,22 @@ impl Instant {
     /// Whole milliseconds since the origin.
     pub fn as_ms(self) -> u64 {
         self.0 / 1000
+    }
+}
+
+/// A vector clock: origin (a server life) → number of its messages delivered. Absent = 0.
+/// A `BTreeMap`, so iterating it is deterministic.
+pub type Vc = std::collections::BTreeMap<crate::id::NodeId, u64>;
+
+/// Whether `a` ≥ `b` componentwise.
+pub fn dominates(a: &Vc, b: &Vc) -> bool {
+    b.iter().all(|(k, v)| a.get(k).copied().unwrap_or(0) >= *v)
+}
+
+/// Raises `a` to the componentwise maximum of `a` and `b`.
+pub fn merge(a: &mut Vc, b: &Vc) {
+    for (k, v) in b {
+        let e = a.entry(*k).or_insert(0);
+        *e = (*e).max(*v);
     }
 }

@@ -1,11 +1,9 @@
 //! Membership views: `(view id, members)`, changed one member at a time.
 
 use crate::id::{mix64, NodeId, ServerId};
+use crate::limits::MAX_MEMBERS;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-
-/// Most servers a view may hold; keeps every view inside one datagram.
-pub const MAX_MEMBERS: usize = 24;
 
 /// How a view orders its members on the LCR ring. Every server of a cluster
 /// must use the same order (it is a cluster parameter).

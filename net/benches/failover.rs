@@ -10,7 +10,7 @@
 //!
 //! Prints one line per trial, p50/p99/max in ms, and one JSON line.
 
-use ringchat_core::client_wire::StatusReport;
+use ringchat_core::wire::StatusReport;
 use ringchat_core::NodeId;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};

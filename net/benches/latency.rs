@@ -176,7 +176,7 @@ fn main() {
     // After a chat message, server A still sends the copies a majority did not need, within
     // COPY_DEFER_US: the quiet gap before a raw sample starts after that, as it does for a
     // chat sample (nothing runs in the gap after a raw sample).
-    let settle = Duration::from_micros(ringchat_core::chat_server::COPY_DEFER_US);
+    let settle = Duration::from_micros(ringchat_core::chat::server::COPY_DEFER_US);
     for k in 0..samples + warmup {
         // Pacing, not synchronisation: each sample starts after the same quiet gap.
         std::thread::sleep(settle + gap);

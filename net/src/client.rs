@@ -6,10 +6,11 @@
 //! submits them one by one.
 
 use crate::driver::{Discovery, DEFAULT_BROADCAST, DEFAULT_GROUP};
-use ringchat_core::chat::{MsgId, Target, MAX_NAME, MAX_TEXT};
 use ringchat_core::client::{Client, ClientConfig, ClientError, ClientEvent};
-use ringchat_core::client_wire::{ClientMsg, Op, ServerMsg};
+use ringchat_core::limits::{MAX_NAME, MAX_TEXT};
 use ringchat_core::wire::{self, Packet};
+use ringchat_core::wire::{ClientMsg, Op, ServerMsg};
+use ringchat_core::wire::{MsgId, Target};
 use serde_json::{json, Value};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::collections::{BTreeMap, VecDeque};

@@ -95,7 +95,7 @@ pub struct ElectionPart {
     id: ringchat_core::ServerId,
     incarnation: u64,
     cluster: ringchat_core::ClusterId,
-    epochs: std::collections::BTreeMap<ringchat_core::ClusterId, ringchat_core::server::EpochRecord>,
+    epochs: std::collections::BTreeMap<ringchat_core::ClusterId, ringchat_core::cluster::EpochRecord>,
     view: Option<ringchat_core::View>,
 }
 
@@ -111,7 +111,7 @@ impl ElectionPart {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringchat_core::server::EpochRecord;
+    use ringchat_core::cluster::EpochRecord;
     use ringchat_core::{ClusterId, Member, NodeId, ServerId, View, ViewStamp};
 
     #[test]

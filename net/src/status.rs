@@ -1,8 +1,8 @@
 //! `ringchat status`: ask one server for its [`StatusReport`] over UDP, and
 //! render it for people or as one JSON object.
 
-use ringchat_core::client_wire::{ClientMsg, ServerMsg, StatusReport};
 use ringchat_core::wire::{self, Packet};
+use ringchat_core::wire::{ClientMsg, ServerMsg, StatusReport};
 use ringchat_core::NodeId;
 use serde_json::{json, Value};
 use std::net::{SocketAddr, UdpSocket};
@@ -39,7 +39,7 @@ pub fn query_with(sock: &UdpSocket, server: SocketAddr, timeout: Duration) -> Re
     let request = wire::encode(&Packet::FromClient(ClientMsg::Status)).ok_or(QueryError::Timeout)?;
     let start = Instant::now();
     let resend = (timeout / 4).clamp(Duration::from_millis(5), Duration::from_millis(200));
-    let mut buf = [0u8; wire::MAX_DATAGRAM + 1];
+    let mut buf = [0u8; ringchat_core::limits::MAX_DATAGRAM + 1];
     let mut next_send = start;
     loop {
         let now = Instant::now();

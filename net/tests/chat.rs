@@ -360,10 +360,10 @@ fn demo_runs_a_cluster_and_a_client_and_quits_cleanly() {
 /// refusal, nothing forged is shown, and the live client's messages still flow.
 #[test]
 fn impersonating_a_live_client_is_refused_and_loses_nothing() {
-    use ringchat_core::causal::Vc;
-    use ringchat_core::chat::{MsgId, Target};
-    use ringchat_core::client_wire::{ClientMsg, Op, RefusalReason, ServerMsg};
+    use ringchat_core::time::Vc;
     use ringchat_core::wire::{decode, encode, Packet};
+    use ringchat_core::wire::{ClientMsg, Op, RefusalReason, ServerMsg};
+    use ringchat_core::wire::{MsgId, Target};
 
     let c = Cluster::start("chat-refused", 3);
     c.wait_for("one leader and one view of 3", Duration::from_secs(15), || agreement(&c.ports));

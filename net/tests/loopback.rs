@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use ringchat_core::client_wire::ServerMsg;
+use ringchat_core::wire::ServerMsg;
 use ringchat_core::wire::{self, Body, Envelope, Packet, VERSION};
 use ringchat_core::{ClusterId, NodeId, ServerId, ViewStamp};
 use std::net::UdpSocket;

@@ -7,7 +7,7 @@
 
 use crate::check::Violation;
 use crate::history::{ChatHappening, ChatOp, History};
-use ringchat_core::chat::{MsgId, Target};
+use ringchat_core::wire::{MsgId, Target};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A room member is certain to receive a room message if its join was stored this long before the send

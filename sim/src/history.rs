@@ -1,7 +1,7 @@
 //! The recorded history of a run: every protocol event and every node fault,
 //! in the order the simulator processed them.
 
-use ringchat_core::chat::{MsgId, Target};
+use ringchat_core::wire::{MsgId, Target};
 use ringchat_core::{Event, NodeId, ServerId};
 
 /// Something that happened at one node.

@@ -9,9 +9,9 @@
 use super::{Item, World};
 use crate::history::{ChatHappening, ChatOp};
 use rand::{Rng, RngCore};
-use ringchat_core::chat::{MsgId, Target};
 use ringchat_core::client::{Client, ClientConfig, ClientError, ClientEvent};
-use ringchat_core::client_wire::Op;
+use ringchat_core::wire::Op;
+use ringchat_core::wire::{MsgId, Target};
 use ringchat_core::Instant;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -248,7 +248,7 @@ impl World {
                     (Target::User(user_name(u)), None)
                 }
             };
-            let text = if self.rng.random_bool(0.01) { "x".repeat(ringchat_core::chat::MAX_TEXT + 1) } else { format!("hi {now}") };
+            let text = if self.rng.random_bool(0.01) { "x".repeat(ringchat_core::limits::MAX_TEXT + 1) } else { format!("hi {now}") };
             (Op::Chat { to: to.clone(), text }, ChatOp::Chat { to, reply_to })
         };
         let p = &mut self.chat.procs[c];

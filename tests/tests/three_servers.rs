@@ -2,11 +2,11 @@
 //! first out, in virtual time), driven through the core directly: races that
 //! a random schedule rarely hits, made deterministic.
 
-use ringchat_core::causal::CausalMsg;
-use ringchat_core::chat::{Item, MsgId, Target};
 use ringchat_core::client::{Client, ClientConfig, ClientEvent};
-use ringchat_core::client_wire::{ClientMsg, Op, ServerMsg};
+use ringchat_core::wire::CausalMsg;
 use ringchat_core::wire::{decode, encode, Body, Envelope, Packet};
+use ringchat_core::wire::{ClientMsg, Op, ServerMsg};
+use ringchat_core::wire::{Item, MsgId, Target};
 use ringchat_core::{ClusterId, Dest, Instant, NodeId, PlantedBug, Server, ServerConfig, ServerId, ViewStamp};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -480,7 +480,7 @@ fn copies_a_majority_does_not_need_wait_for_the_next_broadcast_or_a_millisecond(
     assert!(net.events.iter().any(|(i, e)| *i == alice && matches!(e, ClientEvent::Stored { id: x } if *x == id)));
     assert_eq!(held(&net, 2), before);
     // On a quiet server, server 2's copy leaves when the deferral is up.
-    let due = Instant(start + ringchat_core::chat_server::COPY_DEFER_US);
+    let due = Instant(start + ringchat_core::chat::server::COPY_DEFER_US);
     assert!(net.servers[0].1.poll_timeout().is_some_and(|t| t <= due));
     net.now = due.0;
     net.servers[0].1.handle_timeout(due);

@@ -2,7 +2,7 @@
 //! the test, status polling with deadlines (never sleeps as synchronisation).
 #![allow(dead_code)]
 
-use ringchat_core::client_wire::StatusReport;
+use ringchat_core::wire::StatusReport;
 use ringchat_core::NodeId;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;

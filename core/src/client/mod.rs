@@ -17,15 +17,12 @@
 //! Call rule (as for the server): after every input drain `poll_transmit` and
 //! `poll_event`, then call `handle_timeout` at `poll_timeout`.
 
-use crate::causal::{merge, Vc};
-use crate::chat::{MsgId, Target, MAX_NAME, MAX_TEXT};
-use crate::client_wire::{ClientMsg, Op, RefusalReason, ServerMsg};
-use crate::time::Instant;
+use crate::limits::{MAX_ACK_IDS, MAX_EARLY, MAX_NAME, MAX_TEXT};
+use crate::time::{merge, Instant, Vc};
 use crate::wire::{self, Packet};
+use crate::wire::{ClientMsg, MsgId, Op, RefusalReason, ServerMsg, Target};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-/// Most shows a client buffers while waiting for an earlier one of the sequence.
-const MAX_EARLY: usize = 256;
 use std::net::SocketAddr;
 
 /// Client timings.
@@ -491,7 +488,7 @@ impl Client {
             }
             acks.push(id);
         }
-        for chunk in acks.chunks(crate::chat::MAX_ACK_IDS) {
+        for chunk in acks.chunks(MAX_ACK_IDS) {
             self.send(ClientMsg::Ack { client: self.id, ids: chunk.to_vec(), attempt: self.attempt, next: self.expect });
         }
     }

@@ -13,7 +13,8 @@
 //! machine and in every simulator run.
 
 use crate::id::{mix64, NodeId, ServerId};
-use crate::view::{Member, View, MAX_MEMBERS};
+use crate::limits::MAX_MEMBERS;
+use crate::view::{Member, View};
 use std::net::SocketAddr;
 
 /// The rendezvous weight of server `server` for client `client` (higher is preferred).

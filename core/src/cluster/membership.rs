@@ -68,7 +68,7 @@ pub fn next_change(view: &View, joiners: &[crate::view::Member], silent: &[NodeI
     if let Some(dead) = silent.first() {
         return Some(Change::Remove(*dead));
     }
-    joiners.iter().find(|j| view.by_server(j.node.id).is_none() && view.members.len() < crate::view::MAX_MEMBERS).map(|j| Change::Add(*j))
+    joiners.iter().find(|j| view.by_server(j.node.id).is_none() && view.members.len() < crate::limits::MAX_MEMBERS).map(|j| Change::Add(*j))
 }
 
 /// One membership change.

@@ -10,18 +10,15 @@
 //! in causal order), so installing it and then re-receiving what the fetcher held beyond it
 //! gives a state the fetcher could have reached by delivering every message itself.
 
-use crate::causal::{CausalMsg, Vc, MAX_ORIGINS, MAX_STORE};
-use crate::chat::ChatState;
-use crate::time::Instant;
+use crate::chat::state::ChatState;
+use crate::limits::{CHUNK, MAX_CHUNKS, MAX_ORIGINS, MAX_STORE};
+use crate::time::{Instant, Vc};
 use crate::wire::Body;
+use crate::wire::CausalMsg;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-/// Bytes of snapshot per chunk (one chunk fits a datagram with its framing).
-pub const CHUNK: usize = 1_000;
-/// Largest snapshot sent or accepted, in chunks (16 MB).
-pub const MAX_CHUNKS: u32 = 16_384;
 /// Chunks sent per request.
 const WINDOW: u32 = 16;
 /// A request unanswered this long is repeated.

@@ -1,10 +1,9 @@
 //! Messages between clients (and `ringchat status`) and servers.
 
-use crate::causal::{Vc, MAX_ORIGINS};
-use crate::chat::{MsgId, Target, MAX_ACK_IDS, MAX_NAME, MAX_TEXT};
-use crate::id::{ClusterId, NodeId};
-use crate::server::{Counters, Status};
-use crate::view::{Member, MAX_MEMBERS};
+use crate::limits::{MAX_ACK_IDS, MAX_MEMBERS, MAX_NAME, MAX_ORIGINS, MAX_TEXT, MAX_WHO};
+use crate::time::Vc;
+use crate::wire::chat::{MsgId, Target};
+use crate::wire::status::StatusReport;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -84,9 +83,6 @@ pub enum ClientMsg {
     },
 }
 
-/// Most names one [`ServerMsg::Who`] lists (users, rooms, and members of each room).
-pub const MAX_WHO: usize = 32;
-
 /// An operation a client submits.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
@@ -94,7 +90,7 @@ pub enum Op {
     Chat {
         /// Recipient.
         to: Target,
-        /// Text, at most [`crate::chat::MAX_TEXT`] bytes.
+        /// Text, at most [`crate::limits::MAX_TEXT`] bytes.
         text: String,
     },
     /// Join a room.
@@ -193,7 +189,7 @@ pub enum ServerMsg {
         rooms: Vec<(String, Vec<String>)>,
     },
     /// Answer to [`ClientMsg::Find`]: the live members of the server's view in
-    /// the order the client should try them (see [`crate::assign`]); at most
+    /// the order the client should try them (see `cluster::assign`); at most
     /// [`MAX_MEMBERS`] addresses, never empty when sent.
     Assign {
         /// Client id.
@@ -272,74 +268,6 @@ impl ServerMsg {
                 RefusalReason::NeverShown { count } => *count >= 1 && *count as usize <= MAX_ACK_IDS,
                 RefusalReason::NotYourSession | RefusalReason::NotLoggedIn => true,
             },
-        }
-    }
-}
-
-/// What `ringchat status` shows of one server.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StatusReport {
-    /// The server's life.
-    pub node: NodeId,
-    /// Its cluster.
-    pub cluster: ClusterId,
-    /// Phase name (Discovering, Founding, Joining, Member, Left).
-    pub phase: String,
-    /// Whether it leads.
-    pub is_leader: bool,
-    /// Adopted epoch.
-    pub epoch: u64,
-    /// Leader it knows.
-    pub leader: Option<NodeId>,
-    /// Installed view id.
-    pub view_id: Option<u64>,
-    /// Members with liveness (`true` = alive).
-    pub members: Vec<(Member, bool)>,
-    /// Refusal counters.
-    pub counters: Counters,
-    /// Clients logged in here, as (name, address): as many as fit the datagram.
-    pub clients: Vec<(String, SocketAddr)>,
-    /// Clients logged in here in all.
-    pub clients_total: u32,
-    /// Unacknowledged inbox entries per user, largest first: as many as fit the datagram.
-    pub inboxes: Vec<(String, u32)>,
-    /// Unacknowledged inbox entries over all users.
-    pub inbox_total: u32,
-    /// Snapshots of a peer's chat state installed (state transfer) since start.
-    pub snapshots: u64,
-    /// Messages in the retransmission store (kept until every known server holds them, or
-    /// while an inbox needs them).
-    pub store: u32,
-    /// Messages received but held back for their causal past.
-    pub holdback: u32,
-    /// Messages delivered but not kept for retransmission because the store was full.
-    pub store_full: u64,
-    /// Messages refused because the hold-back queue was full (a peer sends them again).
-    pub holdback_full: u64,
-}
-
-impl StatusReport {
-    /// The report for a server status snapshot.
-    pub fn from_status(s: &Status) -> StatusReport {
-        StatusReport {
-            node: s.node,
-            cluster: s.cluster,
-            phase: s.phase.clone(),
-            is_leader: s.role == crate::server::Role::Leader,
-            epoch: s.epoch,
-            leader: s.leader,
-            view_id: s.committed.as_ref().map(|v| v.stamp.id),
-            members: s.members.clone(),
-            counters: s.counters.clone(),
-            clients: Vec::new(),
-            clients_total: 0,
-            inboxes: Vec::new(),
-            inbox_total: 0,
-            snapshots: 0,
-            store: 0,
-            holdback: 0,
-            store_full: 0,
-            holdback_full: 0,
         }
     }
 }

@@ -6,71 +6,14 @@
 //! iterates a hash map, so every server delivers deterministically.
 
 use crate::id::{NodeId, ServerId};
+use crate::limits::{MAX_HOLDBACK, MAX_ORIGINS, MAX_RANGE, MAX_STORE};
+use crate::time::{dominates, merge, Vc};
+use crate::wire::chat::{CausalMsg, Item, Key};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// A vector clock: origin → number of its messages delivered. Absent = 0.
-pub type Vc = BTreeMap<NodeId, u64>;
-
-/// Most origins a vector clock on the wire may name (keeps every message in one datagram).
-pub const MAX_ORIGINS: usize = 32;
-/// Most messages held back waiting for their causal past.
-pub const MAX_HOLDBACK: usize = 1024;
-/// Most messages kept for retransmission.
-pub const MAX_STORE: usize = 65_536;
 /// Room kept in the store for messages from peers once new client messages stop.
 const STORE_HEADROOM: usize = 8_192;
-/// Most messages one anti-entropy request asks for.
-pub const MAX_RANGE: u64 = 16;
-
-/// `(origin, seq)`: the identity of a broadcast message among servers.
-pub type Key = (NodeId, u64);
-
-/// A message of the causal broadcast.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CausalMsg {
-    /// The server life that broadcast it.
-    pub origin: NodeId,
-    /// Its per-origin sequence number (1, 2, ...).
-    pub seq: u64,
-    /// The origin's delivered vector when it sent the message (its own entry excluded).
-    pub deps: Vc,
-    /// The replicated operation, shared by every copy of the message (store, hold-back queue,
-    /// outgoing datagrams): copying a message copies no text.
-    pub item: std::sync::Arc<crate::chat::Item>,
-}
-
-impl CausalMsg {
-    /// The message's key.
-    pub fn key(&self) -> Key {
-        (self.origin, self.seq)
-    }
-
-    /// The message's full vector timestamp (deps plus itself).
-    pub fn stamp(&self) -> Vc {
-        let mut vc = self.deps.clone();
-        vc.insert(self.origin, self.seq);
-        vc
-    }
-
-    /// Bounds a message from the wire must respect.
-    pub fn is_well_formed(&self) -> bool {
-        self.seq > 0 && self.deps.len() <= MAX_ORIGINS && self.item.is_well_formed()
-    }
-}
-
-/// Whether `a` ≥ `b` componentwise.
-pub fn dominates(a: &Vc, b: &Vc) -> bool {
-    b.iter().all(|(k, v)| a.get(k).copied().unwrap_or(0) >= *v)
-}
-
-/// Raises `a` to the componentwise maximum of `a` and `b`.
-pub fn merge(a: &mut Vc, b: &Vc) {
-    for (k, v) in b {
-        let e = a.entry(*k).or_insert(0);
-        *e = (*e).max(*v);
-    }
-}
 
 /// Counters of the causal layer.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,7 +53,7 @@ impl Causal {
     /// may still lack: an entry every known server reports holding is satisfied wherever the
     /// message can arrive. So the vector stays as small as the origins still in flight, instead
     /// of growing with every server life the cluster ever had.
-    pub fn broadcast(&mut self, origin: NodeId, item: crate::chat::Item) -> Option<CausalMsg> {
+    pub fn broadcast(&mut self, origin: NodeId, item: Item) -> Option<CausalMsg> {
         let seq = self.delivered.get(&origin).copied().unwrap_or(0) + 1;
         let mut deps = self.delivered.clone();
         deps.remove(&origin);
@@ -310,7 +253,7 @@ impl Causal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::Item;
+    use Item;
 
     fn node(i: u128) -> NodeId {
         NodeId { id: ServerId(i), incarnation: 1 }
@@ -318,7 +261,7 @@ mod tests {
 
     fn join(user: &str) -> Item {
         Item::Join {
-            id: crate::chat::MsgId { client: 1, seq: user.len() as u64 },
+            id: crate::wire::MsgId { client: 1, seq: user.len() as u64 },
             user: user.into(),
             room: "r".into(),
             fence: 0,

@@ -3,14 +3,11 @@
 //! One server founds a one-member cluster; honest clients are the core's own [`Client`]
 //! state machine, misbehaving ones are raw datagrams. Everything runs in virtual time.
 
-use crate::causal::Vc;
-use crate::chat::{MsgId, Target};
-use crate::client::{Client, ClientConfig, ClientEvent};
-use crate::client_wire::{ClientMsg, Op, RefusalReason, ServerMsg};
-use crate::server::{Dest, Server, ServerConfig};
-use crate::time::Instant;
-use crate::wire::{decode, encode, Packet};
-use crate::ServerId;
+use ringchat_core::client::{Client, ClientConfig, ClientEvent};
+use ringchat_core::cluster::{Dest, Server, ServerConfig};
+use ringchat_core::time::{Instant, Vc};
+use ringchat_core::wire::{decode, encode, ClientMsg, MsgId, Op, Packet, RefusalReason, ServerMsg, Target};
+use ringchat_core::ServerId;
 use std::net::SocketAddr;
 
 const SERVER: &str = "10.0.0.1:7000";
@@ -314,7 +311,7 @@ fn send_before_login_is_refused() {
 fn a_message_for_a_full_inbox_waits_and_fails_instead_of_being_lost() {
     let mut lan = Lan::new();
     let alice = lan.client("10.0.0.2:5000", 2, "alice", 11);
-    let room = crate::chat::MAX_INBOX - crate::chat::INBOX_HEADROOM;
+    let room = ringchat_core::limits::MAX_INBOX - ringchat_core::limits::INBOX_HEADROOM;
     let mut sent = Vec::new();
     for k in 0..room {
         sent.push(lan.say(alice, "dave", &format!("m{k}")));

@@ -1,0 +1,325 @@
+//! A server's chat duties: the causal broadcast among servers, stability,
+//! client sessions (login, sends held for their causal context, `stored`
+//! acknowledgements, showing stable inbox entries) and name claims to the leader.
+//!
+//! The server routes datagrams here with a [`Ctx`] snapshot of its membership
+//! state and sends whatever [`Out`]s come back.
+
+use crate::chat::causal::Causal;
+use crate::chat::state::ChatState;
+use crate::id::{NodeId, ServerId};
+use crate::plant::PlantedBug;
+use crate::time::Instant;
+use crate::view::View;
+use crate::wire::{Body, CausalMsg, Item, Key, ServerMsg, StatusReport};
+use serde::{Deserialize, Serialize};
+use session::{Replay, Session};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+/// Chat state that survives a crash (part of [`crate::Durable`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatDurable {
+    /// Causal broadcast.
+    pub causal: Causal,
+    /// Replicated application state.
+    pub state: ChatState,
+    /// What a merge carried over from another cluster's history, still to be broadcast here.
+    pub carry: Vec<Item>,
+}
+
+impl ChatDurable {
+    /// Leaves this history for another cluster's (the server merges into it): drops it all but
+    /// what users are still owed (see [`ChatState::carry`]), which is broadcast again once the
+    /// server is a member there. Neither history can be installed over the other (each side
+    /// trimmed what the other never saw), and keeping both would hold this server's messages
+    /// back everywhere, behind messages no one can send any more.
+    pub fn start_over(&mut self) {
+        let causal = &self.causal;
+        let mut carry = std::mem::take(&mut self.carry);
+        carry.extend(self.state.carry(|key| causal.get(key).map(|m| Item::clone(&m.item))));
+        *self = ChatDurable { carry, ..ChatDurable::default() };
+    }
+}
+
+/// What the server knows of itself when it routes to the chat layer.
+pub struct Ctx<'a> {
+    /// This life.
+    pub me: NodeId,
+    /// Now.
+    pub now: Instant,
+    /// Installed view, when a member.
+    pub view: Option<&'a View>,
+    /// The leader's address, if known.
+    pub leader: Option<SocketAddr>,
+    /// This server leads.
+    pub is_leader: bool,
+    /// Adopted epoch.
+    pub epoch: u64,
+}
+
+/// Something the chat layer wants sent.
+pub enum Out {
+    /// To a peer server (`true` = retransmission).
+    Peer(SocketAddr, Body, bool),
+    /// To a client.
+    Client(SocketAddr, ServerMsg),
+}
+
+/// Most carried-over items broadcast per input or timeout (see [`ChatDurable::carry`]).
+const CARRY_BATCH: usize = 16;
+/// Most messages shown to one session per round.
+const SHOW_BATCH: usize = 8;
+/// A session silent this long is dropped.
+const SESSION_TIMEOUT_US: u64 = 2_500_000;
+/// How long a retried operation waits for the copy sent through another server.
+const RETRY_HOLD_US: u64 = 2_000_000;
+/// An operation held this long is dropped: its client (which gives up after 10 s) reports it
+/// failed, and it must not be broadcast after that. A send that says it has less time left
+/// is dropped after half of that (a margin for the two clocks' rates).
+const PENDING_TTL_US: u64 = 5_000_000;
+/// Period of re-showing unacknowledged messages and of name claims.
+const RESEND_US: u64 = 300_000;
+/// Period of the full chat round: expiry, login progress, released sends, acknowledgements
+/// spread, re-shows and trimming. Work that input makes possible is done at once; the round
+/// repairs whatever that fast path missed.
+const ROUND_US: u64 = 100_000;
+/// Least gap between two [`Body::ChatHolds`] reports of one server: the first delivery after a
+/// quiet spell is reported at once, a burst in one report.
+pub const HOLDS_GAP_US: u64 = 1_000;
+/// Longest a copy of a chat message waits when its receiver hosts none of the recipients and
+/// is not needed for a majority. Such copies leave with the next broadcast, packed with its
+/// copies, or after this time on a quiet server.
+pub const COPY_DEFER_US: u64 = 1_000;
+/// A server's presence report is resent this often even if nothing changed.
+const PRESENCE_EVERY_US: u64 = 1_000_000;
+/// A peer's presence report counts for this long (it misses three reports).
+const PRESENCE_TTL_US: u64 = 3_500_000;
+
+/// Per-server chat runtime state (sessions are not durable: clients log in again).
+#[derive(Default)]
+pub struct ChatServer {
+    sessions: BTreeMap<u64, Session>,
+    /// Planted bug, if any (tests only).
+    pub plant: Option<PlantedBug>,
+    next_trim: Instant,
+    next_round: Instant,
+    dirty: bool,
+    /// Unstable messages that sessions wait on (for a `stored` or a show), re-checked as
+    /// holders are learned; rebuilt by every full round.
+    watch: BTreeMap<Key, BTreeSet<u64>>,
+    /// Sessions whose work input has made possible, run before the input returns.
+    poked: BTreeSet<u64>,
+    /// Something was delivered since the last holds report.
+    holds_pending: bool,
+    /// Origins of what was delivered since the last holds report (they wait on it to tell
+    /// their senders `stored`).
+    holds_origins: BTreeSet<ServerId>,
+    /// The next holds report goes to every peer (a state transfer changed what we hold).
+    holds_everyone: bool,
+    /// Earliest time of the next holds report.
+    holds_at: Instant,
+    /// When each peer's last digest (heartbeat or holds report) arrived.
+    digest_at: BTreeMap<ServerId, Instant>,
+    /// Sessions whose login replay waits for digests or deliveries.
+    gated: BTreeSet<u64>,
+    /// State transfer, both ways.
+    transfer: crate::chat::transfer::Transfer,
+    /// Peers' presence reports: when each arrived, and its users.
+    presence: BTreeMap<ServerId, (Instant, Vec<String>)>,
+    /// Our last presence report, and when it left.
+    presence_sent: (Instant, Vec<String>),
+    /// Copies of chat messages that can wait (see [`COPY_DEFER_US`]), and when they leave.
+    deferred: Vec<(SocketAddr, CausalMsg)>,
+    deferred_at: Option<Instant>,
+    /// The life in which this server last was a member: a server that joins again (cut off
+    /// long enough to be dropped from the view) may have missed anything meanwhile.
+    member_as: Option<NodeId>,
+}
+
+/// Sizes for reports and the bounded-memory check.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ChatStats {
+    /// Messages in the retransmission store.
+    pub store: usize,
+    /// Unacknowledged inbox entries over all users.
+    pub inbox: usize,
+    /// Messages held back.
+    pub holdback: usize,
+    /// Largest hold-back queue seen.
+    pub max_holdback: u64,
+    /// Largest inbox seen.
+    pub inbox_max: u64,
+    /// Retried copies not shown again.
+    pub duplicates_suppressed: u64,
+    /// Client sessions.
+    pub sessions: usize,
+}
+
+impl ChatServer {
+    /// A chat layer with no sessions yet (`plant` is for checker tests only).
+    pub fn new(plant: Option<PlantedBug>) -> ChatServer {
+        ChatServer { plant, ..ChatServer::default() }
+    }
+
+    /// Stats of this server.
+    pub fn stats(&self, d: &ChatDurable) -> ChatStats {
+        ChatStats {
+            store: d.causal.store_len(),
+            inbox: d.state.inbox_total(),
+            holdback: d.causal.holdback_len(),
+            max_holdback: d.causal.counters.max_holdback,
+            inbox_max: d.state.counters.inbox_max,
+            duplicates_suppressed: d.state.counters.duplicates_suppressed,
+            sessions: self.sessions.len(),
+        }
+    }
+
+    /// Fills the chat part of a status report, listing what fits in `budget` bytes.
+    pub fn fill_status(&self, d: &ChatDurable, report: &mut StatusReport, budget: usize) {
+        let online: Vec<(&String, SocketAddr)> = self.sessions.values().filter(|s| s.login.is_done()).map(|s| (&s.name, s.addr)).collect();
+        report.clients_total = online.len() as u32;
+        report.snapshots = self.transfer.installed;
+        report.store = d.causal.store_len() as u32;
+        report.holdback = d.causal.holdback_len() as u32;
+        report.store_full = d.causal.counters.store_full;
+        report.holdback_full = d.causal.counters.holdback_full;
+        let mut left = budget / 2;
+        for (name, addr) in online {
+            // A name, a socket address and their framing.
+            let cost = name.len() + 24;
+            if cost > left {
+                break;
+            }
+            left -= cost;
+            report.clients.push((name.clone(), addr));
+        }
+        let mut sizes: Vec<(&str, usize)> = d.state.inbox_sizes().collect();
+        sizes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        report.inbox_total = d.state.inbox_total() as u32;
+        let mut left = budget - budget / 2;
+        for (user, n) in sizes {
+            let cost = user.len() + 8;
+            if cost > left {
+                break;
+            }
+            left -= cost;
+            report.inboxes.push((user.to_string(), n as u32));
+        }
+    }
+
+    /// When [`ChatServer::tick`] must run besides the server's own timers: a due holds report.
+    /// The full round needs no timer of its own: it rides on the next tick (a heartbeat at the
+    /// latest) after the 100 ms round.
+    pub fn deadline(&self) -> Option<Instant> {
+        let holds = self.holds_pending.then_some(self.holds_at);
+        [holds, self.deferred_at].into_iter().flatten().min()
+    }
+
+    fn watch(&mut self, key: Key, client: u64) {
+        self.watch.entry(key).or_default().insert(client);
+    }
+
+    /// Pokes the sessions of `users` (only those logged in, unless `logging_in`).
+    fn poke_users(&mut self, users: &[String], logging_in: bool) {
+        let hit = self.sessions.iter().filter(|(_, s)| s.login.is_done() != logging_in && users.contains(&s.name)).map(|(c, _)| *c);
+        self.poked.extend(hit);
+    }
+
+    fn peers(cx: &Ctx) -> Vec<SocketAddr> {
+        cx.view.map(|v| v.members.iter().filter(|m| m.node.id != cx.me.id).map(|m| m.addr).collect()).unwrap_or_default()
+    }
+
+    /// Timed work, due at [`ChatServer::deadline`]: the full round (expire sessions, release
+    /// held sends, spread acknowledgements, acknowledge stored sends, show inboxes, trim).
+    pub fn tick(&mut self, d: &mut ChatDurable, cx: &Ctx, out: &mut Vec<Out>) {
+        let now = cx.now;
+        if now < self.next_round {
+            return;
+        }
+        self.next_round = now.plus_us(ROUND_US);
+        let Some(view) = cx.view else { return };
+        for m in &view.members {
+            d.causal.known.insert(m.node.id);
+        }
+        self.sessions.retain(|_, s| now.since(s.last_heard) <= SESSION_TIMEOUT_US);
+        self.presence.retain(|id, (at, _)| now.since(*at) <= PRESENCE_TTL_US && view.members.iter().any(|m| m.node.id == *id));
+        self.report_presence(cx, out);
+        self.watch.clear();
+        let clients: Vec<u64> = self.sessions.keys().copied().collect();
+        let resend = std::mem::take(&mut self.dirty);
+        for client in clients {
+            self.session_tick(d, cx, client, resend, true, out);
+        }
+        if now >= self.next_trim {
+            self.next_trim = now.plus_us(100_000);
+            let state = &d.state;
+            let members: Vec<ServerId> = view.members.iter().map(|m| m.node.id).collect();
+            d.causal.trim(cx.me.id, &members, |k| state.pinned(k));
+        }
+        if let Some((to, body)) = self.transfer.tick(now) {
+            out.push(Out::Peer(to, body, false));
+        }
+    }
+
+    /// Runs the work input made possible: the poked sessions, and a due holds report.
+    /// Called after every input and timeout.
+    pub fn flush(&mut self, d: &mut ChatDurable, cx: &Ctx, out: &mut Vec<Out>) {
+        if cx.view.is_none() {
+            // Not a member: nothing is shown or stored here, and peers learn what we hold from heartbeats.
+            self.poked.clear();
+            self.holds_pending = false;
+            self.holds_origins.clear();
+            // Peers that miss deferred copies ask for them when they see our digest.
+            self.deferred.clear();
+            self.deferred_at = None;
+            return;
+        }
+        if self.member_as != Some(cx.me) {
+            // Back in the cluster as a new life: every session catches up again, as at login,
+            // before it is shown anything or sends (a room message would miss members).
+            self.member_as = Some(cx.me);
+            for (client, s) in &mut self.sessions {
+                s.replay = Replay::Since(cx.now);
+                self.poked.insert(*client);
+            }
+        }
+        for client in std::mem::take(&mut self.poked) {
+            self.session_tick(d, cx, client, true, false, out);
+        }
+        // What a merge carried over joins this history, a batch at a time, as room allows.
+        for _ in 0..CARRY_BATCH {
+            let Some(item) = d.carry.first().cloned().filter(|_| !d.causal.is_nearly_full()) else { break };
+            if self.broadcast(d, cx, item, out).is_none() {
+                break;
+            }
+            d.carry.remove(0);
+        }
+        if self.holds_pending && cx.now >= self.holds_at {
+            self.holds_pending = false;
+            self.holds_at = cx.now.plus_us(HOLDS_GAP_US);
+            // Who needs the report now: the origins (for `stored`), and with a majority above two
+            // every server (its origin and itself are not yet a majority). Everyone else learns
+            // it from the next heartbeat's digest, in time for trimming.
+            let origins = std::mem::take(&mut self.holds_origins);
+            let everyone = std::mem::take(&mut self.holds_everyone) || cx.view.is_some_and(|v| v.majority() > 2);
+            let to = cx.view.into_iter().flat_map(|v| &v.members).filter(|m| m.node.id != cx.me.id);
+            for m in to.filter(|m| everyone || origins.contains(&m.node.id)) {
+                out.push(Out::Peer(m.addr, Body::ChatHolds { delivered: d.causal.delivered.clone() }, false));
+            }
+        }
+        // Copies that waited (broadcasts made above may have made them due).
+        if self.deferred_at.is_some_and(|t| cx.now >= t) {
+            self.deferred_at = None;
+            for (addr, msg) in std::mem::take(&mut self.deferred) {
+                out.push(Out::Peer(addr, Body::Chat { msg }, false));
+            }
+        }
+        // A second broadcast makes the waiting copies due: what still waits is one message's.
+        assert!(self.deferred.windows(2).all(|w| w[0].1.key() == w[1].1.key()), "deferred copies of two messages");
+        assert_eq!(self.deferred.is_empty(), self.deferred_at.is_none(), "deferred copies and their deadline disagree");
+    }
+}
+
+mod replicate;
+mod session;

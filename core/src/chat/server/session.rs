@@ -1,0 +1,555 @@
+//! Client sessions at a server: login (name binding, catching up with a majority, the
+//! login fence), sends held for their causal context, `stored` acknowledgements, and
+//! showing stable inbox entries in causal order.
+
+use super::{ChatDurable, ChatServer, Ctx, Out, PENDING_TTL_US, RESEND_US, RETRY_HOLD_US, SHOW_BATCH};
+use crate::chat::state::Applied;
+use crate::id::NodeId;
+use crate::limits::{MAX_ACK_IDS, MAX_EXPIRED, MAX_PENDING};
+use crate::plant::PlantedBug;
+use crate::time::{dominates, merge, Instant, Vc};
+use crate::view::View;
+use crate::wire::{Body, ClientMsg, Item, Key, MsgId, Op, RefusalReason, ServerMsg};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+/// Whether a login may be shown its inbox and have its sends broadcast yet. A server that
+/// restarted or was cut off may still hold inbox entries whose acknowledgement (from an
+/// earlier login of the user) it has not delivered, and room memberships that changed long
+/// ago: showing those entries would show the user a message again, out of order, and a room
+/// message would miss members. So a login waits until this server has heard from a majority
+/// since the login and delivered what that majority holds (and what the client was shown).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Replay {
+    /// Waiting for digests from a majority newer than this login.
+    Since(Instant),
+    /// Waiting to deliver this frontier.
+    Until(Vc),
+    /// Caught up: the inbox is shown.
+    Open,
+}
+
+/// Where a session's login stands. A session may send, and be shown its inbox, only once
+/// logged in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Login {
+    /// Binding the name, catching up with a majority (see [`Replay`]), then waiting for
+    /// the process's [`Item::Login`] fence (its Lamport time and key, once broadcast) to be
+    /// stable.
+    InProgress {
+        /// The fence, once broadcast.
+        fence: Option<(u64, Key)>,
+    },
+    /// `LoginOk` was sent: the fence is stable.
+    Done {
+        /// The process's fence and the key of its [`Item::Login`].
+        fence: (u64, Key),
+    },
+}
+
+impl Login {
+    /// Whether the session is logged in.
+    pub(super) fn is_done(self) -> bool {
+        matches!(self, Login::Done { .. })
+    }
+
+    /// The fence, once broadcast.
+    fn fence(self) -> Option<(u64, Key)> {
+        match self {
+            Login::InProgress { fence } => fence,
+            Login::Done { fence } => Some(fence),
+        }
+    }
+}
+
+/// A client process's session at this server (not durable: clients log in again).
+pub(super) struct Session {
+    pub(super) addr: SocketAddr,
+    pub(super) name: String,
+    pub(super) token: u64,
+    pub(super) login: Login,
+    pub(super) ctx: Vc,
+    pub(super) last_heard: Instant,
+    /// Operations waiting for their causal context (and, for a retry, for an earlier copy to arrive).
+    /// Each with its causal context, the end of its retry hold, and when it is dropped.
+    pub(super) pending: Vec<(MsgId, Op, Vc, Option<Instant>, Instant)>,
+    /// Operations dropped after waiting [`PENDING_TTL_US`] (their client reports them failed):
+    /// a later retry of one is not taken again.
+    pub(super) expired: BTreeSet<MsgId>,
+    pub(super) waiting: Vec<(MsgId, Key)>,
+    pub(super) shown_at: BTreeMap<MsgId, Instant>,
+    pub(super) numbered: BTreeMap<MsgId, u64>,
+    pub(super) next_no: u64,
+    pub(super) client_next: u64,
+    pub(super) attempt: u64,
+    /// Shown messages the client acknowledged, not yet spread: never shown again.
+    pub(super) acks: BTreeSet<MsgId>,
+    pub(super) claim_at: Instant,
+    pub(super) replay: Replay,
+}
+
+/// Refuses a client message (the one refusal its datagram may cause).
+fn refuse(out: &mut Vec<Out>, from: SocketAddr, client: u64, reason: RefusalReason) {
+    out.push(Out::Client(from, ServerMsg::Refused { client, reason }));
+}
+
+impl ChatServer {
+    /// Everything held by this server or by a member heard from since `since`, merged. When
+    /// those are a majority of the view they include a holder of every message that was stable
+    /// before `since` (two majorities of one view meet). Taking what a majority holds instead
+    /// would count members not heard from lately, whose digests may predate it.
+    pub(super) fn fresh_frontier(&self, d: &ChatDurable, cx: &Ctx, view: &View, since: Instant) -> Vc {
+        let mut frontier = d.causal.delivered.clone();
+        for m in &view.members {
+            if m.node.id != cx.me.id && self.digest_at.get(&m.node.id).is_some_and(|at| *at >= since) {
+                if let Some(held) = d.causal.digests.get(&m.node.id) {
+                    merge(&mut frontier, held);
+                }
+            }
+        }
+        frontier
+    }
+
+    /// Whether `client`'s login may be shown its inbox (see [`Replay`]).
+    pub(super) fn replay_open(&mut self, d: &ChatDurable, cx: &Ctx, client: u64) -> bool {
+        let Some(view) = cx.view else { return false };
+        let Some(s) = self.sessions.get(&client) else { return false };
+        if self.plant == Some(PlantedBug::ReplayAtOnce) {
+            return true;
+        }
+        if let Replay::Since(t) = s.replay {
+            let fresh =
+                view.members.iter().filter(|m| m.node.id == cx.me.id || self.digest_at.get(&m.node.id).is_some_and(|at| *at >= t)).count();
+            if !view.is_majority(fresh) {
+                return false;
+            }
+            let mut frontier = self.fresh_frontier(d, cx, view, t);
+            // What the client was shown is stable, so a majority holds it: an origin none of
+            // them has heard of belongs to a history this cluster does not share (the client's
+            // server merged into this cluster), and can never be delivered here.
+            let s = self.sessions.get_mut(&client).expect("looked up above"); // invariant
+            s.ctx.retain(|origin, _| frontier.contains_key(origin));
+            merge(&mut frontier, &s.ctx);
+            s.replay = Replay::Until(frontier);
+        }
+        let s = self.sessions.get_mut(&client).expect("looked up above"); // invariant
+        if let Replay::Until(f) = &s.replay {
+            if !dominates(&d.causal.delivered, f) {
+                return false;
+            }
+            s.replay = Replay::Open;
+        }
+        true
+    }
+
+    /// A datagram from a client.
+    pub fn on_client(&mut self, d: &mut ChatDurable, cx: &Ctx, from: SocketAddr, msg: ClientMsg, out: &mut Vec<Out>) {
+        if cx.view.is_none() {
+            return; // not a member: the client will try another server
+        }
+        match msg {
+            ClientMsg::Status | ClientMsg::Find { .. } => {}
+            ClientMsg::Login { client, name, token, ctx, attempt } => {
+                // A session belongs to the address it was made from (a client keeps one socket for
+                // its life). Only its own user (same name and token) may move it, as after a NAT
+                // rebinding; anyone else is refused and the session is left alone.
+                if self.sessions.get(&client).is_some_and(|s| s.addr != from && (s.name != name || s.token != token)) {
+                    return refuse(out, from, client, RefusalReason::NotYourSession);
+                }
+                let s = self.sessions.entry(client).or_insert_with(|| Session {
+                    addr: from,
+                    name: name.clone(),
+                    token,
+                    login: Login::InProgress { fence: None },
+                    ctx: Vc::new(),
+                    last_heard: cx.now,
+                    pending: Vec::new(),
+                    expired: BTreeSet::new(),
+                    waiting: Vec::new(),
+                    shown_at: BTreeMap::new(),
+                    numbered: BTreeMap::new(),
+                    next_no: 1,
+                    client_next: 1,
+                    attempt,
+                    acks: BTreeSet::new(),
+                    claim_at: cx.now,
+                    replay: Replay::Since(cx.now),
+                });
+                s.addr = from;
+                s.last_heard = cx.now;
+                merge(&mut s.ctx, &ctx);
+                if s.attempt != attempt {
+                    // A new login: its shows are numbered afresh.
+                    s.attempt = attempt;
+                    s.numbered.clear();
+                    s.shown_at.clear();
+                    s.next_no = 1;
+                    s.client_next = 1;
+                    s.replay = Replay::Since(cx.now);
+                }
+                if s.name != name || s.token != token {
+                    s.name = name;
+                    s.token = token;
+                    s.login = Login::InProgress { fence: None };
+                }
+                self.progress_login(d, cx, client, out);
+                self.poked.insert(client);
+            }
+            ClientMsg::Ping { client, attempt, next } => {
+                let s = match Self::own_session(&mut self.sessions, client, from) {
+                    Ok(s) => s,
+                    Err(reason) => return refuse(out, from, client, reason),
+                };
+                s.last_heard = cx.now;
+                if attempt == s.attempt {
+                    s.client_next = s.client_next.max(next);
+                }
+                out.push(Out::Client(from, ServerMsg::Pong { client }));
+            }
+            ClientMsg::Logout { client } => {
+                if self.sessions.get(&client).is_some_and(|s| s.addr != from) {
+                    return refuse(out, from, client, RefusalReason::NotYourSession);
+                }
+                self.sessions.remove(&client);
+            }
+            ClientMsg::Who { client } => {
+                use crate::limits::MAX_WHO;
+                // Names cost their length plus framing; the answer must fit one datagram.
+                let mut budget: usize = crate::limits::MAX_DATAGRAM - 64;
+                let mut take = |n: &str| {
+                    let cost = n.len() + 3;
+                    let ok = cost <= budget;
+                    if ok {
+                        budget -= cost;
+                    }
+                    ok
+                };
+                let mut users = Vec::new();
+                for n in d.state.names.keys().take(MAX_WHO) {
+                    if !take(n) {
+                        break;
+                    }
+                    users.push((n.clone(), self.online(cx, n)));
+                }
+                let mut rooms = Vec::new();
+                for (r, m) in d.state.rooms().take(MAX_WHO) {
+                    if !take(r) {
+                        break;
+                    }
+                    let members: Vec<String> = m.into_iter().take(MAX_WHO).take_while(|n| take(n)).map(String::from).collect();
+                    rooms.push((r.to_string(), members));
+                }
+                out.push(Out::Client(from, ServerMsg::Who { client, users, rooms }));
+            }
+            ClientMsg::Ack { client, ids, attempt, next } => {
+                let s = match Self::own_session(&mut self.sessions, client, from) {
+                    Ok(s) => s,
+                    Err(reason) => return refuse(out, from, client, reason),
+                };
+                s.last_heard = cx.now;
+                if attempt == s.attempt {
+                    s.client_next = s.client_next.max(next);
+                }
+                // Only what the user's inbox holds, or what this session was shown, can be
+                // acknowledged (an acknowledgement only ever touches the user's own inbox).
+                // The inbox is only listed for an id this session did not show (rare).
+                let mut inbox: Option<BTreeSet<MsgId>> = None;
+                let mut never: u32 = 0;
+                for id in ids {
+                    let known = s.numbered.contains_key(&id)
+                        || s.shown_at.contains_key(&id)
+                        || s.acks.contains(&id)
+                        || inbox.get_or_insert_with(|| d.state.inbox(&s.name).map(|(id, _)| *id).collect()).contains(&id);
+                    if !known {
+                        never += 1;
+                        continue;
+                    }
+                    // An acknowledgement that does not fit is dropped: the message is shown
+                    // again later and acknowledged again.
+                    if s.acks.len() < 4 * MAX_ACK_IDS && s.acks.insert(id) {
+                        s.shown_at.remove(&id);
+                    }
+                }
+                if s.acks.len() >= MAX_ACK_IDS {
+                    self.poked.insert(client);
+                }
+                if never > 0 {
+                    refuse(out, from, client, RefusalReason::NeverShown { count: never });
+                }
+            }
+            ClientMsg::Send { id, op, ctx, retry, left_ms } => {
+                let s = match Self::own_session(&mut self.sessions, id.client, from) {
+                    Ok(s) => s,
+                    Err(reason) => return refuse(out, from, id.client, reason),
+                };
+                s.last_heard = cx.now;
+                self.poked.insert(id.client);
+                if s.pending.iter().any(|p| p.0 == id) || s.waiting.iter().any(|w| w.0 == id) || s.expired.contains(&id) {
+                    return;
+                }
+                if let Some(canonical) = d.state.delivered_copy(id) {
+                    s.waiting.push((id, canonical));
+                    return;
+                }
+                if s.pending.len() < MAX_PENDING {
+                    // A retry waits a while: if the copy sent through another server arrives
+                    // meanwhile, no second copy (with possibly other room recipients) is made.
+                    let hold = retry.then(|| cx.now.plus_us(RETRY_HOLD_US));
+                    let ttl = PENDING_TTL_US.min(u64::from(left_ms) * 1000 / 2);
+                    s.pending.push((id, op, ctx, hold, cx.now.plus_us(ttl)));
+                }
+                self.dirty = true;
+            }
+        }
+    }
+
+    /// The logged-in session `client`, if it was made from `from`; otherwise why not.
+    pub(super) fn own_session(sessions: &mut BTreeMap<u64, Session>, client: u64, from: SocketAddr) -> Result<&mut Session, RefusalReason> {
+        match sessions.get_mut(&client) {
+            Some(s) if s.addr != from => Err(RefusalReason::NotYourSession),
+            Some(s) if s.login.is_done() => Ok(s),
+            _ => Err(RefusalReason::NotLoggedIn),
+        }
+    }
+
+    /// Moves a login on: the name's binding, then catching up with a majority (see [`Replay`]),
+    /// then the process's [`Item::Login`] fence; `LoginOk` once that is stable.
+    pub(super) fn progress_login(&mut self, d: &mut ChatDurable, cx: &Ctx, client: u64, out: &mut Vec<Out>) {
+        let Some(s) = self.sessions.get(&client) else { return };
+        if s.login.is_done() {
+            out.push(Out::Client(s.addr, ServerMsg::LoginOk { client, attempt: s.attempt }));
+            return;
+        }
+        match d.state.names.get(&s.name).copied() {
+            Some(token) if token == s.token => {
+                let bound = d.state.name_keys.get(&s.name).is_some_and(|key| self.stable(d, cx, *key));
+                if !bound {
+                    return;
+                }
+                if !self.replay_open(d, cx, client) {
+                    self.gated.insert(client);
+                    return;
+                }
+                let s = self.sessions.get(&client).expect("looked up above"); // invariant
+                let (fence, key) = match s.login.fence() {
+                    Some(fence) => fence,
+                    None => {
+                        let (user, fence) = (s.name.clone(), d.state.next_lamport());
+                        let Some((key, _)) = self.broadcast(d, cx, Item::Login { user, fence }, out) else { return };
+                        let s = self.sessions.get_mut(&client).expect("looked up above"); // invariant
+                        s.login = Login::InProgress { fence: Some((fence, key)) };
+                        (fence, key)
+                    }
+                };
+                if !self.stable(d, cx, key) {
+                    self.watch(key, client);
+                    return;
+                }
+                let s = self.sessions.get_mut(&client).expect("looked up above"); // invariant
+                s.login = Login::Done { fence: (fence, key) };
+                out.push(Out::Client(s.addr, ServerMsg::LoginOk { client, attempt: s.attempt }));
+            }
+            Some(_) if self.plant != Some(PlantedBug::RebindNames) => {
+                let addr = s.addr;
+                let reason = format!("name {:?} is taken", s.name);
+                self.sessions.remove(&client);
+                out.push(Out::Client(addr, ServerMsg::LoginRefused { client, reason }));
+            }
+            _ => {
+                let (name, token) = (s.name.clone(), s.token);
+                if cx.is_leader {
+                    self.on_claim(d, cx, name, token, out);
+                } else if let Some(l) = cx.leader {
+                    out.push(Out::Peer(l, Body::NameClaim { name, token }, false));
+                }
+            }
+        }
+    }
+
+    /// One session's work. `dirty`: something changed that may complete its login;
+    /// `round`: the full round (spreads its acknowledgements, which are batched).
+    pub(super) fn session_tick(&mut self, d: &mut ChatDurable, cx: &Ctx, client: u64, dirty: bool, round: bool, out: &mut Vec<Out>) {
+        let now = cx.now;
+        let Some(s) = self.sessions.get_mut(&client) else { return };
+        if let Login::InProgress { fence } = s.login {
+            if now.since(s.claim_at) >= RESEND_US || dirty {
+                s.claim_at = now;
+                self.progress_login(d, cx, client, out);
+            } else if let Some((_, key)) = fence {
+                // The round cleared the watch on its fence.
+                self.watch(key, client);
+            }
+            return;
+        }
+        // Acknowledgements spread through the broadcast: full batches at once, the rest each round.
+        while let Some(s) = self.sessions.get_mut(&client).filter(|s| s.acks.len() >= MAX_ACK_IDS || round && !s.acks.is_empty()) {
+            let ids: Vec<MsgId> = std::iter::from_fn(|| s.acks.pop_first()).take(MAX_ACK_IDS).collect();
+            let user = s.name.clone();
+            self.broadcast(d, cx, Item::Ack { user, ids }, out);
+        }
+        // Sends whose causal context this server has delivered, once it caught up with a majority
+        // (so a room message goes to the members the cluster knows, not a stale server's).
+        let open = self.replay_open(d, cx, client);
+        if !open {
+            self.gated.insert(client);
+        }
+        // A store too full to keep more starts nothing new: the sender sees `pending`, then
+        // `failed`, rather than a message that could not be shown.
+        // Likewise a message for a recipient whose inbox is (nearly) full: an inbox entry that
+        // cannot be kept is a stored message never shown.
+        let room = !d.causal.is_nearly_full();
+        let Some(s) = self.sessions.get_mut(&client) else { return };
+        let mut ready = Vec::new();
+        let mut expired = Vec::new();
+        s.pending.retain(|(id, op, ctx, hold, drop_at)| {
+            let copy = d.state.delivered_copy(*id).is_some();
+            if !copy && now >= *drop_at {
+                expired.push(*id);
+                return false;
+            }
+            let fits = match op {
+                Op::Chat { to, .. } => d.state.has_room_for(&d.state.recipients(&s.name, to)),
+                Op::Join(_) | Op::Leave(_) => true,
+            };
+            // Past the login gate, an origin of the operation's context that neither the
+            // session's context nor this server knows is from a history left behind (as above).
+            let shared = |o: &NodeId| s.ctx.contains_key(o) || d.causal.delivered.contains_key(o);
+            let ok = copy
+                || (open
+                    && room
+                    && fits
+                    && ctx.iter().all(|(o, n)| !shared(o) || d.causal.delivered.get(o).is_some_and(|m| m >= n))
+                    && dominates(&d.causal.delivered, &s.ctx)
+                    && hold.is_none_or(|h| now >= h));
+            if ok {
+                ready.push((*id, op.clone()));
+            }
+            !ok
+        });
+        s.expired.extend(expired);
+        while s.expired.len() > MAX_EXPIRED {
+            s.expired.pop_first();
+        }
+        let name = if ready.is_empty() { String::new() } else { s.name.clone() };
+        let Login::Done { fence: (fence, _) } = s.login else { unreachable!("a session still logging in returned above") };
+        for (id, op) in ready {
+            if let Some(canonical) = d.state.delivered_copy(id) {
+                if let Some(s) = self.sessions.get_mut(&client) {
+                    s.waiting.push((id, canonical));
+                }
+                continue;
+            }
+            let item = match op {
+                Op::Chat { to, text } => {
+                    let (room, recipients) = match &to {
+                        crate::wire::Target::Room(r) => (Some(r.clone()), d.state.recipients(&name, &to)),
+                        crate::wire::Target::User(_) => (None, d.state.recipients(&name, &to)),
+                    };
+                    Item::Chat { id, from: name.clone(), room, to: recipients, text }
+                }
+                Op::Join(room) => Item::Join { id, user: name.clone(), room, fence, lamport: d.state.next_lamport() },
+                Op::Leave(room) => Item::Leave { id, user: name.clone(), room, fence, lamport: d.state.next_lamport() },
+            };
+            let Some((key, applied)) = self.broadcast(d, cx, item, out) else { continue };
+            let canonical = match applied {
+                Applied::Chat { canonical, .. } => canonical,
+                Applied::Other => key,
+            };
+            if let Some(s) = self.sessions.get_mut(&client) {
+                s.waiting.push((id, canonical));
+            }
+        }
+        // Stored acknowledgements.
+        let Some(s) = self.sessions.get_mut(&client) else { return };
+        let waiting = std::mem::take(&mut s.waiting);
+        let addr = s.addr;
+        let mut keep = Vec::new();
+        for (id, key) in waiting {
+            if self.stable(d, cx, key) {
+                let mut stamp = Vc::new();
+                stamp.insert(key.0, key.1);
+                out.push(Out::Client(addr, ServerMsg::Stored { id, stamp }));
+            } else {
+                keep.push((id, key));
+            }
+        }
+        for (_, key) in &keep {
+            self.watch(*key, client);
+        }
+        if !open {
+            if let Some(s) = self.sessions.get_mut(&client) {
+                s.waiting = keep;
+            }
+            return;
+        }
+        // Stable inbox entries, in delivery order.
+        let mut show = Vec::new();
+        let mut unstable = Vec::new();
+        {
+            let s = self.sessions.get(&client).expect("looked up above"); // invariant
+            for (id, key) in d.state.inbox(&s.name) {
+                if show.len() >= SHOW_BATCH {
+                    break;
+                }
+                if s.acks.contains(id) || s.shown_at.get(id).is_some_and(|t| now.since(*t) < RESEND_US) {
+                    continue;
+                }
+                // Copies of one retried message are interchangeable: it is stable once any copy is.
+                // Nothing after an unstable entry is shown before it: a later entry may depend on
+                // it, and what this server knows of holders can lag for the earlier one (a vector
+                // leaves out what every known server held when it was sent).
+                if !d.state.copies(*key).any(|k| self.stable(d, cx, k)) {
+                    unstable.push(*key);
+                    break;
+                }
+                if let Some(m) = d.causal.get(*key) {
+                    show.push((*id, m.clone()));
+                }
+            }
+        }
+        for key in unstable {
+            self.watch(key, client);
+        }
+        let s = self.sessions.get_mut(&client).expect("looked up above"); // invariant
+        s.waiting = keep;
+        for (id, m) in show {
+            if let Item::Chat { from, room, text, .. } = &*m.item {
+                s.shown_at.insert(id, now);
+                let no = *s.numbered.entry(id).or_insert_with(|| {
+                    s.next_no += 1;
+                    s.next_no - 1
+                });
+                let (stamp, attempt) = (m.stamp(), s.attempt);
+                let msg = ServerMsg::Show { id, from: from.clone(), room: room.clone(), text: text.clone(), stamp, attempt, no, client };
+                out.push(Out::Client(s.addr, msg));
+            }
+        }
+        if s.shown_at.len() > 4 * crate::limits::MAX_INBOX {
+            s.shown_at.clear();
+        }
+        // A numbered entry that left the inbox before the client took it (acknowledged through
+        // another server) becomes a skip, so the client's in-order sequence has no hole. A rare
+        // repair: left to the round.
+        if !round {
+            return;
+        }
+        let live: std::collections::BTreeSet<MsgId> = d.state.inbox(&s.name).map(|(id, _)| *id).collect();
+        let next = s.client_next;
+        let mut skips = Vec::new();
+        s.numbered.retain(|id, no| {
+            if live.contains(id) {
+                return true;
+            }
+            if *no >= next {
+                skips.push((*id, *no));
+            }
+            *no >= next
+        });
+        for (id, no) in skips {
+            if s.shown_at.get(&id).is_none_or(|t| now.since(*t) >= RESEND_US) {
+                s.shown_at.insert(id, now);
+                out.push(Out::Client(s.addr, ServerMsg::Skip { client, attempt: s.attempt, no }));
+            }
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! What a server answers clients and `ringchat status`: status reports, assignment of a
+//! client to servers, and the hand-off of chat requests to the chat layer.
+
+use super::*;
+
+impl Server {
+    pub(super) fn handle_client(&mut self, from: SocketAddr, msg: ClientMsg) {
+        match msg {
+            ClientMsg::Status => {
+                let mut report = self.status().report();
+                let base =
+                    wire::encode(&Packet::ToClient(ServerMsg::Status(report.clone()))).map_or(crate::limits::MAX_DATAGRAM, |b| b.len());
+                self.chat.fill_status(&self.durable.chat, &mut report, crate::limits::MAX_DATAGRAM.saturating_sub(base + 16));
+                self.send_client(from, ServerMsg::Status(report));
+            }
+            ClientMsg::Find { client } => {
+                // Only a member of an installed view answers (see `assign`).
+                let view = if self.phase == Phase::Member { self.committed.as_ref() } else { None };
+                let (me, now, timeout) = (self.me.node, self.now, self.suspect_us());
+                if let Some(servers) = view.and_then(|v| assign::assign(client, v, me, |n| self.fd.is_suspected(n, now, timeout))) {
+                    self.send_client(from, ServerMsg::Assign { client, servers });
+                }
+            }
+            msg => self.with_chat(|c, d, cx, out| c.on_client(d, cx, from, msg, out)),
+        }
+    }
+
+    /// A snapshot of the server's state.
+    pub fn status(&self) -> Status {
+        let timeout = self.cfg.suspect_ms * 1000;
+        let members = self
+            .latest
+            .iter()
+            .flat_map(|v| v.members.iter())
+            .map(|m| (*m, m.node.id == self.me.node.id || !self.fd.is_suspected(m.node, self.now, timeout)))
+            .collect();
+        Status {
+            node: self.me.node,
+            addr: self.me.addr,
+            cluster: self.durable.cluster,
+            phase: format!("{:?}", self.phase).split([' ', '{']).next().unwrap_or("").to_string(),
+            role: self.role,
+            epoch: self.epoch(),
+            leader: self.leader,
+            committed: self.committed.clone(),
+            members,
+            counters: self.counters.clone(),
+        }
+    }
+}
+
+impl Status {
+    /// The report `ringchat status` is sent of this snapshot.
+    pub fn report(&self) -> StatusReport {
+        let s = self;
+        StatusReport {
+            node: s.node,
+            cluster: s.cluster,
+            phase: s.phase.clone(),
+            is_leader: s.role == Role::Leader,
+            epoch: s.epoch,
+            leader: s.leader,
+            view_id: s.committed.as_ref().map(|v| v.stamp.id),
+            members: s.members.clone(),
+            counters: s.counters.clone(),
+            clients: Vec::new(),
+            clients_total: 0,
+            inboxes: Vec::new(),
+            inbox_total: 0,
+            snapshots: 0,
+            store: 0,
+            holdback: 0,
+            store_full: 0,
+            holdback_full: 0,
+        }
+    }
+}

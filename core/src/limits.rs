@@ -1,0 +1,72 @@
+//! Every bound of the protocol in one place.
+//!
+//! Each collection that a peer or a client can make grow, and each field whose size a
+//! datagram decides, is bounded by one of these. Decoders refuse input beyond them
+//! (typed errors); the state machines refuse work beyond them (typed refusals).
+
+// ----- datagrams ------------------------------------------------------------
+
+/// Largest datagram the protocol sends or accepts (safe on every LAN).
+pub const MAX_DATAGRAM: usize = 1200;
+/// Most messages in one `ChatBatch`.
+pub const MAX_BATCH: usize = 32;
+
+// ----- membership -----------------------------------------------------------
+
+/// Most servers a view may hold; keeps every view inside one datagram.
+pub const MAX_MEMBERS: usize = 24;
+
+// ----- causal broadcast -------------------------------------------------------
+
+/// Most origins a vector clock on the wire may name (keeps every message in one datagram).
+pub const MAX_ORIGINS: usize = 32;
+/// Most messages held back waiting for their causal past.
+pub const MAX_HOLDBACK: usize = 1024;
+/// Most messages kept for retransmission.
+pub const MAX_STORE: usize = 65_536;
+/// Most messages one anti-entropy request asks for.
+pub const MAX_RANGE: u64 = 16;
+
+// ----- state transfer ---------------------------------------------------------
+
+/// Bytes of snapshot per chunk (one chunk fits a datagram with its framing).
+pub const CHUNK: usize = 1_000;
+/// Largest snapshot sent or accepted, in chunks (16 MB).
+pub const MAX_CHUNKS: u32 = 16_384;
+
+// ----- chat -------------------------------------------------------------------
+
+/// Longest chat text, in bytes (checked at the client before anything is sent).
+pub const MAX_TEXT: usize = 200;
+/// Longest user or room name, in bytes.
+pub const MAX_NAME: usize = 16;
+/// Most recipients of one message (room members).
+pub const MAX_RECIPIENTS: usize = 16;
+/// Most members of one room: its earliest joiners (by Lamport time) count.
+pub const MAX_ROOM_MEMBERS: usize = MAX_RECIPIENTS + 1;
+/// Most unacknowledged messages one user's inbox holds.
+pub const MAX_INBOX: usize = 512;
+/// Inbox entries kept free when a server starts a message: room for the ones other servers
+/// started meanwhile.
+pub const INBOX_HEADROOM: usize = 64;
+/// Message ids per client remembered for deduplication (a retry older than this is dropped).
+pub const DEDUP_WINDOW: usize = 16;
+/// Most message ids one acknowledgement carries.
+pub const MAX_ACK_IDS: usize = 32;
+/// Most names one `Who` answer lists (users, rooms, and members of each room).
+pub const MAX_WHO: usize = 32;
+/// Most user names one presence report carries (more users at one server show as offline
+/// elsewhere).
+pub const MAX_PRESENCE: usize = 48;
+
+// ----- client sessions (at a server) -----------------------------------------
+
+/// Most operations a session holds waiting for their causal context.
+pub const MAX_PENDING: usize = 4;
+/// Most expired operation ids a session remembers.
+pub const MAX_EXPIRED: usize = 64;
+
+// ----- client -------------------------------------------------------------------
+
+/// Most shows a client buffers while waiting for an earlier one of the sequence.
+pub const MAX_EARLY: usize = 256;

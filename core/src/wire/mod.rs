@@ -1,0 +1,161 @@
+//! The wire format: one version byte, then a postcard-encoded [`Packet`].
+//!
+//! The bottom layer of the crate: it depends only on the base (identities, time, views,
+//! limits). Decoding is total: any byte string gives a message or a [`DecodeError`],
+//! never a panic, and input longer than [`MAX_DATAGRAM`] is refused unread.
+
+pub mod chat;
+pub mod client;
+pub mod peer;
+pub mod status;
+
+pub use chat::{CausalMsg, Item, Key, MsgId, Target};
+pub use client::{ClientMsg, Op, RefusalReason, ServerMsg};
+pub use peer::{Body, CandidateKey, Envelope};
+pub use status::{Counters, StatusReport};
+
+use crate::limits::MAX_DATAGRAM;
+use serde::{Deserialize, Serialize};
+
+/// Protocol version carried in the first byte of every datagram.
+pub const VERSION: u8 = 3;
+
+/// Every datagram: between servers, from a client, or to a client.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Packet {
+    /// Server to server.
+    Peer(Envelope),
+    /// Client (or `ringchat status`) to server.
+    FromClient(ClientMsg),
+    /// Server to client.
+    ToClient(ServerMsg),
+}
+
+/// Why a datagram was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Zero bytes.
+    Empty,
+    /// More than [`MAX_DATAGRAM`] bytes.
+    Oversize,
+    /// First byte is not [`VERSION`].
+    WrongVersion(u8),
+    /// The bytes are not an envelope.
+    Malformed,
+    /// An envelope whose content breaks a protocol bound (e.g. a malformed view).
+    Invalid,
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::Empty => write!(f, "empty datagram"),
+            DecodeError::Oversize => write!(f, "datagram over {MAX_DATAGRAM} bytes"),
+            DecodeError::WrongVersion(v) => write!(f, "protocol version {v}, expected {VERSION}"),
+            DecodeError::Malformed => write!(f, "malformed datagram"),
+            DecodeError::Invalid => write!(f, "datagram breaks a protocol bound"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Encodes a packet as `[VERSION] ++ postcard`.
+///
+/// Returns `None` if it would not fit in [`MAX_DATAGRAM`] (the caller treats
+/// that as a bug of its own: every message kind is bounded by construction).
+pub fn encode(packet: &Packet) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(128);
+    out.push(VERSION);
+    let out = postcard::to_extend(packet, out).ok()?;
+    (out.len() <= MAX_DATAGRAM).then_some(out)
+}
+
+/// Decodes a datagram. Total: never panics, whatever the bytes.
+pub fn decode(bytes: &[u8]) -> Result<Packet, DecodeError> {
+    let (&version, rest) = bytes.split_first().ok_or(DecodeError::Empty)?;
+    if bytes.len() > MAX_DATAGRAM {
+        return Err(DecodeError::Oversize);
+    }
+    if version != VERSION {
+        return Err(DecodeError::WrongVersion(version));
+    }
+    let (packet, tail): (Packet, &[u8]) = postcard::take_from_bytes(rest).map_err(|_| DecodeError::Malformed)?;
+    if !tail.is_empty() {
+        return Err(DecodeError::Malformed);
+    }
+    let valid = match &packet {
+        Packet::Peer(env) => env.body.is_well_formed(),
+        Packet::FromClient(m) => m.is_well_formed(),
+        Packet::ToClient(m) => m.is_well_formed(),
+    };
+    if valid {
+        Ok(packet)
+    } else {
+        Err(DecodeError::Invalid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::{ClusterId, NodeId, ServerId};
+    use crate::view::{Member, View, ViewStamp};
+
+    fn sample() -> Packet {
+        let from = NodeId { id: ServerId(42), incarnation: 3 };
+        Packet::Peer(Envelope {
+            cluster: ClusterId(7),
+            from,
+            epoch: 9,
+            body: Body::Token { key: CandidateKey { view: ViewStamp { epoch: 2, id: 5 }, node: from } },
+        })
+    }
+
+    #[test]
+    fn roundtrip_keeps_every_field() {
+        let p = sample();
+        let bytes = encode(&p).expect("fits");
+        assert_eq!(decode(&bytes), Ok(p));
+    }
+
+    #[test]
+    fn wrong_version_is_refused() {
+        let mut bytes = encode(&sample()).expect("fits");
+        bytes[0] = VERSION + 1;
+        assert_eq!(decode(&bytes), Err(DecodeError::WrongVersion(VERSION + 1)));
+    }
+
+    #[test]
+    fn oversize_is_refused_before_parsing() {
+        let mut bytes = encode(&sample()).expect("fits");
+        bytes.resize(MAX_DATAGRAM + 1, 0);
+        assert_eq!(decode(&bytes), Err(DecodeError::Oversize));
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_not_a_panic() {
+        let bytes = encode(&sample()).expect("fits");
+        assert_eq!(decode(&[]), Err(DecodeError::Empty));
+        for len in 1..bytes.len() {
+            assert!(decode(&bytes[..len]).is_err(), "prefix of {len} bytes decoded");
+        }
+    }
+
+    #[test]
+    fn trailing_garbage_is_refused() {
+        let mut bytes = encode(&sample()).expect("fits");
+        bytes.push(0);
+        assert_eq!(decode(&bytes), Err(DecodeError::Malformed));
+    }
+
+    #[test]
+    fn a_view_with_duplicate_servers_is_invalid() {
+        let m = Member { node: NodeId { id: ServerId(1), incarnation: 1 }, addr: "10.0.0.1:7000".parse().expect("addr") };
+        let twin = Member { node: NodeId { id: ServerId(1), incarnation: 2 }, ..m };
+        let view = View { stamp: ViewStamp { epoch: 1, id: 1 }, members: vec![m, twin] };
+        let p = Packet::Peer(Envelope { cluster: ClusterId(1), from: m.node, epoch: 1, body: Body::ViewCommit { view } });
+        let bytes = encode(&p).expect("fits");
+        assert_eq!(decode(&bytes), Err(DecodeError::Invalid));
+    }
+}

@@ -1,0 +1,78 @@
+//! What `ringchat status` is told about one server.
+
+use crate::id::{ClusterId, NodeId};
+use crate::view::Member;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// Counts of refused input and other noteworthy happenings, shown by `status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Datagrams that did not decode (empty or malformed).
+    pub malformed: u64,
+    /// Datagrams over the size limit.
+    pub oversize: u64,
+    /// Datagrams of another protocol version.
+    pub wrong_version: u64,
+    /// Datagrams breaking a protocol bound.
+    pub invalid: u64,
+    /// Datagrams from another cluster (other than discovery).
+    pub foreign_cluster: u64,
+    /// Datagrams from servers not in the view.
+    pub non_member: u64,
+    /// Datagrams carrying an epoch older than ours.
+    pub stale_epoch: u64,
+    /// Tokens refused because a live leader is known.
+    pub tokens_refused: u64,
+    /// Elections this server started.
+    pub elections_started: u64,
+}
+
+impl Counters {
+    /// Total datagrams rejected as bad input.
+    pub fn rejected(&self) -> u64 {
+        self.malformed + self.oversize + self.wrong_version + self.invalid + self.foreign_cluster + self.non_member + self.stale_epoch
+    }
+}
+
+/// What `ringchat status` shows of one server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// The server's life.
+    pub node: NodeId,
+    /// Its cluster.
+    pub cluster: ClusterId,
+    /// Phase name (Discovering, Founding, Joining, Member, Left).
+    pub phase: String,
+    /// Whether it leads.
+    pub is_leader: bool,
+    /// Adopted epoch.
+    pub epoch: u64,
+    /// Leader it knows.
+    pub leader: Option<NodeId>,
+    /// Installed view id.
+    pub view_id: Option<u64>,
+    /// Members with liveness (`true` = alive).
+    pub members: Vec<(Member, bool)>,
+    /// Refusal counters.
+    pub counters: Counters,
+    /// Clients logged in here, as (name, address): as many as fit the datagram.
+    pub clients: Vec<(String, SocketAddr)>,
+    /// Clients logged in here in all.
+    pub clients_total: u32,
+    /// Unacknowledged inbox entries per user, largest first: as many as fit the datagram.
+    pub inboxes: Vec<(String, u32)>,
+    /// Unacknowledged inbox entries over all users.
+    pub inbox_total: u32,
+    /// Snapshots of a peer's chat state installed (state transfer) since start.
+    pub snapshots: u64,
+    /// Messages in the retransmission store (kept until every known server holds them, or
+    /// while an inbox needs them).
+    pub store: u32,
+    /// Messages received but held back for their causal past.
+    pub holdback: u32,
+    /// Messages delivered but not kept for retransmission because the store was full.
+    pub store_full: u64,
+    /// Messages refused because the hold-back queue was full (a peer sends them again).
+    pub holdback_full: u64,
+}
