@@ -199,7 +199,7 @@ fn impersonated_send_is_refused_and_changes_nothing() {
     assert_eq!(lan.raw("10.6.6.6:666", send), refused(1, RefusalReason::NotYourSession));
     let ping = ClientMsg::Ping { client: 1, attempt: 1, next: 1 };
     assert_eq!(lan.raw("10.6.6.6:666", ping), refused(1, RefusalReason::NotYourSession));
-    assert_eq!(lan.raw("10.6.6.6:666", ClientMsg::Logout { client: 1 }), refused(1, RefusalReason::NotYourSession));
+    assert_eq!(lan.raw("10.6.6.6:666", ClientMsg::Logout { client: 1, acks: vec![] }), refused(1, RefusalReason::NotYourSession));
     lan.run_for(1_000);
     // Nothing was forged, the session stays at alice's address, and the server sent Mallory nothing more.
     assert!(lan.shown(bob).is_empty(), "{:?}", lan.shown(bob));
@@ -299,7 +299,7 @@ fn send_before_login_is_refused() {
     // A client whose session is gone (here: it logged out behind the client's back) is told so
     // at its next ping, and logs in again.
     let a = "10.0.0.11:5000";
-    assert_eq!(lan.raw(a, ClientMsg::Logout { client: 1 }), vec![]);
+    assert_eq!(lan.raw(a, ClientMsg::Logout { client: 1, acks: vec![] }), vec![]);
     let logins = |l: &Lan| l.events.iter().filter(|(j, e)| *j == alice && matches!(e, ClientEvent::LoggedIn { .. })).count();
     assert_eq!(logins(&lan), 1);
     lan.run_until(2_000, |l| logins(l) == 2);
@@ -386,4 +386,22 @@ fn a_send_is_never_broadcast_after_its_client_gave_up_on_it() {
     assert!(!held_retry_broadcast(1_000), "broadcast after its client reported it failed");
     // With time to spare, the same retry is broadcast once its hold is over.
     assert!(held_retry_broadcast(9_000), "a retry with time left was dropped");
+}
+
+/// Bob is shown five messages and quits cleanly at once, before the server's next
+/// acknowledgement round: his next process must be shown none of them again.
+#[test]
+fn a_clean_quit_right_after_a_show_is_never_shown_again() {
+    let mut lan = Lan::new();
+    let alice = lan.client("10.0.0.2:1", 2, "alice", 22);
+    let bob = lan.client("10.0.0.3:1", 3, "bob", 33);
+    for k in 0..5 {
+        lan.say(alice, "bob", &format!("m{k}"));
+    }
+    lan.run_until(2_000, |l| l.shown(bob).len() == 5);
+    lan.clients[bob].1.logout(Instant(lan.now));
+    lan.pump();
+    let again = lan.client("10.0.0.4:1", 4, "bob", 33);
+    lan.run_for(1_000);
+    assert_eq!(lan.shown(again), Vec::<(String, String)>::new());
 }

@@ -185,6 +185,8 @@ pub struct Client {
     next_seq: u64,
     outstanding: Option<Outstanding>,
     shown: BTreeSet<MsgId>,
+    /// The last ids acknowledged, sent again with a logout.
+    recent_acks: VecDeque<MsgId>,
     attempt: u64,
     expect: u64,
     early: BTreeMap<u64, Option<(MsgId, String, Option<String>, String, Vc)>>,
@@ -215,6 +217,7 @@ impl Client {
             next_seq: 0,
             outstanding: None,
             shown: BTreeSet::new(),
+            recent_acks: VecDeque::new(),
             attempt: 0,
             expect: 1,
             early: BTreeMap::new(),
@@ -276,7 +279,8 @@ impl Client {
     /// Logs out: the user goes offline (an operation still waiting is reported failed).
     pub fn logout(&mut self, _now: Instant) {
         if matches!(self.state, State::LoggingIn { .. } | State::Attached) {
-            self.send(ClientMsg::Logout { client: self.id });
+            let acks = self.recent_acks.iter().copied().collect();
+            self.send(ClientMsg::Logout { client: self.id, acks });
         }
         self.state = State::Offline;
         if let Some(o) = self.outstanding.take() {
@@ -487,6 +491,10 @@ impl Client {
                 self.events.push_back(ClientEvent::Shown { id, from: sender, room, text });
             }
             acks.push(id);
+            self.recent_acks.push_back(id);
+            if self.recent_acks.len() > MAX_ACK_IDS {
+                self.recent_acks.pop_front();
+            }
         }
         for chunk in acks.chunks(MAX_ACK_IDS) {
             self.send(ClientMsg::Ack { client: self.id, ids: chunk.to_vec(), attempt: self.attempt, next: self.expect });

@@ -68,6 +68,9 @@ pub enum ClientMsg {
     Logout {
         /// Client id.
         client: u64,
+        /// The last messages the client acknowledged (at most [`MAX_ACK_IDS`]): they may have
+        /// been lost on the way, and a clean quit must leave nothing shown unacknowledged.
+        acks: Vec<MsgId>,
     },
     /// Ask for the known users and rooms (answered with [`ServerMsg::Who`]).
     Who {
@@ -103,7 +106,8 @@ impl ClientMsg {
     /// Bounds a message from the wire must respect.
     pub fn is_well_formed(&self) -> bool {
         match self {
-            ClientMsg::Status | ClientMsg::Ping { .. } | ClientMsg::Logout { .. } | ClientMsg::Who { .. } | ClientMsg::Find { .. } => true,
+            ClientMsg::Logout { acks, .. } => acks.len() <= MAX_ACK_IDS,
+            ClientMsg::Status | ClientMsg::Ping { .. } | ClientMsg::Who { .. } | ClientMsg::Find { .. } => true,
             ClientMsg::Login { name, ctx, .. } => ok_name(name) && ctx.len() <= MAX_ORIGINS,
             ClientMsg::Send { op, ctx, .. } => {
                 ctx.len() <= MAX_ORIGINS

@@ -18,7 +18,7 @@ use crate::limits::MAX_DATAGRAM;
 use serde::{Deserialize, Serialize};
 
 /// Protocol version carried in the first byte of every datagram.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 
 /// Every datagram: between servers, from a client, or to a client.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

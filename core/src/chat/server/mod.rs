@@ -242,7 +242,11 @@ impl ChatServer {
         for m in &view.members {
             d.causal.known.insert(m.node.id);
         }
-        self.sessions.retain(|_, s| now.since(s.last_heard) <= SESSION_TIMEOUT_US);
+        let silent: Vec<u64> =
+            self.sessions.iter().filter(|(_, s)| now.since(s.last_heard) > SESSION_TIMEOUT_US).map(|(c, _)| *c).collect();
+        for client in silent {
+            self.end_session(d, cx, client, out);
+        }
         self.presence.retain(|id, (at, _)| now.since(*at) <= PRESENCE_TTL_US && view.members.iter().any(|m| m.node.id == *id));
         self.report_presence(cx, out);
         self.watch.clear();

@@ -206,11 +206,17 @@ impl ChatServer {
                 }
                 out.push(Out::Client(from, ServerMsg::Pong { client }));
             }
-            ClientMsg::Logout { client } => {
+            ClientMsg::Logout { client, acks } => {
                 if self.sessions.get(&client).is_some_and(|s| s.addr != from) {
                     return refuse(out, from, client, RefusalReason::NotYourSession);
                 }
-                self.sessions.remove(&client);
+                // The client's last acknowledgements ride along (the datagram that carried them
+                // may have been lost), so a clean quit never leaves a shown message unacknowledged.
+                if let Some(s) = self.sessions.get_mut(&client).filter(|s| s.login.is_done()) {
+                    let known: BTreeSet<MsgId> = d.state.inbox(&s.name).map(|(id, _)| *id).collect();
+                    s.acks.extend(acks.into_iter().filter(|id| known.contains(id)));
+                }
+                self.end_session(d, cx, client, out);
             }
             ClientMsg::Who { client } => {
                 use crate::limits::MAX_WHO;
@@ -300,6 +306,20 @@ impl ChatServer {
                 }
                 self.dirty = true;
             }
+        }
+    }
+
+    /// Ends a session (logout, or silence past the session timeout): the acknowledgements it
+    /// received and did not spread yet are spread first, so nothing its user acknowledged is
+    /// shown again at the next login.
+    pub(super) fn end_session(&mut self, d: &mut ChatDurable, cx: &Ctx, client: u64, out: &mut Vec<Out>) {
+        let Some(mut s) = self.sessions.remove(&client) else { return };
+        if !s.login.is_done() {
+            return;
+        }
+        while !s.acks.is_empty() {
+            let ids: Vec<MsgId> = std::iter::from_fn(|| s.acks.pop_first()).take(MAX_ACK_IDS).collect();
+            self.broadcast(d, cx, Item::Ack { user: s.name.clone(), ids }, out);
         }
     }
 
