@@ -11,6 +11,12 @@ pub const MAX_DATAGRAM: usize = 1200;
 /// Most messages in one `ChatBatch`.
 pub const MAX_BATCH: usize = 32;
 
+/// Largest value a counter (epoch, view id, incarnation, sequence number, Lamport time,
+/// login fence) may carry on the wire. A cluster that bumps one a million times a second
+/// reaches it after 8.9 years; a datagram carrying more is refused, so no counter a peer
+/// names can wrap or saturate a server's own.
+pub const MAX_COUNTER: u64 = 1 << 48;
+
 // ----- membership -----------------------------------------------------------
 
 /// Most servers a view may hold; keeps every view inside one datagram.

@@ -2,6 +2,7 @@
 
 use crate::limits::{MAX_ACK_IDS, MAX_MEMBERS, MAX_NAME, MAX_ORIGINS, MAX_TEXT, MAX_WHO};
 use crate::time::Vc;
+use crate::wire::bounds::Bounded;
 use crate::wire::chat::{MsgId, Target};
 use crate::wire::status::StatusReport;
 use serde::{Deserialize, Serialize};
@@ -106,17 +107,19 @@ impl ClientMsg {
     /// Bounds a message from the wire must respect.
     pub fn is_well_formed(&self) -> bool {
         match self {
-            ClientMsg::Logout { acks, .. } => acks.len() <= MAX_ACK_IDS,
+            ClientMsg::Logout { acks, .. } => acks.len() <= MAX_ACK_IDS && acks.iter().all(Bounded::in_bounds),
             ClientMsg::Status | ClientMsg::Ping { .. } | ClientMsg::Who { .. } | ClientMsg::Find { .. } => true,
-            ClientMsg::Login { name, ctx, .. } => ok_name(name) && ctx.len() <= MAX_ORIGINS,
-            ClientMsg::Send { op, ctx, .. } => {
+            ClientMsg::Login { name, ctx, .. } => ok_name(name) && ctx.len() <= MAX_ORIGINS && ctx.in_bounds(),
+            ClientMsg::Send { id, op, ctx, .. } => {
                 ctx.len() <= MAX_ORIGINS
+                    && ctx.in_bounds()
+                    && id.in_bounds()
                     && match op {
                         Op::Chat { to: Target::User(n) | Target::Room(n), text } => ok_name(n) && text.len() <= MAX_TEXT,
                         Op::Join(r) | Op::Leave(r) => ok_name(r),
                     }
             }
-            ClientMsg::Ack { ids, .. } => ids.len() <= MAX_ACK_IDS,
+            ClientMsg::Ack { ids, .. } => ids.len() <= MAX_ACK_IDS && ids.iter().all(Bounded::in_bounds),
         }
     }
 }

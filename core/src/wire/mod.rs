@@ -4,6 +4,7 @@
 //! limits). Decoding is total: any byte string gives a message or a [`DecodeError`],
 //! never a panic, and input longer than [`MAX_DATAGRAM`] is refused unread.
 
+pub mod bounds;
 pub mod chat;
 pub mod client;
 pub mod peer;
@@ -15,6 +16,7 @@ pub use peer::{Body, CandidateKey, Envelope};
 pub use status::{Counters, StatusReport};
 
 use crate::limits::MAX_DATAGRAM;
+use bounds::Bounded;
 use serde::{Deserialize, Serialize};
 
 /// Protocol version carried in the first byte of every datagram.
@@ -85,7 +87,7 @@ pub fn decode(bytes: &[u8]) -> Result<Packet, DecodeError> {
         return Err(DecodeError::Malformed);
     }
     let valid = match &packet {
-        Packet::Peer(env) => env.body.is_well_formed(),
+        Packet::Peer(env) => env.body.is_well_formed() && env.in_bounds(),
         Packet::FromClient(m) => m.is_well_formed(),
         Packet::ToClient(m) => m.is_well_formed(),
     };
@@ -147,6 +149,28 @@ mod tests {
         let mut bytes = encode(&sample()).expect("fits");
         bytes.push(0);
         assert_eq!(decode(&bytes), Err(DecodeError::Malformed));
+    }
+
+    #[test]
+    fn a_counter_near_its_end_is_refused_not_adopted() {
+        let from = NodeId { id: ServerId(42), incarnation: 3 };
+        let at = |epoch: u64, incarnation: u64| {
+            let from = NodeId { incarnation, ..from };
+            Packet::Peer(Envelope {
+                cluster: ClusterId(7),
+                from,
+                epoch,
+                body: Body::JoinRequest { addr: "10.0.0.1:7000".parse().expect("addr") },
+            })
+        };
+        let max = crate::limits::MAX_COUNTER;
+        assert!(decode(&encode(&at(max, 1)).expect("fits")).is_ok(), "the largest allowed epoch decodes");
+        assert_eq!(decode(&encode(&at(max + 1, 1)).expect("fits")), Err(DecodeError::Invalid));
+        assert_eq!(decode(&encode(&at(u64::MAX, 1)).expect("fits")), Err(DecodeError::Invalid));
+        assert_eq!(decode(&encode(&at(1, u64::MAX)).expect("fits")), Err(DecodeError::Invalid));
+        let key = CandidateKey { view: ViewStamp { epoch: 1, id: u64::MAX }, node: from };
+        let token = Packet::Peer(Envelope { cluster: ClusterId(7), from, epoch: 1, body: Body::Token { key } });
+        assert_eq!(decode(&encode(&token).expect("fits")), Err(DecodeError::Invalid));
     }
 
     #[test]
