@@ -3,7 +3,7 @@
 //!
 //! It follows the core's call rule: after every input (a datagram, a timeout,
 //! `leave`) it persists the durable state (the election part whenever it changed,
-//! the chat part at most every 50 ms; see `state`), then sends every
+//! the chat part at most every 200 ms; see `state`), then sends every
 //! datagram and logs every event, then sleeps until the next deadline or datagram.
 
 use ringchat_core::{Dest, Event, Instant, Server, ServerConfig, ServerId};
