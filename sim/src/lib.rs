@@ -6,9 +6,11 @@
 pub mod chat_check;
 pub mod check;
 pub mod cli;
+pub mod config;
 pub mod faults;
 pub mod history;
 pub mod queue;
+pub mod report;
 pub mod world;
 
 pub use check::Violation;

@@ -8,12 +8,12 @@
 
 use super::{Item, World};
 use crate::history::{ChatHappening, ChatOp};
+use crate::report::ChatReport;
 use rand::{Rng, RngCore};
 use ringchat_core::chat::{MsgId, Target};
 use ringchat_core::client::{Client, ClientConfig, ClientError, ClientEvent};
 use ringchat_core::client_wire::Op;
 use ringchat_core::Instant;
-use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -31,45 +31,6 @@ pub(super) struct Proc {
     pub rooms: BTreeSet<String>,
     pub impostor: bool,
     pub name: String,
-}
-
-/// Chat figures of a run, for the JSON report.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ChatReport {
-    /// Chat messages submitted.
-    pub sent: u64,
-    /// Operations acknowledged `stored`.
-    pub stored: u64,
-    /// Messages shown to users.
-    pub shown: u64,
-    /// Operations reported failed.
-    pub failed: u64,
-    /// Retried copies servers did not show again (summed over live servers).
-    pub duplicates_suppressed: u64,
-    /// Largest hold-back queue on any server.
-    pub max_holdback: u64,
-    /// Largest user inbox on any server.
-    pub inbox_max: u64,
-    /// Virtual time from send to shown, milliseconds.
-    pub delivery_ms: Percentiles,
-    /// Mean encoded size of the vector clock (deps) of a first-sent chat broadcast, bytes.
-    pub vc_bytes_per_message: f64,
-    /// Logins refused (impostors and the like).
-    pub refused: u64,
-    /// Oversize texts refused at the client before sending.
-    pub too_long: u64,
-    /// Messages of honest clients their server refused (`ServerMsg::Refused`, other than
-    /// the not-logged-in answer that makes a client log in again).
-    pub server_refusals: u64,
-}
-
-/// Two percentiles.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Percentiles {
-    /// Median.
-    pub p50: f64,
-    /// 99th percentile.
-    pub p99: f64,
 }
 
 /// The discovery group of the simulated LAN: a client datagram sent there
