@@ -1,6 +1,7 @@
 //! What defines a run: the seed, the cluster's size, the fault mode and the workload.
 
 use crate::faults::Schedule;
+use crate::life::LifeFaults;
 use ringchat_core::{RingOrder, ServerConfig};
 
 /// Which faults a run injects.
@@ -39,6 +40,8 @@ pub struct SimConfig {
     pub rooms: usize,
     /// How the simulated users behave.
     pub workload: Workload,
+    /// Long-life faults (off by default).
+    pub life: LifeFaults,
 }
 
 /// How simulated users behave: data, so a property test can draw it and shrink a failure.
@@ -79,6 +82,7 @@ impl Default for SimConfig {
             clients: 0,
             rooms: 3,
             workload: Workload::default(),
+            life: LifeFaults::default(),
         }
     }
 }

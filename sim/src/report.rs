@@ -3,6 +3,8 @@
 use crate::check::Violation;
 use crate::faults::FaultRates;
 use crate::history::History;
+use crate::life::LifeRates;
+use crate::resources::Resources;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -50,6 +52,10 @@ pub struct Report {
     pub duration_ms: u64,
     /// Chat figures (absent without clients).
     pub chat: Option<ChatReport>,
+    /// Long-life fault rates of the run (absent when no long-life fault was asked for).
+    pub life: Option<LifeRates>,
+    /// Largest state sizes any server reached (sampled every simulated second or so, and at each crash).
+    pub resources: Resources,
 }
 
 /// A finished run: its report, its history, and its trace lines if asked for.

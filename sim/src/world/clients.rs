@@ -31,6 +31,10 @@ pub(super) struct Proc {
     pub rooms: BTreeSet<String>,
     pub impostor: bool,
     pub name: String,
+    /// A careless user idles (logged in, doing nothing) until then.
+    pub idle_until: u64,
+    /// A careless user quits cleanly right after the next show.
+    pub quit_after_show: bool,
 }
 
 /// The discovery group of the simulated LAN: a client datagram sent there
@@ -57,7 +61,7 @@ pub(super) struct Chat {
     pub traced: BTreeSet<(ringchat_core::NodeId, u64)>,
 }
 
-fn user_name(u: usize) -> String {
+pub(super) fn user_name(u: usize) -> String {
     format!("u{u}")
 }
 
@@ -85,6 +89,8 @@ impl World {
                 rooms: BTreeSet::new(),
                 impostor: c == m,
                 name: user_name(c),
+                idle_until: 0,
+                quit_after_show: false,
             });
             let first = 300_000 + self.rng.random_range(0..1_500_000);
             self.queue.push(first, Item::Act { c });
@@ -105,7 +111,7 @@ impl World {
         p.last_shown = None;
     }
 
-    fn login(&mut self, c: usize, name: String, token: u64) {
+    pub(super) fn login(&mut self, c: usize, name: String, token: u64) {
         if self.chat.procs[c].client.is_none() {
             self.new_life(c);
         }
@@ -158,7 +164,7 @@ impl World {
             }
             return;
         }
-        if !online {
+        if !online || p.idle_until > now {
             return;
         }
         if chaos && self.rng.random_bool(crash) {
@@ -174,13 +180,19 @@ impl World {
             self.chat.procs[c].offline_until = now + self.rng.random_range(2_000_000..10_000_000);
             return;
         }
+        if chaos && self.life_act(c) {
+            return;
+        }
         if now >= send_until || self.chat.procs[c].client.as_ref().is_some_and(|cl| cl.is_busy()) {
             return;
         }
+        let careless = if chaos { self.careless_op() } else { None };
         let rooms = self.cfg.rooms.max(1);
         let r: f64 = self.rng.random();
         let p = &self.chat.procs[c];
-        let (op, rec) = if p.rooms.is_empty() || r < room_change {
+        let (op, rec) = if let Some(careless) = careless {
+            careless
+        } else if p.rooms.is_empty() || r < room_change {
             let room = format!("r{}", if p.rooms.is_empty() { c % rooms } else { self.rng.random_range(0..rooms) });
             if p.rooms.contains(&room) && self.rng.random_bool(0.5) {
                 (Op::Leave(room.clone()), ChatOp::Leave(room))
@@ -238,7 +250,7 @@ impl World {
         self.client_drain(c);
     }
 
-    fn logout(&mut self, c: usize) {
+    pub(super) fn logout(&mut self, c: usize) {
         let now = self.now;
         let p = &mut self.chat.procs[c];
         let Some(cl) = p.client.as_mut() else { return };
@@ -273,8 +285,9 @@ impl World {
         self.client_drain(c);
     }
 
-    fn client_drain(&mut self, c: usize) {
+    pub(super) fn client_drain(&mut self, c: usize) {
         let e = self.nodes.len() + c;
+        let mut quit = false;
         loop {
             let Some(cl) = self.chat.procs[c].client.as_mut() else { return };
             let Some((addr, bytes)) = cl.poll_transmit() else { break };
@@ -306,6 +319,7 @@ impl World {
                 }
                 ClientEvent::Shown { id, from, room, .. } => {
                     p.last_shown = Some((id, from, room));
+                    quit |= p.quit_after_show;
                     self.chat.report.shown += 1;
                     if let Some(t) = self.chat.sent_at.get(&id) {
                         self.chat.delays.push(self.now - t);
@@ -333,6 +347,9 @@ impl World {
             };
             self.trace_line(None, || format!("client c{c} {what:?}"));
             self.history.push_chat(self.now, process, user, what);
+        }
+        if quit {
+            return self.quit(c, true);
         }
         let p = &mut self.chat.procs[c];
         let Some(cl) = p.client.as_ref() else { return };

@@ -52,6 +52,14 @@ impl World {
                 violations.extend(self.check_trimmed());
             }
             violations.extend(self.check_converged());
+            violations.extend(crate::life_check::check_power_loss(&self.history, self.chat_settled()));
+            if self.cfg.life.any() {
+                violations.extend(crate::life_check::check_live_after_heal(&self.history, crate::life_check::LIVE_BOUND_US));
+            }
+        }
+        self.sample_all();
+        if self.cfg.life.any() {
+            violations.extend(self.meter.violations());
         }
         let elections = self
             .history
@@ -84,9 +92,12 @@ impl World {
             heal_ms: self.history.heal_at / 1000,
             duration_ms: self.cfg.duration_ms,
             chat,
+            life: self.cfg.life.any().then(|| self.life.clone()),
+            resources: self.meter.max.clone(),
         };
         Outcome { report, history: self.history, trace: self.trace }
     }
+
     /// Whether the run leaves enough time after heal for chat to settle (liveness checks apply).
     fn chat_settled(&self) -> bool {
         self.history.end.saturating_sub(self.history.heal_at) >= 15_000_000

@@ -5,11 +5,14 @@
 //! thread timing reaches a run. Same seed, same trace hash.
 //!
 //! Each concern has its module: [`network`] (links and delivery), [`nodes`] (server life
-//! cycle and faults), [`clients`] (the simulated users), [`trace`] (hash and trace lines),
-//! [`finish`] (checkers and report).
+//! cycle and faults), [`clients`] (the simulated users), [`careless`] (client churn and careless
+//! users), [`measure`] (state sizes), [`trace`] (hash and trace lines), [`finish`] (checkers and
+//! report).
 
+mod careless;
 mod clients;
 mod finish;
+mod measure;
 mod network;
 mod nodes;
 mod trace;
@@ -22,7 +25,9 @@ pub use network::server_addr;
 use crate::check::Violation;
 use crate::faults::{FaultAction, FaultRates, Schedule};
 use crate::history::History;
+use crate::life::{self, LifeRates};
 use crate::queue::EventQueue;
+use crate::resources::{Meter, Resources};
 use nodes::Node;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -62,6 +67,13 @@ pub struct World {
     spins: Vec<(u64, u32)>,
     stuck: Vec<Violation>,
     chat: clients::Chat,
+    /// Long-life fault rates (all zero unless asked for).
+    life: LifeRates,
+    /// State sizes against their bound.
+    meter: Meter,
+    /// Next periodic measurement, and the period (µs).
+    next_sample: u64,
+    sample_every: u64,
 }
 
 impl World {
@@ -70,11 +82,15 @@ impl World {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         let n = cfg.servers;
         let heal_ms = cfg.heal_ms();
-        let schedule = match &cfg.faults {
+        let mut schedule = match &cfg.faults {
             FaultMode::None => Schedule::none(heal_ms),
             FaultMode::Swarm => Schedule::swarm(&mut rng, n, 1_000, heal_ms),
             FaultMode::Schedule(s) => s.clone(),
         };
+        let life = if cfg.life.any() { LifeRates::draw(cfg.seed, cfg.life, heal_ms.saturating_sub(1_000)) } else { LifeRates::default() };
+        if cfg.life.any() {
+            life::extend(&mut schedule, cfg.seed, &life, n, 1_000);
+        }
         let mut ids: Vec<ServerId> = Vec::with_capacity(n);
         while ids.len() < n {
             let id = ServerId(((rng.next_u64() as u128) << 64) | rng.next_u64() as u128);
@@ -96,6 +112,7 @@ impl World {
                 timer_at: None,
                 generation: 0,
                 drift_ppm: if drift > 0 { rng.random_range(-drift..=drift) } else { 0 },
+                driver_disk: None,
             })
             .collect();
         let by_addr = nodes.iter().enumerate().map(|(i, n)| (n.addr, i)).collect();
@@ -104,8 +121,14 @@ impl World {
             queue.push(at * 1000, Item::Fault(action.clone()));
         }
         queue.push(schedule.heal_ms * 1000, Item::Heal);
-        let history =
-            History { servers: ids, records: Vec::new(), heal_at: schedule.heal_ms * 1000, end: cfg.duration_ms * 1000, chat: Vec::new() };
+        let history = History {
+            servers: ids,
+            records: Vec::new(),
+            heal_at: schedule.heal_ms * 1000,
+            end: cfg.duration_ms * 1000,
+            chat: Vec::new(),
+            power_cuts: Vec::new(),
+        };
         World {
             rates: schedule.rates.clone(),
             blocked: vec![vec![false; n]; n],
@@ -124,6 +147,11 @@ impl World {
             spins: vec![(u64::MAX, 0); n],
             stuck: Vec::new(),
             chat: clients::Chat::default(),
+            life,
+            meter: Meter::new(Resources::bound(n, cfg.clients + usize::from(cfg.clients > 0), cfg.rooms)),
+            next_sample: 0,
+            // Every simulated second or so with long-life faults; every 10 s otherwise (speed).
+            sample_every: (cfg.duration_ms * 1000 / 600).max(if cfg.life.any() { 1_000_000 } else { 10_000_000 }),
             cfg,
         }
     }
@@ -138,6 +166,11 @@ impl World {
         while let Some((at, item)) = self.queue.pop() {
             if at > end {
                 break;
+            }
+            while self.next_sample <= at {
+                self.now = self.next_sample;
+                self.sample_all();
+                self.next_sample += self.sample_every;
             }
             self.now = at;
             self.events += 1;

@@ -3,6 +3,7 @@
 
 use super::{Item, World};
 use crate::check::Violation;
+use crate::disk::DriverDisk;
 use crate::faults::{blocked_links, FaultAction};
 use crate::history::Happening;
 use rand::RngCore;
@@ -19,6 +20,8 @@ pub(super) struct Node {
     pub(super) timer_at: Option<u64>,
     pub(super) generation: u64,
     pub(super) drift_ppm: i64,
+    /// The driver's disk model of the running life (long-life runs with power loss only).
+    pub(super) driver_disk: Option<DriverDisk>,
 }
 
 impl Node {
@@ -47,13 +50,15 @@ impl World {
         node.inbox.clear();
         node.timer_at = None;
         node.generation += 1;
+        if self.life.driver_disk {
+            node.driver_disk = Some(DriverDisk::new(self.now, node.disk.clone()));
+        }
         self.history.push(self.now, i, Happening::Start { node: life });
         self.trace_line(Some(i), || format!("start {life}"));
         self.hash.u64(life.incarnation);
         self.drain(i);
     }
 
-    /// Runs to the end and checks every property.
     pub(super) fn timer(&mut self, i: usize, generation: u64) {
         let node = &mut self.nodes[i];
         if node.generation != generation || node.server.is_none() {
@@ -79,6 +84,10 @@ impl World {
     }
 
     pub(super) fn drain(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if let (Some(disk), Some(s)) = (node.driver_disk.as_mut(), node.server.as_ref()) {
+            disk.after_input(self.now, s.durable()); // the driver writes before it sends
+        }
         loop {
             let Some(server) = self.nodes[i].server.as_mut() else { return };
             let Some(t) = server.poll_transmit() else { break };
@@ -180,6 +189,27 @@ impl World {
                 self.blocked = vec![vec![false; n]; n];
                 true
             }
+            FaultAction::RestartBlank(i) if i < n && self.nodes[i].server.is_none() => {
+                self.restart_blank(i);
+                true
+            }
+            FaultAction::PowerCut if self.nodes.iter().any(|n| n.server.is_some()) => {
+                self.history.power_cuts.push(self.now);
+                for i in 0..n {
+                    if self.nodes[i].server.is_some() {
+                        self.crash(i);
+                    }
+                }
+                true
+            }
+            FaultAction::PowerRestore if self.nodes.iter().any(|n| n.server.is_none()) => {
+                for i in 0..n {
+                    if self.nodes[i].server.is_none() {
+                        self.start(i);
+                    }
+                }
+                true
+            }
             _ => false,
         };
         if fired {
@@ -188,9 +218,14 @@ impl World {
     }
 
     pub(super) fn crash(&mut self, i: usize) {
+        self.sample(i);
+        let now = self.now;
         let node = &mut self.nodes[i];
         if let Some(s) = node.server.take() {
-            node.disk = Some(s.durable().clone());
+            node.disk = match node.driver_disk.take() {
+                Some(disk) => disk.at_crash(now),
+                None => Some(s.durable().clone()),
+            };
         }
         node.paused = false;
         node.inbox.clear();
@@ -236,5 +271,19 @@ impl World {
                 self.start(i);
             }
         }
+    }
+
+    /// Starts server `i` with its disk lost: no durable state and a new server id.
+    fn restart_blank(&mut self, i: usize) {
+        let id = loop {
+            let id = ServerId(((self.rng.next_u64() as u128) << 64) | self.rng.next_u64() as u128);
+            if self.nodes.iter().all(|n| n.id != id) {
+                break id;
+            }
+        };
+        self.trace_line(Some(i), || format!("disk lost: new id {id}"));
+        self.nodes[i].id = id;
+        self.nodes[i].disk = None;
+        self.start(i);
     }
 }
