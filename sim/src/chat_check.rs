@@ -48,7 +48,7 @@ struct OpInfo {
     at: u64,
 }
 
-fn user_of(name: &str) -> Option<usize> {
+pub(crate) fn user_of(name: &str) -> Option<usize> {
     name.strip_prefix('u')?.parse().ok()
 }
 
@@ -78,7 +78,11 @@ pub fn check_chat(h: &History, settled: bool) -> Vec<Violation> {
     let mut hb: Vec<Bits> = vec![Bits::new(n); n];
     let mut past: BTreeMap<u64, Bits> = BTreeMap::new();
     let mut shows: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
-    let mut shown_once: BTreeMap<u64, BTreeSet<MsgId>> = BTreeMap::new();
+    // C2 is per user: a new process after a clean quit must not be shown again what an earlier one was.
+    // Only a crashed process may be shown again what it never acknowledged; the history does not
+    // record acknowledgements, so a crash forgives everything its process was shown.
+    let mut shown_once: BTreeMap<usize, BTreeSet<MsgId>> = BTreeMap::new();
+    let mut shown_by: BTreeMap<u64, Vec<MsgId>> = BTreeMap::new();
     let mut shown_to_user: BTreeSet<(usize, MsgId)> = BTreeSet::new();
     let mut holders: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
     let mut outstanding: BTreeMap<u64, BTreeSet<MsgId>> = BTreeMap::new();
@@ -105,10 +109,11 @@ pub fn check_chat(h: &History, settled: bool) -> Vec<Violation> {
                     out.push(Violation::new("C3", format!("user {} was shown {id:?}, which no one sent (at {})", r.user, ms(r.at))));
                     continue;
                 };
-                if !shown_once.entry(r.process).or_default().insert(*id) {
+                shown_by.entry(r.process).or_default().push(*id);
+                if !shown_once.entry(r.user).or_default().insert(*id) {
                     out.push(Violation::new(
                         "C2",
-                        format!("user {} (client {:x}) was shown {id:?} twice (at {})", r.user, r.process, ms(r.at)),
+                        format!("user {} (client {:x}) was shown {id:?} twice, with no crash between (at {})", r.user, r.process, ms(r.at)),
                     ));
                 }
                 p.or(&hb[i]);
@@ -121,6 +126,11 @@ pub fn check_chat(h: &History, settled: bool) -> Vec<Violation> {
             }
             ChatHappening::Crash => {
                 crashed.insert(r.process);
+                if let (Some(ids), Some(once)) = (shown_by.remove(&r.process), shown_once.get_mut(&r.user)) {
+                    for id in ids {
+                        once.remove(&id);
+                    }
+                }
             }
             _ => {}
         }
@@ -261,6 +271,24 @@ mod tests {
         let mut h = question_and_reply([id(1, 1), id(2, 1)]);
         h.chat.push(rec(8, 3, 2, ChatHappening::Shown { id: id(1, 1) }));
         assert!(props(&check_chat(&h, false)).contains(&"C2"));
+    }
+
+    #[test]
+    fn a_message_shown_again_to_a_new_process_after_a_clean_quit_is_caught() {
+        let mut h = question_and_reply([id(1, 1), id(2, 1)]);
+        h.chat.push(rec(8, 3, 2, ChatHappening::Logout));
+        h.chat.push(rec(9, 4, 2, ChatHappening::LoggedIn { name: "u2".into(), token: 3 }));
+        h.chat.push(rec(10, 4, 2, ChatHappening::Shown { id: id(1, 1) }));
+        assert_eq!(props(&check_chat(&h, false)), vec!["C2"]);
+    }
+
+    #[test]
+    fn a_crashed_process_may_be_shown_again_in_its_next_life() {
+        let mut h = question_and_reply([id(1, 1), id(2, 1)]);
+        h.chat.push(rec(8, 3, 2, ChatHappening::Crash));
+        h.chat.push(rec(9, 4, 2, ChatHappening::LoggedIn { name: "u2".into(), token: 3 }));
+        h.chat.push(rec(10, 4, 2, ChatHappening::Shown { id: id(1, 1) }));
+        assert!(check_chat(&h, false).is_empty());
     }
 
     #[test]

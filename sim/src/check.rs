@@ -37,7 +37,8 @@ pub fn check_safety(h: &History) -> Vec<Violation> {
     let mut installed: BTreeMap<(NodeId, ClusterId), u64> = BTreeMap::new();
     let mut life: Vec<Option<NodeId>> = vec![None; h.servers.len()];
     for r in &h.records {
-        let server = h.servers[r.node];
+        // The server's id in its current life (a restart with the disk lost has a new one).
+        let server = life[r.node].map_or(h.servers[r.node], |l| l.id);
         let ev = match &r.what {
             Happening::Start { node } => {
                 life[r.node] = Some(*node);

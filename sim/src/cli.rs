@@ -2,6 +2,7 @@
 //! exact command that replays a failure.
 
 use crate::faults::Schedule;
+use crate::life::LifeFaults;
 use crate::world::{self, FaultMode, Report, SimConfig};
 use ringchat_core::RingOrder;
 use std::io::Write;
@@ -39,8 +40,8 @@ pub struct SimArgs {
     /// Number of servers (1 to 24).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=24))]
     pub servers: u64,
-    /// Simulated duration in milliseconds (at least 2000).
-    #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(2_000..=3_600_000))]
+    /// Simulated duration in milliseconds (2000 to a day).
+    #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(2_000..=86_400_000))]
     pub duration_ms: u64,
     /// Fault injection.
     #[arg(long, value_enum, default_value_t = FaultsArg::Swarm)]
@@ -63,6 +64,24 @@ pub struct SimArgs {
     /// Replay an explicit fault schedule (JSON, as a property test prints it) instead of drawing one.
     #[arg(long, value_parser = parse_schedule)]
     pub schedule: Option<Schedule>,
+    /// Faults of a long life, each kind switched on and rated by the seed: server churn and client
+    /// churn, restarts with the disk lost, power cuts, careless clients (also checks bounded state
+    /// and liveness after churn).
+    #[arg(long)]
+    pub long_life: bool,
+    /// Force server churn (crash and restart all through chaos) and client churn (processes that
+    /// quit or vanish).
+    #[arg(long)]
+    pub churn: bool,
+    /// Force restarts with the disk lost (no durable state, a new server id).
+    #[arg(long)]
+    pub disk_loss: bool,
+    /// Force power cuts of every server at once; every crash then keeps only what the driver made durable.
+    #[arg(long)]
+    pub power_loss: bool,
+    /// Force careless clients: typos, empty rooms, name collisions, idling, quits right after a show.
+    #[arg(long)]
+    pub careless: bool,
 }
 
 fn parse_schedule(path: &str) -> Result<Schedule, String> {
@@ -107,7 +126,19 @@ impl SimArgs {
             },
             trace: self.trace,
             clients: self.clients as usize,
+            life: self.life(),
             ..SimConfig::default()
+        }
+    }
+
+    /// The long-life faults these flags ask for.
+    pub fn life(&self) -> LifeFaults {
+        LifeFaults {
+            swarm: self.long_life,
+            churn: self.churn,
+            disk_loss: self.disk_loss,
+            power_loss: self.power_loss,
+            careless: self.careless,
         }
     }
 
@@ -116,8 +147,20 @@ impl SimArgs {
         let faults = if self.faults == FaultsArg::Swarm { "swarm" } else { "none" };
         let ring = if self.ring == RingArg::Ascending { "ascending" } else { "random" };
         let schedule = if self.schedule.is_some() { " --schedule <the same schedule file>" } else { "" };
+        let life = self.life();
+        let flags: String = [
+            (life.swarm, " --long-life"),
+            (life.churn, " --churn"),
+            (life.disk_loss, " --disk-loss"),
+            (life.power_loss, " --power-loss"),
+            (life.careless, " --careless"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, f)| *f)
+        .collect();
         format!(
-            "ringchat sim --seed {seed} --servers {} --clients {} --duration-ms {} --faults {faults} --ring {ring}{schedule} --trace",
+            "ringchat sim --seed {seed} --servers {} --clients {} --duration-ms {} --faults {faults} --ring {ring}{schedule}{flags} --trace",
             self.servers, self.clients, self.duration_ms
         )
     }
@@ -172,10 +215,23 @@ fn print_human(r: &Report) {
         r.rates.jitter_us,
         r.rates.drift_ppm
     );
+    if let Some(l) = &r.life {
+        out!(
+            "  life: churn {:.1}/min, disk loss {:.0}% of restarts, power cuts {}, client churn {:.1}%, careless {:.1}%, disk {}",
+            l.churn_per_min,
+            l.disk_loss * 100.0,
+            l.power_cuts,
+            l.client_churn * 100.0,
+            l.careless * 100.0,
+            if l.driver_disk { "as the driver writes it" } else { "whole state" }
+        );
+    }
     let faults: Vec<String> = r.faults.iter().map(|(k, v)| format!("{k}={v}")).collect();
     out!("  faults: {}", if faults.is_empty() { "none".into() } else { faults.join(" ") });
     let msgs: Vec<String> = r.messages_by_kind.iter().map(|(k, v)| format!("{k}={v}")).collect();
     out!("  messages: {}", msgs.join(" "));
+    let res: Vec<String> = r.resources.fields().iter().map(|(k, v)| format!("{k}={v}")).collect();
+    out!("  resources (max): {}", res.join(" "));
     out!("  elections: {}", r.elections.len());
     for e in r.elections.iter().take(12) {
         out!("    epoch {:>3} leader {} at {:.1} ms", e.epoch, &e.leader[..8], e.at_ms);

@@ -68,6 +68,13 @@ pub enum FaultAction {
     Partition(Partition),
     /// Restore all links.
     HealPartition,
+    /// Start a crashed server with its disk lost: no durable state, a new server id (an operator
+    /// replaced the machine or forgot `--state`).
+    RestartBlank(usize),
+    /// Power cut: every server crashes at the same instant, keeping what the driver made durable.
+    PowerCut,
+    /// Power back: every server down restarts from its disk.
+    PowerRestore,
 }
 
 impl FaultAction {
@@ -83,6 +90,9 @@ impl FaultAction {
             FaultAction::Partition(Partition::IsolateOne { .. }) => "partition_isolate_one",
             FaultAction::Partition(Partition::MajoritiesRing) => "partition_majorities_ring",
             FaultAction::HealPartition => "partition_heal",
+            FaultAction::RestartBlank(_) => "disk_loss",
+            FaultAction::PowerCut => "power_cut",
+            FaultAction::PowerRestore => "power_restore",
         }
     }
 }

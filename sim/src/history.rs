@@ -43,6 +43,8 @@ pub struct History {
     pub end: u64,
     /// What simulated clients did and were shown, in processing order.
     pub chat: Vec<ChatRecord>,
+    /// Instants (microseconds) at which every server lost power at once.
+    pub power_cuts: Vec<u64>,
 }
 
 /// An operation a simulated user submitted.

@@ -6,11 +6,18 @@
 pub mod chat_check;
 pub mod check;
 pub mod cli;
+pub mod config;
+pub mod disk;
 pub mod faults;
 pub mod history;
+pub mod life;
+pub mod life_check;
 pub mod queue;
+pub mod report;
+pub mod resources;
 pub mod world;
 
 pub use check::Violation;
 pub use faults::{FaultAction, FaultRates, Partition, Schedule};
+pub use life::{LifeFaults, LifeRates};
 pub use world::{run, FaultMode, Outcome, Report, SimConfig, Workload};

@@ -8,12 +8,12 @@
 
 use super::{Item, World};
 use crate::history::{ChatHappening, ChatOp};
+use crate::report::ChatReport;
 use rand::{Rng, RngCore};
 use ringchat_core::client::{Client, ClientConfig, ClientError, ClientEvent};
 use ringchat_core::wire::Op;
 use ringchat_core::wire::{MsgId, Target};
 use ringchat_core::Instant;
-use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -31,45 +31,10 @@ pub(super) struct Proc {
     pub rooms: BTreeSet<String>,
     pub impostor: bool,
     pub name: String,
-}
-
-/// Chat figures of a run, for the JSON report.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ChatReport {
-    /// Chat messages submitted.
-    pub sent: u64,
-    /// Operations acknowledged `stored`.
-    pub stored: u64,
-    /// Messages shown to users.
-    pub shown: u64,
-    /// Operations reported failed.
-    pub failed: u64,
-    /// Retried copies servers did not show again (summed over live servers).
-    pub duplicates_suppressed: u64,
-    /// Largest hold-back queue on any server.
-    pub max_holdback: u64,
-    /// Largest user inbox on any server.
-    pub inbox_max: u64,
-    /// Virtual time from send to shown, milliseconds.
-    pub delivery_ms: Percentiles,
-    /// Mean encoded size of the vector clock (deps) of a first-sent chat broadcast, bytes.
-    pub vc_bytes_per_message: f64,
-    /// Logins refused (impostors and the like).
-    pub refused: u64,
-    /// Oversize texts refused at the client before sending.
-    pub too_long: u64,
-    /// Messages of honest clients their server refused (`ServerMsg::Refused`, other than
-    /// the not-logged-in answer that makes a client log in again).
-    pub server_refusals: u64,
-}
-
-/// Two percentiles.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Percentiles {
-    /// Median.
-    pub p50: f64,
-    /// 99th percentile.
-    pub p99: f64,
+    /// A careless user idles (logged in, doing nothing) until then.
+    pub idle_until: u64,
+    /// A careless user quits cleanly right after the next show.
+    pub quit_after_show: bool,
 }
 
 /// The discovery group of the simulated LAN: a client datagram sent there
@@ -96,7 +61,7 @@ pub(super) struct Chat {
     pub traced: BTreeSet<(ringchat_core::NodeId, u64)>,
 }
 
-fn user_name(u: usize) -> String {
+pub(super) fn user_name(u: usize) -> String {
     format!("u{u}")
 }
 
@@ -124,6 +89,8 @@ impl World {
                 rooms: BTreeSet::new(),
                 impostor: c == m,
                 name: user_name(c),
+                idle_until: 0,
+                quit_after_show: false,
             });
             let first = 300_000 + self.rng.random_range(0..1_500_000);
             self.queue.push(first, Item::Act { c });
@@ -144,7 +111,7 @@ impl World {
         p.last_shown = None;
     }
 
-    fn login(&mut self, c: usize, name: String, token: u64) {
+    pub(super) fn login(&mut self, c: usize, name: String, token: u64) {
         if self.chat.procs[c].client.is_none() {
             self.new_life(c);
         }
@@ -197,7 +164,7 @@ impl World {
             }
             return;
         }
-        if !online {
+        if !online || p.idle_until > now {
             return;
         }
         if chaos && self.rng.random_bool(crash) {
@@ -213,13 +180,19 @@ impl World {
             self.chat.procs[c].offline_until = now + self.rng.random_range(2_000_000..10_000_000);
             return;
         }
+        if chaos && self.life_act(c) {
+            return;
+        }
         if now >= send_until || self.chat.procs[c].client.as_ref().is_some_and(|cl| cl.is_busy()) {
             return;
         }
+        let careless = if chaos { self.careless_op() } else { None };
         let rooms = self.cfg.rooms.max(1);
         let r: f64 = self.rng.random();
         let p = &self.chat.procs[c];
-        let (op, rec) = if p.rooms.is_empty() || r < room_change {
+        let (op, rec) = if let Some(careless) = careless {
+            careless
+        } else if p.rooms.is_empty() || r < room_change {
             let room = format!("r{}", if p.rooms.is_empty() { c % rooms } else { self.rng.random_range(0..rooms) });
             if p.rooms.contains(&room) && self.rng.random_bool(0.5) {
                 (Op::Leave(room.clone()), ChatOp::Leave(room))
@@ -277,7 +250,7 @@ impl World {
         self.client_drain(c);
     }
 
-    fn logout(&mut self, c: usize) {
+    pub(super) fn logout(&mut self, c: usize) {
         let now = self.now;
         let p = &mut self.chat.procs[c];
         let Some(cl) = p.client.as_mut() else { return };
@@ -312,8 +285,9 @@ impl World {
         self.client_drain(c);
     }
 
-    fn client_drain(&mut self, c: usize) {
+    pub(super) fn client_drain(&mut self, c: usize) {
         let e = self.nodes.len() + c;
+        let mut quit = false;
         loop {
             let Some(cl) = self.chat.procs[c].client.as_mut() else { return };
             let Some((addr, bytes)) = cl.poll_transmit() else { break };
@@ -345,6 +319,7 @@ impl World {
                 }
                 ClientEvent::Shown { id, from, room, .. } => {
                     p.last_shown = Some((id, from, room));
+                    quit |= p.quit_after_show;
                     self.chat.report.shown += 1;
                     if let Some(t) = self.chat.sent_at.get(&id) {
                         self.chat.delays.push(self.now - t);
@@ -372,6 +347,9 @@ impl World {
             };
             self.trace_line(None, || format!("client c{c} {what:?}"));
             self.history.push_chat(self.now, process, user, what);
+        }
+        if quit {
+            return self.quit(c, true);
         }
         let p = &mut self.chat.procs[c];
         let Some(cl) = p.client.as_ref() else { return };

@@ -1,0 +1,139 @@
+//! The faults of a long life (design §5): server churn (hundreds of lives in one run), restarts
+//! with the disk lost (a new server id), power cuts of the whole cluster, and client churn and
+//! carelessness.
+//!
+//! All of them are off unless asked for, so the default sweep is unchanged. Which kinds a seed
+//! gets and at what rate is drawn from the seed (swarm testing) on a ChaCha stream of its own:
+//! switching them on leaves the seed's network rates and base schedule as they were.
+
+use crate::faults::{FaultAction, Schedule};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// Which long-life faults a run may inject (the `ringchat sim` flags).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifeFaults {
+    /// `--long-life`: each kind below is switched on by the seed (swarm testing).
+    pub swarm: bool,
+    /// `--churn`: servers crash and restart all through chaos; client processes quit or vanish.
+    pub churn: bool,
+    /// `--disk-loss`: some restarts come back with no durable state (a new server id).
+    pub disk_loss: bool,
+    /// `--power-loss`: every server crashes at once, keeping what the driver made durable.
+    pub power_loss: bool,
+    /// `--careless`: clients make typos, talk to empty rooms, claim others' names, idle, quit.
+    pub careless: bool,
+}
+
+impl LifeFaults {
+    /// Whether any long-life fault may fire.
+    pub fn any(&self) -> bool {
+        self.swarm || self.churn || self.disk_loss || self.power_loss || self.careless
+    }
+
+    /// Every kind forced on (as if each flag were given).
+    pub fn all() -> LifeFaults {
+        LifeFaults { swarm: false, churn: true, disk_loss: true, power_loss: true, careless: true }
+    }
+}
+
+/// The long-life rates of one run, drawn from the seed; zero means off.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LifeRates {
+    /// Server crash-and-restart pairs per simulated minute of chaos.
+    pub churn_per_min: f64,
+    /// Share of restarts that come back with the disk lost.
+    pub disk_loss: f64,
+    /// Whole-cluster power cuts during chaos.
+    pub power_cuts: u32,
+    /// Chance per client action that the client process ends (a clean quit or a vanishing).
+    pub client_churn: f64,
+    /// Chance per client action of a careless act.
+    pub careless: f64,
+    /// A crashed server reboots from what the real driver made durable ([`crate::disk`]), not
+    /// from its whole in-memory state (on with power loss).
+    pub driver_disk: bool,
+}
+
+impl LifeRates {
+    /// The rates of seed `seed` under `faults` for a chaos phase of `chaos_ms`.
+    pub fn draw(seed: u64, faults: LifeFaults, chaos_ms: u64) -> LifeRates {
+        let mut rng = stream(seed, 1);
+        let mut on = |forced: bool| forced || (faults.swarm && rng.random_bool(0.6));
+        let (churn, disk, power, careless) = (on(faults.churn), on(faults.disk_loss), on(faults.power_loss), on(faults.careless));
+        let most_cuts = (chaos_ms / 120_000).clamp(1, 20) as u32;
+        LifeRates {
+            churn_per_min: if churn { rng.random_range(2.0..20.0) } else { 0.0 },
+            disk_loss: if disk { rng.random_range(0.05..0.4) } else { 0.0 },
+            power_cuts: if power { rng.random_range(1..=most_cuts) } else { 0 },
+            client_churn: if churn { rng.random_range(0.01..0.08) } else { 0.0 },
+            careless: if careless { rng.random_range(0.05..0.25) } else { 0.0 },
+            driver_disk: power,
+        }
+    }
+}
+
+fn stream(seed: u64, n: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(n);
+    rng
+}
+
+/// Adds the server faults of `rates` to `schedule` for `n` servers during `[start_ms, heal_ms)`:
+/// churn (crash and restart pairs, never downing a majority together with the schedule's own
+/// crashes and pauses), restarts with the disk lost, and power cuts with their restores.
+pub fn extend(schedule: &mut Schedule, seed: u64, rates: &LifeRates, n: usize, start_ms: u64) {
+    let mut rng = stream(seed, 2);
+    let heal_ms = schedule.heal_ms;
+    let span = heal_ms.saturating_sub(start_ms).max(1);
+    let mut actions = Vec::new();
+    // Down intervals already planned, per node.
+    let mut down: Vec<Vec<(u64, u64)>> = vec![Vec::new(); n];
+    let mut since: Vec<Option<u64>> = vec![None; n];
+    for (at, a) in &schedule.actions {
+        match a {
+            FaultAction::Crash(i) | FaultAction::Pause(i) if *i < n => since[*i] = Some(*at),
+            FaultAction::Restart(i) | FaultAction::Resume(i) | FaultAction::RestartBlank(i) if *i < n => {
+                if let Some(s) = since[*i].take() {
+                    down[*i].push((s, *at));
+                }
+            }
+            _ => {}
+        }
+    }
+    let minority = n.saturating_sub(1) / 2;
+    let downs = |down: &Vec<Vec<(u64, u64)>>, i: usize, a: u64, b: u64| down[i].iter().any(|&(s, e)| s < b && a < e);
+    let pairs = if rates.churn_per_min > 0.0 {
+        (rates.churn_per_min * span as f64 / 60_000.0).round() as u64
+    } else if rates.disk_loss > 0.0 {
+        rng.random_range(1..=3)
+    } else {
+        0
+    };
+    for _ in 0..pairs {
+        let at = start_ms + rng.random_range(0..span);
+        let len = rng.random_range(200..5_000);
+        let node = rng.random_range(0..n);
+        let blank = rates.disk_loss > 0.0 && (rates.churn_per_min == 0.0 || rng.random_bool(rates.disk_loss));
+        let busy = (0..n).filter(|&i| i != node && downs(&down, i, at, at + len)).count();
+        if at + len >= heal_ms || downs(&down, node, at, at + len) || busy >= minority {
+            continue;
+        }
+        down[node].push((at, at + len));
+        actions.push((at, FaultAction::Crash(node)));
+        actions.push((at + len, if blank { FaultAction::RestartBlank(node) } else { FaultAction::Restart(node) }));
+    }
+    for k in 0..rates.power_cuts as u64 {
+        // One cut in each of `power_cuts` equal slices of chaos.
+        let slice = span / rates.power_cuts as u64;
+        let at = start_ms + k * slice + rng.random_range(0..slice.max(1));
+        let len = rng.random_range(100..3_000);
+        if at + len < heal_ms {
+            actions.push((at, FaultAction::PowerCut));
+            actions.push((at + len, FaultAction::PowerRestore));
+        }
+    }
+    schedule.actions.extend(actions);
+    schedule.actions.sort_by_key(|(at, _)| *at);
+}

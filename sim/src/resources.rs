@@ -1,0 +1,213 @@
+//! Bounded state (B2): what a server keeps, durable and in memory, measured during a run and
+//! compared with a bound that depends on the configured numbers of servers, users and rooms,
+//! never on the run's length or on how many lives servers and clients had.
+
+use crate::check::Violation;
+use ringchat_core::causal::Key;
+use ringchat_core::chat::{ChatCounters, MsgId, Standing};
+use ringchat_core::Server;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Sizes of one server's state (a sample), or their maxima over a run (the report's `resources`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Resources {
+    /// Encoded durable state (postcard of `Durable`), bytes.
+    pub durable_bytes: u64,
+    /// Messages in the retransmission store.
+    pub store_entries: u64,
+    /// Origins named by the largest vector clock kept (delivered, or a peer's digest).
+    pub vc_origins: u64,
+    /// Servers with a kept digest, or known to the causal layer.
+    pub servers_known: u64,
+    /// Client ids with deduplication entries.
+    pub dedup_clients: u64,
+    /// Deduplication entries over all clients.
+    pub dedup_entries: u64,
+    /// Client sessions.
+    pub sessions: u64,
+    /// Bound names.
+    pub names: u64,
+    /// Users with an inbox.
+    pub inbox_users: u64,
+    /// Room standings (joins and kept leaves) over all rooms.
+    pub room_standings: u64,
+    /// Cluster ids with an epoch record.
+    pub clusters: u64,
+}
+
+impl Resources {
+    /// Each measure with its name, in report order.
+    pub fn fields(&self) -> [(&'static str, u64); 11] {
+        [
+            ("durable_bytes", self.durable_bytes),
+            ("store_entries", self.store_entries),
+            ("vc_origins", self.vc_origins),
+            ("servers_known", self.servers_known),
+            ("dedup_clients", self.dedup_clients),
+            ("dedup_entries", self.dedup_entries),
+            ("sessions", self.sessions),
+            ("names", self.names),
+            ("inbox_users", self.inbox_users),
+            ("room_standings", self.room_standings),
+            ("clusters", self.clusters),
+        ]
+    }
+
+    /// Raises each measure to at least `other`'s.
+    pub fn max_with(&mut self, o: &Resources) {
+        let m = |a: &mut u64, b: u64| *a = (*a).max(b);
+        m(&mut self.durable_bytes, o.durable_bytes);
+        m(&mut self.store_entries, o.store_entries);
+        m(&mut self.vc_origins, o.vc_origins);
+        m(&mut self.servers_known, o.servers_known);
+        m(&mut self.dedup_clients, o.dedup_clients);
+        m(&mut self.dedup_entries, o.dedup_entries);
+        m(&mut self.sessions, o.sessions);
+        m(&mut self.names, o.names);
+        m(&mut self.inbox_users, o.inbox_users);
+        m(&mut self.room_standings, o.room_standings);
+        m(&mut self.clusters, o.clusters);
+    }
+
+    /// The bound for `servers` servers, `users` users (the impostor included) and `rooms` rooms.
+    ///
+    /// Each server life is an origin until it is trimmed, so a vector names at most the current
+    /// lives and one previous life per server (plus slack for a merge); a client keeps at most a
+    /// few processes' dedup windows and sessions alive; names and inboxes are per user; the store
+    /// holds at most every user's full inbox and one hold-back queue in flight.
+    pub fn bound(servers: usize, users: usize, rooms: usize) -> Resources {
+        use ringchat_core::causal::MAX_HOLDBACK;
+        use ringchat_core::chat::{DEDUP_WINDOW, INBOX_HEADROOM, MAX_INBOX, MAX_TEXT};
+        let (n, m, r) = (servers as u64, users as u64, rooms.max(1) as u64);
+        let store = m * (MAX_INBOX + INBOX_HEADROOM) as u64 + MAX_HOLDBACK as u64;
+        let origins = 2 * n + 2;
+        let clients = 4 * m;
+        Resources {
+            durable_bytes: 16_384
+                + origins * origins * 48
+                + clients * DEDUP_WINDOW as u64 * 64
+                + m * r * 64
+                + store * (MAX_TEXT as u64 + 96),
+            store_entries: store,
+            vc_origins: origins,
+            servers_known: origins,
+            dedup_clients: clients,
+            dedup_entries: clients * DEDUP_WINDOW as u64,
+            sessions: clients,
+            names: m,
+            inbox_users: m,
+            room_standings: m * r,
+            clusters: 4,
+        }
+    }
+
+    /// Each measure of `self` above `bound`: `(name, value, bound)`.
+    pub fn over(&self, bound: &Resources) -> Vec<(&'static str, u64, u64)> {
+        self.fields().into_iter().zip(bound.fields()).filter(|((_, v), (_, b))| v > b).map(|((k, v), (_, b))| (k, v, b)).collect()
+    }
+}
+
+/// The private fields of `ChatState`, in order, for reading the sizes the core keeps private.
+/// If the core changes them the decode fails and the dedup and room counts read 0 (a unit test
+/// below catches that).
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct ChatStateMirror {
+    names: BTreeMap<String, u64>,
+    name_keys: BTreeMap<String, Key>,
+    rooms: BTreeMap<String, BTreeMap<String, Standing>>,
+    lamport: u64,
+    seen: BTreeMap<u64, BTreeMap<u64, (Key, BTreeSet<String>)>>,
+    inbox: BTreeMap<String, BTreeMap<u64, (MsgId, Key)>>,
+    pins: BTreeMap<Key, u32>,
+    copies: BTreeMap<Key, Vec<Key>>,
+    order: u64,
+    counters: ChatCounters,
+}
+
+/// Measures one live server.
+pub fn sample(server: &Server) -> Resources {
+    let d = server.durable();
+    let stats = server.chat_stats();
+    let causal = &d.chat.causal;
+    let mirror: Option<ChatStateMirror> =
+        postcard::to_allocvec(&d.chat.state).ok().and_then(|b| postcard::from_bytes::<ChatStateMirror>(&b).ok());
+    let (dedup_clients, dedup_entries, room_standings) = mirror.as_ref().map_or((0, 0, 0), |c| {
+        (c.seen.len() as u64, c.seen.values().map(|w| w.len() as u64).sum(), c.rooms.values().map(|r| r.len() as u64).sum())
+    });
+    let digests = causal.digests.values().map(|v| v.len()).max().unwrap_or(0);
+    Resources {
+        durable_bytes: postcard::to_allocvec(d).map_or(0, |b| b.len() as u64),
+        store_entries: stats.store as u64,
+        vc_origins: causal.delivered.len().max(digests) as u64,
+        servers_known: causal.digests.len().max(causal.known.len()) as u64,
+        dedup_clients,
+        dedup_entries,
+        sessions: stats.sessions as u64,
+        names: d.chat.state.names.len() as u64,
+        inbox_users: d.chat.state.inbox_sizes().count() as u64,
+        room_standings,
+        clusters: d.epochs.len() as u64,
+    }
+}
+
+/// Tracks the maxima of a run and the first time each measure went over its bound.
+#[derive(Clone, Debug, Default)]
+pub struct Meter {
+    /// Maxima so far.
+    pub max: Resources,
+    /// Samples taken.
+    pub samples: u64,
+    /// The bound.
+    pub bound: Resources,
+    over: BTreeMap<&'static str, String>,
+}
+
+impl Meter {
+    /// A meter against `bound`.
+    pub fn new(bound: Resources) -> Meter {
+        Meter { bound, ..Meter::default() }
+    }
+
+    /// Takes a sample of server `node` at `at` (µs).
+    pub fn note(&mut self, node: usize, at: u64, s: &Resources) {
+        self.samples += 1;
+        self.max.max_with(s);
+        for (k, v, b) in s.over(&self.bound) {
+            self.over.entry(k).or_insert_with(|| format!("server n{node} kept {k} = {v} > bound {b} at {:.3}ms", at as f64 / 1000.0));
+        }
+    }
+
+    /// B2: one violation per measure that went over its bound (its first time).
+    pub fn violations(&self) -> Vec<Violation> {
+        self.over.values().map(|d| Violation::new("B2", d.clone())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mirror_reads_the_chat_state() {
+        let state = ringchat_core::chat::ChatState::default();
+        let bytes = postcard::to_allocvec(&state).expect("encode");
+        assert!(postcard::from_bytes::<ChatStateMirror>(&bytes).is_ok(), "ChatState changed: update ChatStateMirror");
+    }
+
+    #[test]
+    fn state_over_its_bound_is_caught() {
+        let bound = Resources::bound(5, 9, 3);
+        let mut meter = Meter::new(bound.clone());
+        meter.note(0, 1_000, &Resources { vc_origins: 12, names: 9, ..Resources::default() });
+        assert!(meter.violations().is_empty());
+        meter.note(2, 5_000, &Resources { vc_origins: 33, dedup_clients: 500, ..Resources::default() });
+        meter.note(3, 6_000, &Resources { vc_origins: 40, ..Resources::default() });
+        let v = meter.violations();
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert!(v.iter().all(|v| v.property == "B2"));
+        assert!(v.iter().any(|v| v.detail.contains("vc_origins = 33") && v.detail.contains("n2")));
+        assert_eq!(meter.max.vc_origins, 40);
+    }
+}

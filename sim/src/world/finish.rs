@@ -1,0 +1,157 @@
+//! The end of a run: the final trace lines, every checker over the whole history, and the report.
+
+use super::World;
+use crate::check::{self, Violation};
+use crate::history::Happening;
+use crate::report::{ChatReport, ElectionRecord, Outcome, Percentiles, Report};
+use ringchat_core::{Event, NodeId};
+
+impl World {
+    pub(super) fn finish(mut self) -> Outcome {
+        if self.cfg.trace {
+            for i in 0..self.nodes.len() {
+                let line = match &self.nodes[i].server {
+                    Some(s) => {
+                        let st = s.status();
+                        let view = st.committed.as_ref().map(|v| {
+                            let m: Vec<String> = v.members.iter().map(|m| m.node.to_string()).collect();
+                            format!("view {} [{}]", v.stamp.id, m.join(","))
+                        });
+                        format!(
+                            "final {} {} cluster {} epoch {} role {:?} leader {:?} {} rooms {:?}",
+                            st.node,
+                            st.phase,
+                            st.cluster,
+                            st.epoch,
+                            st.role,
+                            st.leader.map(|l| l.to_string()),
+                            view.unwrap_or_default(),
+                            s.durable().chat.state.rooms().collect::<Vec<_>>()
+                        ) + &format!(
+                            " counters {:?} causal {:?} inboxes {:?} delivered {:?} held {:?}",
+                            s.counters(),
+                            s.durable().chat.causal.counters,
+                            s.durable().chat.state.inboxes(),
+                            s.durable().chat.causal.delivered,
+                            s.durable().chat.causal.holdback_heads()
+                        )
+                    }
+                    None => "final: down".to_string(),
+                };
+                self.trace_line(Some(i), || line);
+            }
+        }
+        let mut violations = std::mem::take(&mut self.stuck);
+        violations.extend(check::check_safety(&self.history));
+        let live = check::check_liveness(&self.history, self.cfg.settle_bound_ms * 1000);
+        violations.extend(live.violations);
+        let chat = self.chat_report();
+        if self.cfg.clients > 0 {
+            violations.extend(crate::chat_check::check_chat(&self.history, self.chat_settled()));
+            if self.chat_settled() {
+                violations.extend(self.check_trimmed());
+            }
+            violations.extend(self.check_converged());
+            violations.extend(crate::life_check::check_power_loss(&self.history, self.chat_settled()));
+            if self.cfg.life.any() {
+                violations.extend(crate::life_check::check_live_after_heal(&self.history, crate::life_check::LIVE_BOUND_US));
+            }
+        }
+        self.sample_all();
+        if self.cfg.life.any() {
+            violations.extend(self.meter.violations());
+        }
+        let elections = self
+            .history
+            .records
+            .iter()
+            .filter_map(|r| match &r.what {
+                Happening::Core(Event::BecameLeader { epoch, .. }) => {
+                    Some(ElectionRecord { epoch: *epoch, leader: self.history.servers[r.node].full(), at_ms: r.at as f64 / 1000.0 })
+                }
+                _ => None,
+            })
+            .collect();
+        if self.rates.drift_ppm > 0 {
+            let drifting = self.nodes.iter().filter(|n| n.drift_ppm != 0).count() as u64;
+            self.faults.insert("clock_drift_nodes", drifting);
+        }
+        let report = Report {
+            seed: self.cfg.seed,
+            ok: violations.is_empty(),
+            violations,
+            trace_hash: format!("{:016x}", self.hash.0),
+            events: self.events,
+            servers: self.history.servers.iter().map(|s| s.full()).collect(),
+            messages_by_kind: self.sent.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            faults: self.faults.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            rates: self.rates.clone(),
+            elections,
+            final_leader: live.final_leader.map(|l: NodeId| l.id.full()),
+            settle_ms: live.settle_us.map(|u| u as f64 / 1000.0),
+            heal_ms: self.history.heal_at / 1000,
+            duration_ms: self.cfg.duration_ms,
+            chat,
+            life: self.cfg.life.any().then(|| self.life.clone()),
+            resources: self.meter.max.clone(),
+        };
+        Outcome { report, history: self.history, trace: self.trace }
+    }
+
+    /// Whether the run leaves enough time after heal for chat to settle (liveness checks apply).
+    fn chat_settled(&self) -> bool {
+        self.history.end.saturating_sub(self.history.heal_at) >= 15_000_000
+    }
+
+    fn chat_report(&mut self) -> Option<ChatReport> {
+        if self.cfg.clients == 0 {
+            return None;
+        }
+        let mut r = self.chat.report.clone();
+        for n in &self.nodes {
+            if let Some(s) = &n.server {
+                let st = s.chat_stats();
+                r.duplicates_suppressed += st.duplicates_suppressed;
+                r.max_holdback = r.max_holdback.max(st.max_holdback);
+                r.inbox_max = r.inbox_max.max(st.inbox_max);
+            }
+        }
+        let mut d = self.chat.delays.clone();
+        d.sort_unstable();
+        let pct = |q: f64| if d.is_empty() { 0.0 } else { d[((d.len() - 1) as f64 * q) as usize] as f64 / 1000.0 };
+        r.delivery_ms = Percentiles { p50: pct(0.5), p99: pct(0.99) };
+        r.vc_bytes_per_message = if self.chat.vc_msgs == 0 { 0.0 } else { self.chat.vc_bytes as f64 / self.chat.vc_msgs as f64 };
+        Some(r)
+    }
+
+    /// B1: after heal every live server has dropped acknowledged inbox entries and stable retransmission buffers.
+    /// R1 over the live servers' final states.
+    fn check_converged(&self) -> Vec<Violation> {
+        let finals: Vec<_> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.server.as_ref().map(|s| (i, s.durable())))
+            .map(|(i, d)| (format!("n{i}"), d.chat.causal.delivered.clone(), d.chat.state.rooms().collect::<Vec<_>>()))
+            .collect();
+        crate::chat_check::check_converged(&finals)
+    }
+
+    fn check_trimmed(&self) -> Vec<Violation> {
+        let mut out = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let Some(s) = &n.server else { continue };
+            let st = s.chat_stats();
+            if st.store > 0 || st.inbox > 0 || st.holdback > 0 {
+                out.push(Violation::new(
+                    "B1",
+                    format!(
+                        "server n{i} still holds {} stored, {} inbox, {} held-back messages at the end",
+                        st.store, st.inbox, st.holdback
+                    ),
+                ));
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,91 @@
+//! The network model: per-link latency with jitter, loss, duplication and partitions; delivery of
+//! datagrams to servers (a paused server queues them) and to clients.
+
+use super::{Item, World};
+use rand::Rng;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+/// The address of server `i` in the simulated LAN.
+pub fn server_addr(i: usize) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, (i / 250) as u8, (i % 250 + 1) as u8)), 7000)
+}
+
+impl World {
+    pub(super) fn route(&mut self, from: usize, to: usize, bytes: &[u8], kind: &'static str) {
+        // A client sits on the side of its home server.
+        let n = self.nodes.len();
+        let side = |e: usize| if e < n { e } else { (e - n) % n };
+        if self.blocked[side(from)][side(to)] {
+            self.count_fault("drop_partition");
+            self.trace_line(Some(from), || format!("cut {kind} to n{to}"));
+            return;
+        }
+        if self.rates.loss > 0.0 && self.rng.random_bool(self.rates.loss) {
+            self.count_fault("drop_loss");
+            self.trace_line(Some(from), || format!("lose {kind} to n{to}"));
+            return;
+        }
+        let copies = if self.rates.duplicate > 0.0 && self.rng.random_bool(self.rates.duplicate) {
+            self.count_fault("duplicate");
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let latency = self.rates.latency_us + self.rng.random_range(0..=self.rates.jitter_us);
+            let item = Item::Deliver { to, from, bytes: bytes.to_vec(), kind, sent_at: self.now };
+            self.queue.push(self.now + latency, item);
+        }
+    }
+
+    pub(super) fn deliver(&mut self, to: usize, from: usize, bytes: Vec<u8>, kind: &'static str, sent_at: u64) {
+        self.hash.u64(((to as u64) << 32) | from as u64);
+        self.hash.bytes(&bytes);
+        let n = self.nodes.len();
+        if to >= n {
+            return self.client_deliver(to - n, from, &bytes);
+        }
+        if from >= n {
+            let node = &mut self.nodes[to];
+            if node.server.is_none() || node.paused {
+                return;
+            }
+            let from_addr = self.chat.procs[from - n].addr;
+            let local = node.local(self.now);
+            if let Some(s) = node.server.as_mut() {
+                s.handle_datagram(local, from_addr, &bytes);
+            }
+            return self.drain(to);
+        }
+        let node = &mut self.nodes[to];
+        if node.server.is_none() {
+            return;
+        }
+        let link = from * self.nodes.len() + to;
+        if from < n && sent_at < self.last_delivery[link] {
+            self.count_fault("reordered");
+        }
+        self.last_delivery[link] = self.last_delivery[link].max(sent_at);
+        let node = &mut self.nodes[to];
+        if node.paused {
+            if node.inbox.len() < 512 {
+                node.inbox.push((from, bytes));
+            }
+            return;
+        }
+        if kind == "chat_need" && self.cfg.trace {
+            if let Ok(ringchat_core::wire::Packet::Peer(env)) = ringchat_core::wire::decode(&bytes) {
+                self.trace_line(Some(to), || format!("recv chat_need from n{from}: {:?}", env.body));
+            }
+        } else {
+            self.trace_line(Some(to), || format!("recv {kind} from n{from} ({}B)", bytes.len()));
+        }
+        let from_addr = self.nodes[from].addr;
+        let node = &mut self.nodes[to];
+        let local = node.local(self.now);
+        if let Some(s) = node.server.as_mut() {
+            s.handle_datagram(local, from_addr, &bytes);
+        }
+        self.drain(to);
+    }
+}

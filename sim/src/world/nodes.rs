@@ -1,0 +1,289 @@
+//! Server life cycle and fault application: start (a new incarnation from the disk), crash,
+//! pause and resume, timers, draining a server's outputs, and the heal at the end of chaos.
+
+use super::{Item, World};
+use crate::check::Violation;
+use crate::disk::DriverDisk;
+use crate::faults::{blocked_links, FaultAction};
+use crate::history::Happening;
+use rand::RngCore;
+use ringchat_core::{Dest, Event, Instant, Server, ServerId};
+use std::net::SocketAddr;
+
+pub(super) struct Node {
+    pub(super) id: ServerId,
+    pub(super) addr: SocketAddr,
+    pub(super) server: Option<Server>,
+    pub(super) disk: Option<ringchat_core::Durable>,
+    pub(super) paused: bool,
+    pub(super) inbox: Vec<(usize, Vec<u8>)>,
+    pub(super) timer_at: Option<u64>,
+    pub(super) generation: u64,
+    pub(super) drift_ppm: i64,
+    /// The driver's disk model of the running life (long-life runs with power loss only).
+    pub(super) driver_disk: Option<DriverDisk>,
+}
+
+impl Node {
+    pub(super) fn local(&self, global: u64) -> Instant {
+        let skew = (global as i128 * self.drift_ppm as i128) / 1_000_000;
+        Instant((global as i128 + skew).max(0) as u64)
+    }
+    pub(super) fn global(&self, local: Instant) -> u64 {
+        let rate = 1_000_000 + self.drift_ppm as i128;
+        let g = (local.0 as i128 * 1_000_000 + rate - 1) / rate;
+        g.max(0) as u64
+    }
+}
+
+impl World {
+    pub(super) fn start(&mut self, i: usize) {
+        let mut cfg = self.cfg.server.clone();
+        cfg.ring = self.cfg.ring;
+        let seed = self.rng.next_u64();
+        let node = &mut self.nodes[i];
+        let local = node.local(self.now);
+        let server = Server::new(cfg, node.id, node.addr, node.disk.clone(), seed, local);
+        let life = server.node();
+        node.server = Some(server);
+        node.paused = false;
+        node.inbox.clear();
+        node.timer_at = None;
+        node.generation += 1;
+        if self.life.driver_disk {
+            node.driver_disk = Some(DriverDisk::new(self.now, node.disk.clone()));
+        }
+        self.history.push(self.now, i, Happening::Start { node: life });
+        self.trace_line(Some(i), || format!("start {life}"));
+        self.hash.u64(life.incarnation);
+        self.drain(i);
+    }
+
+    pub(super) fn timer(&mut self, i: usize, generation: u64) {
+        let node = &mut self.nodes[i];
+        if node.generation != generation || node.server.is_none() {
+            return;
+        }
+        node.timer_at = None;
+        if node.paused {
+            return; // a frozen process: `resume` runs its timers
+        }
+        let local = node.local(self.now);
+        if let Some(s) = node.server.as_mut() {
+            s.handle_timeout(local);
+        }
+        let spin = &mut self.spins[i];
+        *spin = if spin.0 == self.now { (self.now, spin.1 + 1) } else { (self.now, 1) };
+        if spin.1 > 1_000 {
+            let detail = format!("server n{i} asked to be woken at {} µs more than 1000 times without progress", self.now);
+            self.stuck.push(Violation::new("T0", detail));
+            self.nodes[i].server = None;
+            return;
+        }
+        self.drain(i);
+    }
+
+    pub(super) fn drain(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if let (Some(disk), Some(s)) = (node.driver_disk.as_mut(), node.server.as_ref()) {
+            disk.after_input(self.now, s.durable()); // the driver writes before it sends
+        }
+        loop {
+            let Some(server) = self.nodes[i].server.as_mut() else { return };
+            let Some(t) = server.poll_transmit() else { break };
+            if !t.retransmit {
+                *self.sent.entry(t.kind).or_insert(0) += 1;
+                if t.kind == "chat" || t.kind == "chat_batch" {
+                    if let Ok(ringchat_core::wire::Packet::Peer(env)) = ringchat_core::wire::decode(&t.bytes) {
+                        let msgs = match env.body {
+                            ringchat_core::wire::Body::Chat { msg } => vec![msg],
+                            ringchat_core::wire::Body::ChatBatch { msgs } => msgs,
+                            _ => Vec::new(),
+                        };
+                        for msg in msgs {
+                            self.chat.vc_bytes += postcard::to_allocvec(&msg.deps).map_or(0, |v| v.len() as u64);
+                            self.chat.vc_msgs += 1;
+                            if self.cfg.trace && self.chat.traced.insert((msg.origin, msg.seq)) {
+                                self.trace_line(Some(i), || {
+                                    format!(
+                                        "broadcast {}#{} deps {:?} {:?}",
+                                        msg.origin,
+                                        msg.seq,
+                                        msg.deps.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>(),
+                                        msg.item
+                                    )
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+            self.hash.bytes(&t.bytes);
+            match t.dest {
+                Dest::Addr(addr) => {
+                    if let Some(&to) = self.by_addr.get(&addr) {
+                        self.route(i, to, &t.bytes, t.kind);
+                    }
+                }
+                Dest::Group => {
+                    for to in (0..self.nodes.len()).filter(|&to| to != i) {
+                        self.route(i, to, &t.bytes, t.kind);
+                    }
+                }
+            }
+        }
+        loop {
+            let Some(server) = self.nodes[i].server.as_mut() else { return };
+            let Some(ev) = server.poll_event() else { break };
+            self.on_event(i, ev);
+        }
+        let node = &mut self.nodes[i];
+        let Some(server) = node.server.as_ref() else { return };
+        if let Some(deadline) = server.poll_timeout() {
+            let at = node.global(deadline).max(self.now);
+            if node.timer_at.is_none_or(|t| at < t) {
+                node.generation += 1;
+                node.timer_at = Some(at);
+                let generation = node.generation;
+                self.queue.push(at, Item::Timer { node: i, generation });
+            }
+        }
+    }
+
+    pub(super) fn on_event(&mut self, i: usize, ev: Event) {
+        self.trace_line(Some(i), || format!("{ev:?}"));
+        if let Event::BecameLeader { .. } | Event::ViewInstalled { .. } | Event::EpochAdopted { .. } | Event::Voted { .. } = ev {
+            self.hash.bytes(format!("{ev:?}").as_bytes());
+        }
+        self.history.push(self.now, i, Happening::Core(ev));
+    }
+
+    pub(super) fn fault(&mut self, action: FaultAction) {
+        let kind = action.kind();
+        self.trace_line(None, || format!("FAULT {action:?}"));
+        self.hash.bytes(kind.as_bytes());
+        let n = self.nodes.len();
+        let fired = match action {
+            FaultAction::Crash(i) if i < n && self.nodes[i].server.is_some() => {
+                self.crash(i);
+                true
+            }
+            FaultAction::Restart(i) if i < n && self.nodes[i].server.is_none() => {
+                self.start(i);
+                true
+            }
+            FaultAction::Pause(i) if i < n && self.nodes[i].server.is_some() && !self.nodes[i].paused => {
+                self.nodes[i].paused = true;
+                self.history.push(self.now, i, Happening::Pause);
+                true
+            }
+            FaultAction::Resume(i) if i < n && self.nodes[i].paused => {
+                self.resume(i);
+                true
+            }
+            FaultAction::Partition(p) => {
+                self.blocked = blocked_links(&p, n);
+                true
+            }
+            FaultAction::HealPartition => {
+                self.blocked = vec![vec![false; n]; n];
+                true
+            }
+            FaultAction::RestartBlank(i) if i < n && self.nodes[i].server.is_none() => {
+                self.restart_blank(i);
+                true
+            }
+            FaultAction::PowerCut if self.nodes.iter().any(|n| n.server.is_some()) => {
+                self.history.power_cuts.push(self.now);
+                for i in 0..n {
+                    if self.nodes[i].server.is_some() {
+                        self.crash(i);
+                    }
+                }
+                true
+            }
+            FaultAction::PowerRestore if self.nodes.iter().any(|n| n.server.is_none()) => {
+                for i in 0..n {
+                    if self.nodes[i].server.is_none() {
+                        self.start(i);
+                    }
+                }
+                true
+            }
+            _ => false,
+        };
+        if fired {
+            self.count_fault(kind);
+        }
+    }
+
+    pub(super) fn crash(&mut self, i: usize) {
+        self.sample(i);
+        let now = self.now;
+        let node = &mut self.nodes[i];
+        if let Some(s) = node.server.take() {
+            node.disk = match node.driver_disk.take() {
+                Some(disk) => disk.at_crash(now),
+                None => Some(s.durable().clone()),
+            };
+        }
+        node.paused = false;
+        node.inbox.clear();
+        node.timer_at = None;
+        node.generation += 1;
+        self.history.push(self.now, i, Happening::Crash);
+    }
+
+    pub(super) fn resume(&mut self, i: usize) {
+        self.nodes[i].paused = false;
+        self.history.push(self.now, i, Happening::Resume);
+        let inbox = std::mem::take(&mut self.nodes[i].inbox);
+        for (from, bytes) in inbox {
+            let from_addr = self.nodes[from].addr;
+            let node = &mut self.nodes[i];
+            let local = node.local(self.now);
+            if let Some(s) = node.server.as_mut() {
+                s.handle_datagram(local, from_addr, &bytes);
+            }
+        }
+        let node = &mut self.nodes[i];
+        let local = node.local(self.now);
+        if let Some(s) = node.server.as_mut() {
+            s.handle_timeout(local);
+        }
+        node.timer_at = None;
+        self.drain(i);
+    }
+
+    pub(super) fn heal(&mut self) {
+        self.trace_line(None, || "HEAL: links restored, loss off, paused resume, crashed restart".into());
+        let n = self.nodes.len();
+        self.blocked = vec![vec![false; n]; n];
+        self.rates.loss = 0.0;
+        self.rates.duplicate = 0.0;
+        for i in 0..n {
+            if self.nodes[i].paused {
+                self.count_fault("resume");
+                self.resume(i);
+            }
+            if self.nodes[i].server.is_none() {
+                self.count_fault("restart");
+                self.start(i);
+            }
+        }
+    }
+
+    /// Starts server `i` with its disk lost: no durable state and a new server id.
+    fn restart_blank(&mut self, i: usize) {
+        let id = loop {
+            let id = ServerId(((self.rng.next_u64() as u128) << 64) | self.rng.next_u64() as u128);
+            if self.nodes.iter().all(|n| n.id != id) {
+                break id;
+            }
+        };
+        self.trace_line(Some(i), || format!("disk lost: new id {id}"));
+        self.nodes[i].id = id;
+        self.nodes[i].disk = None;
+        self.start(i);
+    }
+}
