@@ -26,7 +26,7 @@ struct ElectionPart {
     id: ringchat_core::ServerId,
     incarnation: u64,
     cluster: ringchat_core::ClusterId,
-    epochs: std::collections::BTreeMap<ringchat_core::ClusterId, ringchat_core::server::EpochRecord>,
+    epochs: std::collections::BTreeMap<ringchat_core::ClusterId, ringchat_core::cluster::EpochRecord>,
     view: Option<ringchat_core::View>,
 }
 

@@ -7,7 +7,7 @@
 use crate::chat_check::user_of;
 use crate::check::Violation;
 use crate::history::{ChatHappening, ChatOp, History};
-use ringchat_core::chat::{MsgId, Target};
+use ringchat_core::wire::{MsgId, Target};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Default L3 bound: heal (or a send after it) to a login, a `stored` or a show, microseconds.

@@ -3,8 +3,9 @@
 //! never on the run's length or on how many lives servers and clients had.
 
 use crate::check::Violation;
-use ringchat_core::causal::Key;
-use ringchat_core::chat::{ChatCounters, MsgId, Standing};
+use ringchat_core::wire::Key;
+use ringchat_core::chat::state::{ChatCounters, Standing};
+use ringchat_core::wire::MsgId;
 use ringchat_core::Server;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -77,8 +78,8 @@ impl Resources {
     /// few processes' dedup windows and sessions alive; names and inboxes are per user; the store
     /// holds at most every user's full inbox and one hold-back queue in flight.
     pub fn bound(servers: usize, users: usize, rooms: usize) -> Resources {
-        use ringchat_core::causal::MAX_HOLDBACK;
-        use ringchat_core::chat::{DEDUP_WINDOW, INBOX_HEADROOM, MAX_INBOX, MAX_TEXT};
+        use ringchat_core::limits::MAX_HOLDBACK;
+        use ringchat_core::limits::{DEDUP_WINDOW, INBOX_HEADROOM, MAX_INBOX, MAX_TEXT};
         let (n, m, r) = (servers as u64, users as u64, rooms.max(1) as u64);
         let store = m * (MAX_INBOX + INBOX_HEADROOM) as u64 + MAX_HOLDBACK as u64;
         let origins = 2 * n + 2;

@@ -7,8 +7,8 @@ use super::clients::user_name;
 use super::World;
 use crate::history::{ChatHappening, ChatOp};
 use rand::Rng;
-use ringchat_core::chat::Target;
-use ringchat_core::client_wire::Op;
+use ringchat_core::wire::Target;
+use ringchat_core::wire::Op;
 
 impl World {
     /// A churn or careless act instead of client slot `c`'s usual step; whether one happened.
