@@ -67,7 +67,7 @@ impl LifeRates {
             churn_per_min: if churn { rng.random_range(2.0..20.0) } else { 0.0 },
             disk_loss: if disk { rng.random_range(0.05..0.4) } else { 0.0 },
             power_cuts: if power { rng.random_range(1..=most_cuts) } else { 0 },
-            client_churn: if churn { rng.random_range(0.01..0.08) } else { 0.0 },
+            client_churn: if churn { rng.random_range(0.02..0.1) } else { 0.0 },
             careless: if careless { rng.random_range(0.05..0.25) } else { 0.0 },
             driver_disk: power,
         }
@@ -127,8 +127,8 @@ pub fn extend(schedule: &mut Schedule, seed: u64, rates: &LifeRates, n: usize, s
     for k in 0..rates.power_cuts as u64 {
         // One cut in each of `power_cuts` equal slices of chaos.
         let slice = span / rates.power_cuts as u64;
-        let at = start_ms + k * slice + rng.random_range(0..slice.max(1));
-        let len = rng.random_range(100..3_000);
+        let len = rng.random_range(100..3_000).min(slice / 2).max(1);
+        let at = start_ms + k * slice + rng.random_range(0..(slice - len).max(1));
         if at + len < heal_ms {
             actions.push((at, FaultAction::PowerCut));
             actions.push((at + len, FaultAction::PowerRestore));

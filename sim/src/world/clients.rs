@@ -164,6 +164,12 @@ impl World {
             }
             return;
         }
+        if !online && chaos && self.life.client_churn > 0.0 && self.rng.random_bool(self.life.client_churn) {
+            // A process stuck logging in is killed by its impatient user; the next one is new.
+            self.quit(c, false);
+            return;
+        }
+        let p = &self.chat.procs[c];
         if !online || p.idle_until > now {
             return;
         }
