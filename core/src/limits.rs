@@ -71,6 +71,8 @@ pub const MAX_PRESENCE: usize = 48;
 pub const MAX_PENDING: usize = 4;
 /// Most expired operation ids a session remembers.
 pub const MAX_EXPIRED: usize = 64;
+/// Most logged-out sessions a server remembers until their acknowledgements are stable.
+pub const MAX_LEAVING: usize = 1024;
 
 // ----- client -------------------------------------------------------------------
 

@@ -310,6 +310,11 @@ fn send_before_login_is_refused() {
 #[test]
 fn a_message_for_a_full_inbox_waits_and_fails_instead_of_being_lost() {
     let mut lan = Lan::new();
+    // Dave exists (he claimed his name once) but is offline.
+    let dave = lan.client("10.0.0.3:4000", 4, "dave", 12);
+    lan.clients[dave].1.logout(Instant(lan.now));
+    lan.pump();
+    lan.run_until(5_000, |l| l.events.iter().any(|(j, e)| *j == dave && *e == ClientEvent::LoggedOut));
     let alice = lan.client("10.0.0.2:5000", 2, "alice", 11);
     let room = ringchat_core::limits::MAX_INBOX - ringchat_core::limits::INBOX_HEADROOM;
     let mut sent = Vec::new();
@@ -404,4 +409,22 @@ fn a_clean_quit_right_after_a_show_is_never_shown_again() {
     let again = lan.client("10.0.0.4:1", 4, "bob", 33);
     lan.run_for(1_000);
     assert_eq!(lan.shown(again), Vec::<(String, String)>::new());
+}
+
+/// A private message to a name nobody holds is rejected with a reason, is never stored, and
+/// leaves nothing behind that could pin the store.
+#[test]
+fn a_message_to_a_user_who_does_not_exist_is_rejected_and_kept_nowhere() {
+    let mut lan = Lan::new();
+    let alice = lan.client("10.0.0.2:1", 2, "alice", 22);
+    let op = Op::Chat { to: Target::User("nobdoy".into()), text: "hi".into() };
+    let id = lan.clients[alice].1.submit(Instant(lan.now), op).expect("submitted");
+    lan.pump();
+    lan.run_until(2_000, |l| l.events.iter().any(|(j, e)| *j == alice && matches!(e, ClientEvent::Rejected { id: r, .. } if *r == id)));
+    lan.run_for(500);
+    assert!(!lan.stored(alice, id));
+    assert_eq!(lan.server.chat_stats().inbox, 0, "no inbox entry for a user who does not exist");
+    // A real user is still reached.
+    let _bob = lan.client("10.0.0.3:1", 3, "bob", 33);
+    lan.say(alice, "bob", "hello bob");
 }

@@ -330,6 +330,13 @@ pub async fn run<R: AsyncBufRead + Unpin>(opts: ClientOptions, input: R) -> i32 
                     let what = op.as_ref().map(|o| out.describe(o)).unwrap_or_else(|| id_str(id));
                     out.emit(json!({"event":"failed","id":id_str(id),"reason":reason}), format!("! [failed] {what}: {reason}"));
                 }
+                ClientEvent::LoggedOut => {}
+                ClientEvent::Rejected { id, reason } => {
+                    let op = inflight.remove(&id);
+                    let what = op.as_ref().map(|o| out.describe(o)).unwrap_or_else(|| id_str(id));
+                    let reason = reason.to_string();
+                    out.emit(json!({"event":"rejected","id":id_str(id),"reason":reason}), format!("! [rejected] {what}: {reason}"));
+                }
                 ClientEvent::Assigned { servers } => {
                     let list: Vec<String> = servers.iter().map(|s| s.to_string()).collect();
                     out.emit(json!({"event":"assigned","servers":list}), format!("* the cluster assigned servers: {}", list.join(", ")));
@@ -428,19 +435,35 @@ pub async fn run<R: AsyncBufRead + Unpin>(opts: ClientOptions, input: R) -> i32 
             _ = &mut ctrl_c => break 'main,
         }
     }
+    // A clean quit: the logout is retried until the server says what we acknowledged is
+    // stable (the core bounds the wait), so the next login is not shown it again.
     client.logout(now_us(origin));
-    while let Some((to, bytes)) = client.poll_transmit() {
-        let _ = sock.send_to(&bytes, to).await;
-    }
     for op in queue {
         out.error(&format!("not sent: {}", out.describe(&op)));
     }
-    while let Some(ev) = client.poll_event() {
-        if let ClientEvent::Failed { id } = ev {
-            out.emit(
-                json!({"event":"failed","id":id_str(id),"reason":"quit before stored"}),
-                format!("! [failed] {} (quit before stored)", id_str(id)),
-            );
+    'quit: loop {
+        while let Some((to, bytes)) = client.poll_transmit() {
+            let _ = sock.send_to(&bytes, to).await;
+        }
+        while let Some(ev) = client.poll_event() {
+            match ev {
+                ClientEvent::Failed { id } => out.emit(
+                    json!({"event":"failed","id":id_str(id),"reason":"quit before stored"}),
+                    format!("! [failed] {} (quit before stored)", id_str(id)),
+                ),
+                ClientEvent::LoggedOut => break 'quit,
+                _ => {}
+            }
+        }
+        let Some(t) = client.poll_timeout() else { break };
+        let deadline = tokio::time::Instant::from_std(origin + Duration::from_micros(t.0));
+        tokio::select! {
+            r = sock.recv_from(&mut buf) => {
+                if let Ok((n, from)) = r {
+                    client.handle_datagram(now_us(origin), from, &buf[..n]);
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => client.handle_timeout(now_us(origin)),
         }
     }
     if !opts.json {
@@ -565,7 +588,7 @@ impl SyncClient {
             out.push(match e {
                 ClientEvent::LoggedIn { server } => SyncEvent::Attached(server),
                 ClientEvent::Stored { id } => SyncEvent::Stored(id),
-                ClientEvent::Failed { id } => SyncEvent::Failed(id),
+                ClientEvent::Failed { id } | ClientEvent::Rejected { id, .. } => SyncEvent::Failed(id),
                 ClientEvent::Shown { id, text, .. } => SyncEvent::Shown { id, text, at },
                 _ => SyncEvent::Other,
             });

@@ -59,6 +59,8 @@ pub fn check_chat(h: &History, settled: bool) -> Vec<Violation> {
     let mut index: BTreeMap<MsgId, usize> = BTreeMap::new();
     let mut stored: BTreeMap<MsgId, u64> = BTreeMap::new();
     let mut failed: BTreeSet<MsgId> = BTreeSet::new();
+    let mut names: BTreeMap<usize, String> = BTreeMap::new();
+    let mut heard_from: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
     for r in &h.chat {
         match &r.what {
             ChatHappening::Sent { id, op } => {
@@ -70,6 +72,30 @@ pub fn check_chat(h: &History, settled: bool) -> Vec<Violation> {
             }
             ChatHappening::Failed { id } => {
                 failed.insert(*id);
+            }
+            ChatHappening::Rejected { id } => {
+                failed.insert(*id);
+                // R1: "no such user" never for a user whose message the sender had been shown
+                // before it sent (that user's name binding is in the send's causal past).
+                let Some(op) = index.get(id).map(|&i| &ops[i]) else { continue };
+                if let ChatOp::Chat { to: Target::User(name), .. } = &op.op {
+                    if heard_from.get(&r.process).is_some_and(|names| names.contains(name)) {
+                        out.push(Violation::new(
+                            "R1",
+                            format!(
+                                "{id:?} to {name} was rejected as to no such user, but its sender had been shown a message from {name}"
+                            ),
+                        ));
+                    }
+                }
+            }
+            ChatHappening::LoggedIn { name, .. } => {
+                names.insert(r.user, name.clone());
+            }
+            ChatHappening::Shown { id } => {
+                if let Some(name) = index.get(id).and_then(|&i| names.get(&ops[i].user)) {
+                    heard_from.entry(r.process).or_default().insert(name.clone());
+                }
             }
             _ => {}
         }
@@ -99,7 +125,7 @@ pub fn check_chat(h: &History, settled: bool) -> Vec<Violation> {
                 }
                 outstanding.entry(r.process).or_default().insert(*id);
             }
-            ChatHappening::Stored { id } | ChatHappening::Failed { id } => {
+            ChatHappening::Stored { id } | ChatHappening::Failed { id } | ChatHappening::Rejected { id } => {
                 if let Some(o) = outstanding.get_mut(&r.process) {
                     o.remove(id);
                 }

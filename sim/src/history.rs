@@ -103,6 +103,11 @@ pub enum ChatHappening {
         /// Its id.
         id: MsgId,
     },
+    /// The operation was rejected for good as a message to a user who does not exist.
+    Rejected {
+        /// Its id.
+        id: MsgId,
+    },
     /// The user was shown a message.
     Shown {
         /// Its id.

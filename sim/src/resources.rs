@@ -3,8 +3,8 @@
 //! never on the run's length or on how many lives servers and clients had.
 
 use crate::check::Violation;
-use ringchat_core::wire::Key;
 use ringchat_core::chat::state::{ChatCounters, Standing};
+use ringchat_core::wire::Key;
 use ringchat_core::wire::MsgId;
 use ringchat_core::Server;
 use serde::{Deserialize, Serialize};
@@ -192,7 +192,7 @@ mod tests {
 
     #[test]
     fn the_mirror_reads_the_chat_state() {
-        let state = ringchat_core::chat::ChatState::default();
+        let state = ringchat_core::chat::state::ChatState::default();
         let bytes = postcard::to_allocvec(&state).expect("encode");
         assert!(postcard::from_bytes::<ChatStateMirror>(&bytes).is_ok(), "ChatState changed: update ChatStateMirror");
     }

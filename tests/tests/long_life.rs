@@ -1,7 +1,7 @@
 //! The faults of a long life (issue 13): they fire, replay bit-identically, and the checkers that
 //! watch them reject bad histories.
 
-use ringchat_core::chat::{MsgId, Target};
+use ringchat_core::wire::{MsgId, Target};
 use ringchat_sim::chat_check::check_chat;
 use ringchat_sim::history::{ChatHappening, ChatOp, ChatRecord, History};
 use ringchat_sim::life_check::{check_live_after_heal, check_power_loss, LIVE_BOUND_US};

@@ -20,7 +20,7 @@
 use crate::limits::{MAX_ACK_IDS, MAX_EARLY, MAX_NAME, MAX_TEXT};
 use crate::time::{merge, Instant, Vc};
 use crate::wire::{self, Packet};
-use crate::wire::{ClientMsg, MsgId, Op, RefusalReason, ServerMsg, Target};
+use crate::wire::{ClientMsg, MsgId, Op, RefusalReason, Rejection, ServerMsg, Target};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use std::net::SocketAddr;
@@ -98,6 +98,15 @@ pub enum ClientEvent {
         /// The operation.
         id: MsgId,
     },
+    /// The server rejected an operation for good (it is not retried).
+    Rejected {
+        /// The operation.
+        id: MsgId,
+        /// Why.
+        reason: Rejection,
+    },
+    /// A logout finished: the process may quit.
+    LoggedOut,
     /// The attached server went silent; the client moves on.
     ServerLost {
         /// The lost server.
@@ -150,9 +159,18 @@ impl std::error::Error for ClientError {}
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Offline,
-    Finding { since: Instant },
-    LoggingIn { since: Instant },
+    Finding {
+        since: Instant,
+    },
+    LoggingIn {
+        since: Instant,
+    },
     Attached,
+    /// Logged out; waiting (retrying) until the server says the user's acknowledgements are
+    /// stable, or until `until`.
+    LoggingOut {
+        until: Instant,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -276,13 +294,19 @@ impl Client {
         Ok(())
     }
 
-    /// Logs out: the user goes offline (an operation still waiting is reported failed).
-    pub fn logout(&mut self, _now: Instant) {
+    /// Logs out: the user goes offline (an operation still waiting is reported failed). The
+    /// logout is retried until the server answers that everything the user acknowledged is
+    /// stable, then [`ClientEvent::LoggedOut`] comes (also after a bounded wait, or at once if
+    /// the client was not logged in). A process should quit only then: quitting earlier may
+    /// make the next login be shown again what this one acknowledged.
+    pub fn logout(&mut self, now: Instant) {
         if matches!(self.state, State::LoggingIn { .. } | State::Attached) {
-            let acks = self.recent_acks.iter().copied().collect();
-            self.send(ClientMsg::Logout { client: self.id, acks });
+            self.state = State::LoggingOut { until: now.plus_ms(self.cfg.lost_ms) };
+            self.send_logout(now);
+        } else if !matches!(self.state, State::LoggingOut { .. }) {
+            self.state = State::Offline;
+            self.events.push_back(ClientEvent::LoggedOut);
         }
-        self.state = State::Offline;
         if let Some(o) = self.outstanding.take() {
             self.events.push_back(ClientEvent::Failed { id: o.id });
         }
@@ -347,6 +371,12 @@ impl Client {
         if let Some(bytes) = wire::encode(&Packet::FromClient(msg)) {
             self.out.push_back((addr, bytes));
         }
+    }
+
+    fn send_logout(&mut self, now: Instant) {
+        self.last_login = now;
+        let acks = self.recent_acks.iter().copied().collect();
+        self.send(ClientMsg::Logout { client: self.id, acks });
     }
 
     fn send_login(&mut self, now: Instant) {
@@ -446,6 +476,16 @@ impl Client {
                     self.events.push_back(ClientEvent::ServerRefused { reason });
                 }
             }
+            ServerMsg::LoggedOut { client } if client == self.id && matches!(self.state, State::LoggingOut { .. }) => {
+                self.state = State::Offline;
+                self.events.push_back(ClientEvent::LoggedOut);
+            }
+            ServerMsg::Rejected { id, reason } => {
+                if self.outstanding.as_ref().is_some_and(|o| o.id == id) {
+                    self.outstanding = None;
+                    self.events.push_back(ClientEvent::Rejected { id, reason });
+                }
+            }
             ServerMsg::Show { id, from: sender, room, text, stamp, attempt, no, client } => {
                 if self.state != State::Attached || attempt != self.attempt || client != self.id {
                     return;
@@ -518,6 +558,14 @@ impl Client {
         }
         match self.state {
             State::Offline => {}
+            State::LoggingOut { until } => {
+                if now >= until {
+                    self.state = State::Offline;
+                    self.events.push_back(ClientEvent::LoggedOut);
+                } else if now.since(self.last_login) >= self.cfg.retry_ms * 1000 {
+                    self.send_logout(now);
+                }
+            }
             State::Finding { since } => {
                 if now.since(since) > self.cfg.lost_ms * 1000 && !self.list.is_empty() {
                     // No assignment: try the servers we know directly.

@@ -211,6 +211,36 @@ pub enum ServerMsg {
         /// Why.
         reason: RefusalReason,
     },
+    /// Answer to [`ClientMsg::Logout`]: what the session's user acknowledged is stable, so no
+    /// later login of the user is shown it again.
+    LoggedOut {
+        /// Client id.
+        client: u64,
+    },
+    /// An operation the server will never carry out (the client reports it to its user and
+    /// stops retrying it).
+    Rejected {
+        /// The operation.
+        id: MsgId,
+        /// Why.
+        reason: Rejection,
+    },
+}
+
+/// Why a server rejected an operation. New kinds are only ever appended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rejection {
+    /// A private message to a name no user holds (checked once the sender's causal context
+    /// is delivered, so a user the sender has heard of is never reported missing).
+    NoSuchUser,
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejection::NoSuchUser => write!(f, "no such user"),
+        }
+    }
 }
 
 /// Why a server refused a client message. New kinds are only ever appended.
@@ -251,6 +281,8 @@ impl ServerMsg {
             ServerMsg::Who { .. } => "who",
             ServerMsg::Assign { .. } => "assign",
             ServerMsg::Refused { .. } => "refused",
+            ServerMsg::Rejected { .. } => "rejected",
+            ServerMsg::LoggedOut { .. } => "logged_out",
         }
     }
 
@@ -275,6 +307,8 @@ impl ServerMsg {
                 RefusalReason::NeverShown { count } => *count >= 1 && *count as usize <= MAX_ACK_IDS,
                 RefusalReason::NotYourSession | RefusalReason::NotLoggedIn => true,
             },
+            ServerMsg::Rejected { id, .. } => id.in_bounds(),
+            ServerMsg::LoggedOut { .. } => true,
         }
     }
 }

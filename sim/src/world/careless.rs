@@ -7,8 +7,8 @@ use super::clients::user_name;
 use super::World;
 use crate::history::{ChatHappening, ChatOp};
 use rand::Rng;
-use ringchat_core::wire::Target;
 use ringchat_core::wire::Op;
+use ringchat_core::wire::Target;
 
 impl World {
     /// A churn or careless act instead of client slot `c`'s usual step; whether one happened.
@@ -83,10 +83,11 @@ impl World {
             self.count_fault("client_vanish");
         }
         let p = &mut self.chat.procs[c];
-        if let Some(cl) = p.client.take() {
-            if !clean {
-                self.history.push_chat(now, cl.id(), p.user, ChatHappening::Crash);
-            }
+        if clean {
+            // The process goes once its logout is through (see `LoggedOut`).
+            p.quitting = p.client.is_some();
+        } else if let Some(cl) = p.client.take() {
+            self.history.push_chat(now, cl.id(), p.user, ChatHappening::Crash);
         }
         p.offline_until = now + self.rng.random_range(500_000..10_000_000);
     }

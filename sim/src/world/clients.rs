@@ -35,6 +35,8 @@ pub(super) struct Proc {
     pub idle_until: u64,
     /// A careless user quits cleanly right after the next show.
     pub quit_after_show: bool,
+    /// The process quits once its logout is through.
+    pub quitting: bool,
 }
 
 /// The discovery group of the simulated LAN: a client datagram sent there
@@ -91,6 +93,7 @@ impl World {
                 name: user_name(c),
                 idle_until: 0,
                 quit_after_show: false,
+                quitting: false,
             });
             let first = 300_000 + self.rng.random_range(0..1_500_000);
             self.queue.push(first, Item::Act { c });
@@ -339,6 +342,18 @@ impl World {
                 ClientEvent::Failed { id } => {
                     self.chat.report.failed += 1;
                     ChatHappening::Failed { id }
+                }
+                ClientEvent::Rejected { id, .. } => {
+                    self.chat.report.failed += 1;
+                    ChatHappening::Rejected { id }
+                }
+                ClientEvent::LoggedOut => {
+                    // A quitting process ends once its logout is through.
+                    if std::mem::take(&mut p.quitting) {
+                        p.client = None;
+                        return;
+                    }
+                    continue;
                 }
                 ClientEvent::ServerLost { .. } => continue,
                 ClientEvent::Assigned { servers } => {

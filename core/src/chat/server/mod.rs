@@ -100,6 +100,9 @@ const PRESENCE_TTL_US: u64 = 3_500_000;
 #[derive(Default)]
 pub struct ChatServer {
     sessions: BTreeMap<u64, Session>,
+    /// Sessions that logged out, with the keys of their last acknowledgement broadcasts: the
+    /// client's retried logout is answered once those are stable.
+    leaving: BTreeMap<u64, Vec<Key>>,
     /// Planted bug, if any (tests only).
     pub plant: Option<PlantedBug>,
     next_trim: Instant,
@@ -247,6 +250,7 @@ impl ChatServer {
         for client in silent {
             self.end_session(d, cx, client, out);
         }
+        self.leaving.retain(|_, keys| keys.iter().any(|k| !d.causal.has(*k)));
         self.presence.retain(|id, (at, _)| now.since(*at) <= PRESENCE_TTL_US && view.members.iter().any(|m| m.node.id == *id));
         self.report_presence(cx, out);
         self.watch.clear();

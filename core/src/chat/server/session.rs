@@ -5,11 +5,11 @@
 use super::{ChatDurable, ChatServer, Ctx, Out, PENDING_TTL_US, RESEND_US, RETRY_HOLD_US, SHOW_BATCH};
 use crate::chat::state::Applied;
 use crate::id::NodeId;
-use crate::limits::{MAX_ACK_IDS, MAX_EXPIRED, MAX_PENDING};
+use crate::limits::{MAX_ACK_IDS, MAX_EXPIRED, MAX_LEAVING, MAX_PENDING};
 use crate::plant::PlantedBug;
 use crate::time::{dominates, merge, Instant, Vc};
 use crate::view::View;
-use crate::wire::{Body, ClientMsg, Item, Key, MsgId, Op, RefusalReason, ServerMsg};
+use crate::wire::{Body, ClientMsg, Item, Key, MsgId, Op, RefusalReason, Rejection, ServerMsg, Target};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
@@ -216,7 +216,21 @@ impl ChatServer {
                     let known: BTreeSet<MsgId> = d.state.inbox(&s.name).map(|(id, _)| *id).collect();
                     s.acks.extend(acks.into_iter().filter(|id| known.contains(id)));
                 }
-                self.end_session(d, cx, client, out);
+                if self.sessions.contains_key(&client) {
+                    let keys = self.end_session(d, cx, client, out);
+                    if !keys.is_empty() {
+                        if self.leaving.len() >= MAX_LEAVING {
+                            self.leaving.pop_first();
+                        }
+                        self.leaving.insert(client, keys);
+                    }
+                }
+                // Answered (and retried by the client) once the acknowledgements are stable.
+                let done = self.leaving.get(&client).is_none_or(|keys| keys.iter().all(|k| self.stable(d, cx, *k)));
+                if done {
+                    self.leaving.remove(&client);
+                    out.push(Out::Client(from, ServerMsg::LoggedOut { client }));
+                }
             }
             ClientMsg::Who { client } => {
                 use crate::limits::MAX_WHO;
@@ -312,15 +326,20 @@ impl ChatServer {
     /// Ends a session (logout, or silence past the session timeout): the acknowledgements it
     /// received and did not spread yet are spread first, so nothing its user acknowledged is
     /// shown again at the next login.
-    pub(super) fn end_session(&mut self, d: &mut ChatDurable, cx: &Ctx, client: u64, out: &mut Vec<Out>) {
-        let Some(mut s) = self.sessions.remove(&client) else { return };
+    /// Returns the keys of those broadcasts.
+    pub(super) fn end_session(&mut self, d: &mut ChatDurable, cx: &Ctx, client: u64, out: &mut Vec<Out>) -> Vec<Key> {
+        let mut keys = Vec::new();
+        let Some(mut s) = self.sessions.remove(&client) else { return keys };
         if !s.login.is_done() {
-            return;
+            return keys;
         }
         while !s.acks.is_empty() {
             let ids: Vec<MsgId> = std::iter::from_fn(|| s.acks.pop_first()).take(MAX_ACK_IDS).collect();
-            self.broadcast(d, cx, Item::Ack { user: s.name.clone(), ids }, out);
+            if let Some((key, _)) = self.broadcast(d, cx, Item::Ack { user: s.name.clone(), ids }, out) {
+                keys.push(key);
+            }
         }
+        keys
     }
 
     /// The logged-in session `client`, if it was made from `from`; otherwise why not.
@@ -453,6 +472,15 @@ impl ChatServer {
         let name = if ready.is_empty() { String::new() } else { s.name.clone() };
         let Login::Done { fence: (fence, _) } = s.login else { unreachable!("a session still logging in returned above") };
         for (id, op) in ready {
+            if let Op::Chat { to: Target::User(user), .. } = &op {
+                if !d.state.names.contains_key(user) && d.state.delivered_copy(id).is_none() {
+                    // Nobody holds the name: an inbox entry for it could never be acknowledged.
+                    if let Some(s) = self.sessions.get(&client) {
+                        out.push(Out::Client(s.addr, ServerMsg::Rejected { id, reason: Rejection::NoSuchUser }));
+                    }
+                    continue;
+                }
+            }
             if let Some(canonical) = d.state.delivered_copy(id) {
                 if let Some(s) = self.sessions.get_mut(&client) {
                     s.waiting.push((id, canonical));
@@ -462,8 +490,8 @@ impl ChatServer {
             let item = match op {
                 Op::Chat { to, text } => {
                     let (room, recipients) = match &to {
-                        crate::wire::Target::Room(r) => (Some(r.clone()), d.state.recipients(&name, &to)),
-                        crate::wire::Target::User(_) => (None, d.state.recipients(&name, &to)),
+                        Target::Room(r) => (Some(r.clone()), d.state.recipients(&name, &to)),
+                        Target::User(_) => (None, d.state.recipients(&name, &to)),
                     };
                     Item::Chat { id, from: name.clone(), room, to: recipients, text }
                 }
