@@ -314,7 +314,7 @@ fn a_message_for_a_full_inbox_waits_and_fails_instead_of_being_lost() {
     let dave = lan.client("10.0.0.3:4000", 4, "dave", 12);
     lan.clients[dave].1.logout(Instant(lan.now));
     lan.pump();
-    lan.run_until(5_000, |l| l.events.iter().any(|(j, e)| *j == dave && *e == ClientEvent::LoggedOut));
+    lan.run_until(5_000, |l| l.events.iter().any(|(j, e)| *j == dave && matches!(e, ClientEvent::LoggedOut { .. })));
     let alice = lan.client("10.0.0.2:5000", 2, "alice", 11);
     let room = ringchat_core::limits::MAX_INBOX - ringchat_core::limits::INBOX_HEADROOM;
     let mut sent = Vec::new();

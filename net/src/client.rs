@@ -330,7 +330,7 @@ pub async fn run<R: AsyncBufRead + Unpin>(opts: ClientOptions, input: R) -> i32 
                     let what = op.as_ref().map(|o| out.describe(o)).unwrap_or_else(|| id_str(id));
                     out.emit(json!({"event":"failed","id":id_str(id),"reason":reason}), format!("! [failed] {what}: {reason}"));
                 }
-                ClientEvent::LoggedOut => {}
+                ClientEvent::LoggedOut { .. } => {}
                 ClientEvent::Rejected { id, reason } => {
                     let op = inflight.remove(&id);
                     let what = op.as_ref().map(|o| out.describe(o)).unwrap_or_else(|| id_str(id));
@@ -451,7 +451,15 @@ pub async fn run<R: AsyncBufRead + Unpin>(opts: ClientOptions, input: R) -> i32 
                     json!({"event":"failed","id":id_str(id),"reason":"quit before stored"}),
                     format!("! [failed] {} (quit before stored)", id_str(id)),
                 ),
-                ClientEvent::LoggedOut => break 'quit,
+                ClientEvent::LoggedOut { confirmed } => {
+                    if !confirmed {
+                        out.emit(
+                            json!({"event":"logout_unconfirmed"}),
+                            "! no server confirmed the logout: what was shown last may be shown again at the next login".into(),
+                        );
+                    }
+                    break 'quit;
+                }
                 _ => {}
             }
         }

@@ -150,7 +150,7 @@ pub fn check_chat(h: &History, settled: bool) -> Vec<Violation> {
             ChatHappening::LoggedIn { name, token } => {
                 holders.entry(name.clone()).or_default().insert(*token);
             }
-            ChatHappening::Crash => {
+            ChatHappening::Crash | ChatHappening::LogoutUnconfirmed => {
                 crashed.insert(r.process);
                 if let (Some(ids), Some(once)) = (shown_by.remove(&r.process), shown_once.get_mut(&r.user)) {
                     for id in ids {

@@ -86,6 +86,9 @@ pub enum ChatHappening {
     Logout,
     /// The client process crashed.
     Crash,
+    /// A logout no server confirmed: like a crash, the process's last acknowledgements may
+    /// not have arrived.
+    LogoutUnconfirmed,
     /// The user submitted an operation.
     Sent {
         /// Its id.

@@ -105,8 +105,13 @@ pub enum ClientEvent {
         /// Why.
         reason: Rejection,
     },
-    /// A logout finished: the process may quit.
-    LoggedOut,
+    /// A logout finished: the process may quit. `confirmed` is false when no server answered
+    /// in time: what this process was shown in its last moments may then be shown again to the
+    /// user's next process (as after a crash), since its acknowledgements may not have arrived.
+    LoggedOut {
+        /// A server answered that the acknowledgements are stable.
+        confirmed: bool,
+    },
     /// The attached server went silent; the client moves on.
     ServerLost {
         /// The lost server.
@@ -305,7 +310,7 @@ impl Client {
             self.send_logout(now);
         } else if !matches!(self.state, State::LoggingOut { .. }) {
             self.state = State::Offline;
-            self.events.push_back(ClientEvent::LoggedOut);
+            self.events.push_back(ClientEvent::LoggedOut { confirmed: true });
         }
         if let Some(o) = self.outstanding.take() {
             self.events.push_back(ClientEvent::Failed { id: o.id });
@@ -478,7 +483,7 @@ impl Client {
             }
             ServerMsg::LoggedOut { client } if client == self.id && matches!(self.state, State::LoggingOut { .. }) => {
                 self.state = State::Offline;
-                self.events.push_back(ClientEvent::LoggedOut);
+                self.events.push_back(ClientEvent::LoggedOut { confirmed: true });
             }
             ServerMsg::Rejected { id, reason } => {
                 if self.outstanding.as_ref().is_some_and(|o| o.id == id) {
@@ -561,7 +566,7 @@ impl Client {
             State::LoggingOut { until } => {
                 if now >= until {
                     self.state = State::Offline;
-                    self.events.push_back(ClientEvent::LoggedOut);
+                    self.events.push_back(ClientEvent::LoggedOut { confirmed: false });
                 } else if now.since(self.last_login) >= self.cfg.retry_ms * 1000 {
                     self.send_logout(now);
                 }

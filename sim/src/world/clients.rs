@@ -347,8 +347,12 @@ impl World {
                     self.chat.report.failed += 1;
                     ChatHappening::Rejected { id }
                 }
-                ClientEvent::LoggedOut => {
+                ClientEvent::LoggedOut { confirmed } => {
+                    if !confirmed {
+                        self.history.push_chat(self.now, process, user, ChatHappening::LogoutUnconfirmed);
+                    }
                     // A quitting process ends once its logout is through.
+                    let p = &mut self.chat.procs[c];
                     if std::mem::take(&mut p.quitting) {
                         p.client = None;
                         return;
