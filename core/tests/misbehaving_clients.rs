@@ -428,3 +428,27 @@ fn a_message_to_a_user_who_does_not_exist_is_rejected_and_kept_nowhere() {
     let _bob = lan.client("10.0.0.3:1", 3, "bob", 33);
     lan.say(alice, "bob", "hello bob");
 }
+
+/// What operators see: datagrams by kind, send-to-stored times, uptime and the build.
+#[test]
+fn a_server_reports_what_it_received_its_stored_times_and_its_uptime() {
+    let mut lan = Lan::new();
+    let alice = lan.client("10.0.0.2:1", 2, "alice", 22);
+    let _bob = lan.client("10.0.0.3:1", 3, "bob", 33);
+    let _ = lan.server.take_stored_latencies();
+    lan.say(alice, "bob", "one");
+    lan.say(alice, "bob", "two");
+    let times = lan.server.take_stored_latencies();
+    assert_eq!(times.len(), 2, "one time per stored send: {times:?}");
+    assert!(lan.server.take_stored_latencies().is_empty(), "taken once");
+    assert!(lan.server.received().get("send").copied().unwrap_or(0) >= 2);
+    assert!(lan.server.received().get("login").copied().unwrap_or(0) >= 2);
+    match lan.raw("10.9.9.9:1", ClientMsg::Status).as_slice() {
+        [ServerMsg::Status(r)] => {
+            assert!(r.uptime_ms >= 1, "uptime {}", r.uptime_ms);
+            assert_eq!(r.members.len(), 1);
+            assert_eq!(r.counters.rejected(), 0, "a healthy server rejected nothing");
+        }
+        other => panic!("no status: {other:?}"),
+    }
+}

@@ -76,7 +76,7 @@ pub fn id_hex(node: NodeId) -> String {
 
 /// Address of `node`'s server in the report's member list.
 pub fn addr_of(r: &StatusReport, node: NodeId) -> Option<SocketAddr> {
-    r.members.iter().find(|(m, _)| m.node.id == node.id).map(|(m, _)| m.addr)
+    r.members.iter().find(|m| m.member.node.id == node.id).map(|m| m.member.addr)
 }
 
 /// The report as one JSON object (`ringchat status --json`).
@@ -85,8 +85,10 @@ pub fn to_json(server: SocketAddr, r: &StatusReport) -> Value {
     let members: Vec<Value> = r
         .members
         .iter()
-        .map(|(m, alive)| {
+        .map(|mr| {
+            let (m, alive) = (&mr.member, mr.alive);
             json!({
+                "heard_ms_ago": mr.heard_ms_ago,
                 "id": id_hex(m.node),
                 "incarnation": m.node.incarnation,
                 "addr": m.addr.to_string(),
@@ -155,8 +157,9 @@ pub fn to_human(server: SocketAddr, r: &StatusReport) -> String {
             let _ = writeln!(s, "view none installed: {} members known", r.members.len());
         }
     }
-    for (m, alive) in &r.members {
-        let mut tags = vec![if *alive { "alive" } else { "suspected" }];
+    for mr in &r.members {
+        let m = &mr.member;
+        let mut tags = vec![if mr.alive { "alive" } else { "suspected" }];
         if r.leader.is_some_and(|l| l.id == m.node.id) {
             tags.push("leader");
         }

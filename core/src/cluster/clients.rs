@@ -32,7 +32,14 @@ impl Server {
             .latest
             .iter()
             .flat_map(|v| v.members.iter())
-            .map(|m| (*m, m.node.id == self.me.node.id || !self.fd.is_suspected(m.node, self.now, timeout)))
+            .map(|m| {
+                let me = m.node.id == self.me.node.id;
+                MemberReport {
+                    member: *m,
+                    alive: me || !self.fd.is_suspected(m.node, self.now, timeout),
+                    heard_ms_ago: if me { None } else { self.fd.last_heard(m.node).map(|t| self.now.since(t) / 1000) },
+                }
+            })
             .collect();
         Status {
             node: self.me.node,
@@ -45,6 +52,8 @@ impl Server {
             committed: self.committed.clone(),
             members,
             counters: self.counters.clone(),
+            uptime_ms: self.now.since(self.started) / 1000,
+            build: self.cfg.build.clone(),
         }
     }
 }
@@ -63,6 +72,14 @@ impl Status {
             view_id: s.committed.as_ref().map(|v| v.stamp.id),
             members: s.members.clone(),
             counters: s.counters.clone(),
+            uptime_ms: s.uptime_ms,
+            build: {
+                let mut end = s.build.len().min(crate::wire::status::MAX_BUILD);
+                while !s.build.is_char_boundary(end) {
+                    end -= 1;
+                }
+                s.build[..end].to_string()
+            },
             clients: Vec::new(),
             clients_total: 0,
             inboxes: Vec::new(),

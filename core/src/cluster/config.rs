@@ -41,6 +41,9 @@ pub struct ServerConfig {
     /// instead of one per side (and a server cut off alone waits instead of founding its own).
     #[serde(default)]
     pub expect: Option<usize>,
+    /// The driver's build (name, version, commit), shown by `status`; not a protocol setting.
+    #[serde(skip)]
+    pub build: String,
     /// A bug planted on purpose (checker tests only; `None` in every real configuration).
     #[doc(hidden)]
     #[serde(skip)]
@@ -65,6 +68,7 @@ impl Default for ServerConfig {
             discovery: true,
             join: Vec::new(),
             expect: None,
+            build: String::new(),
             plant: None,
         }
     }

@@ -34,7 +34,7 @@ use crate::plant::PlantedBug;
 use crate::time::Instant;
 use crate::view::{Member, View, ViewStamp};
 pub use crate::wire::Counters;
-use crate::wire::{self, Body, CandidateKey, CausalMsg, ClientMsg, DecodeError, Envelope, Packet, ServerMsg, StatusReport};
+use crate::wire::{self, Body, CandidateKey, CausalMsg, ClientMsg, DecodeError, Envelope, MemberReport, Packet, ServerMsg, StatusReport};
 use election::{Candidacy, Election, PendingHop, TokenVerdict};
 use failure_detector::FailureDetector;
 use membership::{next_change, Change, Proposal};
@@ -97,8 +97,12 @@ pub struct Status {
     pub leader: Option<NodeId>,
     /// Last installed view.
     pub committed: Option<View>,
-    /// Members of the latest view with their liveness (`true` = alive).
-    pub members: Vec<(Member, bool)>,
+    /// Members of the latest view with their liveness and when each was last heard.
+    pub members: Vec<MemberReport>,
+    /// Milliseconds since this life started.
+    pub uptime_ms: u64,
+    /// The driver's build string ([`ServerConfig::build`]).
+    pub build: String,
     /// Refusal counters.
     pub counters: Counters,
 }
@@ -126,6 +130,10 @@ pub struct Server {
     leaving: BTreeSet<NodeId>,
     discovered: BTreeMap<NodeId, SocketAddr>,
     now: Instant,
+    /// When this life started.
+    started: Instant,
+    /// Datagrams received, by kind.
+    received: BTreeMap<&'static str, u64>,
     next_heartbeat: Instant,
     next_hello: Instant,
     next_beacon: Instant,
@@ -181,6 +189,8 @@ impl Server {
             leaving: BTreeSet::new(),
             discovered: BTreeMap::new(),
             now,
+            started: now,
+            received: BTreeMap::new(),
             next_heartbeat: now,
             next_hello: now,
             next_beacon: now,
@@ -317,13 +327,32 @@ impl Server {
         if self.phase == Phase::Left {
             return;
         }
-        match wire::decode(bytes) {
+        let packet = wire::decode(bytes);
+        let kind = match &packet {
+            Ok(Packet::Peer(env)) => env.body.kind(),
+            Ok(Packet::FromClient(msg)) => msg.kind(),
+            Ok(Packet::ToClient(_)) | Err(_) => "refused",
+        };
+        *self.received.entry(kind).or_insert(0) += 1;
+        match packet {
             Ok(Packet::Peer(env)) if env.from == self.me.node => {} // our own discovery datagram looped back
             Ok(Packet::Peer(env)) => self.handle_envelope(from, env),
             Ok(Packet::FromClient(msg)) => self.handle_client(from, msg),
             Ok(Packet::ToClient(_)) => self.counters.invalid += 1,
             Err(e) => self.count_decode_error(e),
         }
+    }
+
+    /// Datagrams received, by message kind (`refused` for those that did not decode). Kinds
+    /// are a fixed set of names, so the map is bounded.
+    pub fn received(&self) -> &BTreeMap<&'static str, u64> {
+        &self.received
+    }
+
+    /// Times from a client's send arriving here to its `stored` acknowledgement leaving, in
+    /// microseconds, since the last call (at most the latest 4,096 are kept).
+    pub fn take_stored_latencies(&mut self) -> Vec<u64> {
+        self.chat.take_stored_latencies()
     }
 
     /// Drives periodic work; call at (or after) `poll_timeout`.

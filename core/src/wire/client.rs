@@ -104,6 +104,20 @@ pub enum Op {
 }
 
 impl ClientMsg {
+    /// Stable name of the message kind, used in counters and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientMsg::Status => "status",
+            ClientMsg::Login { .. } => "login",
+            ClientMsg::Send { .. } => "send",
+            ClientMsg::Ack { .. } => "ack",
+            ClientMsg::Ping { .. } => "ping",
+            ClientMsg::Logout { .. } => "logout",
+            ClientMsg::Who { .. } => "who",
+            ClientMsg::Find { .. } => "find",
+        }
+    }
+
     /// Bounds a message from the wire must respect.
     pub fn is_well_formed(&self) -> bool {
         match self {
@@ -289,7 +303,7 @@ impl ServerMsg {
     /// Bounds a message from the wire must respect.
     pub fn is_well_formed(&self) -> bool {
         match self {
-            ServerMsg::Status(r) => r.members.len() <= MAX_MEMBERS,
+            ServerMsg::Status(r) => r.members.len() <= MAX_MEMBERS && r.build.len() <= crate::wire::status::MAX_BUILD,
             ServerMsg::LoginOk { .. } | ServerMsg::Pong { .. } | ServerMsg::Skip { .. } => true,
             ServerMsg::LoginRefused { reason, .. } => reason.len() <= 200,
             ServerMsg::Show { from, room, text, stamp, .. } => {

@@ -13,7 +13,7 @@ pub mod status;
 pub use chat::{CausalMsg, Item, Key, MsgId, Target};
 pub use client::{ClientMsg, Op, RefusalReason, Rejection, ServerMsg};
 pub use peer::{Body, CandidateKey, Envelope};
-pub use status::{Counters, StatusReport};
+pub use status::{Counters, MemberReport, StatusReport};
 
 use crate::limits::MAX_DATAGRAM;
 use bounds::Bounded;

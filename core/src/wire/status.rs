@@ -29,11 +29,33 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// Total datagrams rejected as bad input.
+    /// Datagrams refused as bad input (they deserve attention: a bug, a foreign program, or
+    /// someone on the LAN sending garbage).
     pub fn rejected(&self) -> u64 {
-        self.malformed + self.oversize + self.wrong_version + self.invalid + self.foreign_cluster + self.non_member + self.stale_epoch
+        self.malformed + self.oversize + self.wrong_version + self.invalid
+    }
+
+    /// Datagrams ignored in the normal course of a cluster's life: from servers still founding
+    /// or joining, from a member's previous life, or carrying an epoch already superseded. A
+    /// healthy cluster counts some of these whenever servers start, restart or elect.
+    pub fn ignored(&self) -> u64 {
+        self.foreign_cluster + self.non_member + self.stale_epoch
     }
 }
+
+/// One member of a server's latest view, as that server sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberReport {
+    /// The member.
+    pub member: Member,
+    /// Not suspected (the reporting server itself is always alive).
+    pub alive: bool,
+    /// Milliseconds since the reporting server last heard from it (`None`: never, or itself).
+    pub heard_ms_ago: Option<u64>,
+}
+
+/// Longest build string a status report carries.
+pub const MAX_BUILD: usize = 64;
 
 /// What `ringchat status` shows of one server.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -52,8 +74,12 @@ pub struct StatusReport {
     pub leader: Option<NodeId>,
     /// Installed view id.
     pub view_id: Option<u64>,
-    /// Members with liveness (`true` = alive).
-    pub members: Vec<(Member, bool)>,
+    /// Members of its latest view, with liveness and when each was last heard.
+    pub members: Vec<MemberReport>,
+    /// Milliseconds since this server life started.
+    pub uptime_ms: u64,
+    /// The build it runs (version and commit, as its driver says; at most [`MAX_BUILD`] bytes).
+    pub build: String,
     /// Refusal counters.
     pub counters: Counters,
     /// Clients logged in here, as (name, address): as many as fit the datagram.

@@ -66,6 +66,8 @@ pub enum Out {
     Client(SocketAddr, ServerMsg),
 }
 
+/// Most send-to-stored times kept for the driver (see [`ChatServer::take_stored_latencies`]).
+const MAX_LATENCIES: usize = 4096;
 /// Most carried-over items broadcast per input or timeout (see [`ChatDurable::carry`]).
 const CARRY_BATCH: usize = 16;
 /// Most messages shown to one session per round.
@@ -103,6 +105,8 @@ pub struct ChatServer {
     /// Sessions that logged out, with the keys of their last acknowledgement broadcasts: the
     /// client's retried logout is answered once those are stable.
     leaving: BTreeMap<u64, Vec<Key>>,
+    /// Send-to-stored times not yet taken by the driver (bounded by [`MAX_LATENCIES`]).
+    stored_latencies: std::collections::VecDeque<u64>,
     /// Planted bug, if any (tests only).
     pub plant: Option<PlantedBug>,
     next_trim: Instant,
@@ -163,6 +167,19 @@ impl ChatServer {
     /// A chat layer with no sessions yet (`plant` is for checker tests only).
     pub fn new(plant: Option<PlantedBug>) -> ChatServer {
         ChatServer { plant, ..ChatServer::default() }
+    }
+
+    /// Send-to-stored times since the last call, in microseconds.
+    pub fn take_stored_latencies(&mut self) -> Vec<u64> {
+        self.stored_latencies.drain(..).collect()
+    }
+
+    /// Records one send-to-stored time, dropping the oldest past the bound.
+    fn record_stored_latency(&mut self, us: u64) {
+        if self.stored_latencies.len() >= MAX_LATENCIES {
+            self.stored_latencies.pop_front();
+        }
+        self.stored_latencies.push_back(us);
     }
 
     /// Stats of this server.

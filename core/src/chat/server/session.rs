@@ -77,6 +77,8 @@ pub(super) struct Session {
     /// a later retry of one is not taken again.
     pub(super) expired: BTreeSet<MsgId>,
     pub(super) waiting: Vec<(MsgId, Key)>,
+    /// When each operation waiting for `stored` first arrived (for the latency metric).
+    pub(super) arrived: BTreeMap<MsgId, Instant>,
     pub(super) shown_at: BTreeMap<MsgId, Instant>,
     pub(super) numbered: BTreeMap<MsgId, u64>,
     pub(super) next_no: u64,
@@ -166,6 +168,7 @@ impl ChatServer {
                     pending: Vec::new(),
                     expired: BTreeSet::new(),
                     waiting: Vec::new(),
+                    arrived: BTreeMap::new(),
                     shown_at: BTreeMap::new(),
                     numbered: BTreeMap::new(),
                     next_no: 1,
@@ -307,6 +310,10 @@ impl ChatServer {
                 if s.pending.iter().any(|p| p.0 == id) || s.waiting.iter().any(|w| w.0 == id) || s.expired.contains(&id) {
                     return;
                 }
+                if s.arrived.len() >= 4 * MAX_PENDING {
+                    s.arrived.pop_first();
+                }
+                s.arrived.entry(id).or_insert(cx.now);
                 if let Some(canonical) = d.state.delivered_copy(id) {
                     s.waiting.push((id, canonical));
                     return;
@@ -512,13 +519,20 @@ impl ChatServer {
         let waiting = std::mem::take(&mut s.waiting);
         let addr = s.addr;
         let mut keep = Vec::new();
+        let mut latencies = Vec::new();
         for (id, key) in waiting {
             if self.stable(d, cx, key) {
                 let mut stamp = Vc::new();
                 stamp.insert(key.0, key.1);
                 out.push(Out::Client(addr, ServerMsg::Stored { id, stamp }));
+                latencies.push(id);
             } else {
                 keep.push((id, key));
+            }
+        }
+        for id in latencies {
+            if let Some(at) = self.sessions.get_mut(&client).and_then(|s| s.arrived.remove(&id)) {
+                self.record_stored_latency(cx.now.since(at));
             }
         }
         for (_, key) in &keep {
