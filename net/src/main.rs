@@ -12,7 +12,7 @@ use std::time::Duration;
 
 /// A fault-tolerant chat cluster for a LAN.
 #[derive(Parser, Debug)]
-#[command(name = "ringchat", version, about)]
+#[command(name = "ringchat", version = ringchat_net::VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

@@ -81,3 +81,28 @@ fn help_and_version_succeed() {
     assert_eq!(code, Some(0));
     assert!(out.contains("--join") && out.contains("--discovery"));
 }
+
+#[test]
+fn version_names_the_package_and_the_commit() {
+    let (code, out, _) = run_cli(&["--version"]);
+    assert_eq!(code, Some(0));
+    let line = out.trim_end();
+    assert_eq!(out.lines().count(), 1, "{out:?}");
+    let rest = line.strip_prefix(&format!("ringchat {} (", env!("CARGO_PKG_VERSION"))).unwrap_or_else(|| panic!("{line}"));
+    let commit = rest.strip_suffix(')').unwrap_or_else(|| panic!("{line}"));
+    let hash = commit.strip_suffix("-dirty").unwrap_or(commit);
+    assert!(hash == "unknown" || (hash.len() >= 7 && hash.chars().all(|c| c.is_ascii_hexdigit())), "{line}");
+    // Built from a git checkout (as here, when git is installed): the commit is HEAD's.
+    let head = std::process::Command::new("git")
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match head {
+        Some(h) => assert_eq!(hash, h, "{line}"),
+        None => eprintln!("note: no git here; --version says {commit}"),
+    }
+    let (code, short, _) = run_cli(&["-V"]);
+    assert_eq!((code, short), (Some(0), out));
+}
