@@ -6,8 +6,11 @@
 #![deny(unsafe_code)]
 
 pub mod client;
+pub mod config;
 pub mod demo;
 pub mod driver;
+pub mod metrics;
+pub mod sd;
 pub mod state;
 pub mod status;
 pub mod udp;

@@ -2,8 +2,8 @@
 #![forbid(unsafe_code)]
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use ringchat_core::ServerConfig;
-use ringchat_net::driver::{self, Discovery, Options};
+use ringchat_net::config::{self, Settings};
+use ringchat_net::driver::{self, Discovery};
 use ringchat_net::status;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
@@ -44,17 +44,23 @@ enum DiscoveryArg {
 
 #[derive(Args, Debug)]
 struct ServerArgs {
-    /// Unicast address to listen on. With 0.0.0.0 the advertised address is the
-    /// interface's (from --interface, or the route towards the peers or the group).
-    #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:7000")]
-    bind: SocketAddr,
-    /// How to find other servers besides --join.
-    #[arg(long, value_enum, default_value_t = DiscoveryArg::Multicast)]
-    discovery: DiscoveryArg,
+    /// Read settings from a TOML file (every option below is a key; flags override it).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the settings the server would run with, as a config file, and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Unicast address to listen on (default 0.0.0.0:7000). With 0.0.0.0 the advertised address
+    /// is the interface's (from --interface, or the route towards the peers or the group).
+    #[arg(long, value_name = "IP:PORT")]
+    bind: Option<SocketAddr>,
+    /// How to find other servers besides --join (default multicast).
+    #[arg(long, value_enum)]
+    discovery: Option<DiscoveryArg>,
     /// Discovery group (multicast) or broadcast target, with the discovery port.
     #[arg(long, value_name = "IP:PORT")]
     group: Option<SocketAddrV4>,
-    /// A known server (repeatable). Does not turn group discovery off.
+    /// A known server (repeatable; replaces the config file's list). Does not turn group discovery off.
     #[arg(long, value_name = "IP:PORT")]
     join: Vec<SocketAddr>,
     /// Interface address for multicast.
@@ -71,6 +77,12 @@ struct ServerArgs {
     /// Keep id, epoch, vote and view in FILE across restarts (a restart comes back as the next incarnation).
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
+    /// Serve Prometheus/OpenMetrics text on http://IP:PORT/metrics.
+    #[arg(long, value_name = "IP:PORT")]
+    metrics: Option<SocketAddr>,
+    /// Log filter, e.g. info or ringchat_net=debug (default: RUST_LOG, else the config file, else info).
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -165,29 +177,60 @@ fn usage_error(e: clap::Error) -> i32 {
 }
 
 fn server(a: ServerArgs) -> i32 {
-    let mut config = ServerConfig { expect: a.expect.map(|n| n as usize), ..ServerConfig::default() };
-    if let Some(h) = a.heartbeat_ms {
-        config.heartbeat_ms = h;
-        config.suspect_ms = h * 7 / 2;
-        config.remove_ms = (h * 30).max(config.remove_ms);
-    }
-    let opts = Options {
-        bind: a.bind,
-        discovery: discovery_of(a.discovery),
-        group: a.group,
-        join: a.join,
-        interface: a.interface,
-        config,
-        state: a.state,
+    let file = match &a.config {
+        Some(path) => match config::load(path) {
+            Ok(f) => Some((path.display().to_string(), f)),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 2;
+            }
+        },
+        None => None,
     };
-    let prepared = match driver::prepare(opts) {
+    if let Some(level) = &a.log_level {
+        if let Err(e) = config::check_log_level(level) {
+            eprintln!("error: --log-level: {e}");
+            return 2;
+        }
+    }
+    let flag_level = a.log_level.clone();
+    let flags = Settings {
+        bind: a.bind,
+        discovery: a.discovery.map(discovery_of),
+        group: a.group,
+        join: (!a.join.is_empty()).then_some(a.join),
+        interface: a.interface,
+        state: a.state,
+        expect: a.expect,
+        metrics: a.metrics,
+        log_level: a.log_level,
+        protocol: config::Protocol { heartbeat_ms: a.heartbeat_ms, ..Default::default() },
+    };
+    let resolved = match flags.resolve(file.as_ref().map(|(name, f)| (name.as_str(), f))) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    if a.print_config {
+        use std::io::Write;
+        let _ = write!(std::io::stdout().lock(), "{}", config::to_toml(&resolved.effective));
+        return 0;
+    }
+    // --log-level, else RUST_LOG, else the config file's log_level, else info.
+    let level = match (&flag_level, std::env::var("RUST_LOG")) {
+        (None, Ok(env)) if !env.trim().is_empty() => env,
+        _ => resolved.log_level.clone(),
+    };
+    let prepared = match driver::prepare(resolved.options) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
             return 1;
         }
     };
-    init_logging();
+    init_logging(&level);
     driver::run(prepared)
 }
 
@@ -199,9 +242,9 @@ fn discovery_of(a: DiscoveryArg) -> Discovery {
     }
 }
 
-fn init_logging() {
+fn init_logging(level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new(config::DEFAULT_LOG_LEVEL));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }
