@@ -26,7 +26,7 @@ enum Cmd {
     Client(ClientArgs),
     /// A local 3-server cluster on 127.0.0.1 and an interactive client, in one command.
     Demo(DemoArgs),
-    /// Ask one server for its status.
+    /// Show the cluster: every server of a server's view, with its state and counters.
     Status(StatusArgs),
     /// Run the deterministic simulator.
     Sim(ringchat_sim::cli::SimArgs),
@@ -125,13 +125,25 @@ struct DemoArgs {
 
 #[derive(Args, Debug)]
 struct StatusArgs {
-    /// Server to ask.
-    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:7000")]
-    server: SocketAddr,
+    /// A server to ask first (default: found through the discovery group, as a client finds one).
+    #[arg(long, value_name = "IP:PORT")]
+    server: Option<SocketAddr>,
+    /// How to find a server without --server (default multicast; off with --server).
+    #[arg(long, value_enum)]
+    discovery: Option<DiscoveryArg>,
+    /// Discovery group (multicast) or broadcast target, with the discovery port (the servers' --group).
+    #[arg(long, value_name = "IP:PORT")]
+    group: Option<SocketAddrV4>,
+    /// Interface address for multicast.
+    #[arg(long, value_name = "IP")]
+    interface: Option<Ipv4Addr>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
-    /// Give up after this many milliseconds.
+    /// Ask only the server found and show its own full report (clients, inboxes), not the table.
+    #[arg(long)]
+    only: bool,
+    /// Wait at most this many milliseconds for each step (finding, the first server, the others).
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     timeout_ms: u64,
 }
@@ -250,23 +262,63 @@ fn init_logging(level: &str) {
 }
 
 fn status_cmd(a: StatusArgs) -> i32 {
-    match status::query(a.server, Duration::from_millis(a.timeout_ms)) {
-        Ok(report) => {
-            use std::io::Write;
-            let text = if a.json { status::to_json(a.server, &report).to_string() } else { status::to_human(a.server, &report) };
-            // A closed pipe (`| head`) is not an error worth a panic.
-            let _ = writeln!(std::io::stdout().lock(), "{text}");
-            0
+    use std::io::Write;
+    let timeout = Duration::from_millis(a.timeout_ms);
+    let discovery =
+        a.discovery.unwrap_or(if a.server.is_some() && a.group.is_none() { DiscoveryArg::Off } else { DiscoveryArg::Multicast });
+    let server = match (a.server, discovery) {
+        (Some(s), _) => s,
+        (None, DiscoveryArg::Off) => {
+            eprintln!("error: no way to find a server: give --server IP:PORT or use --discovery multicast|broadcast");
+            return 2;
         }
-        Err(status::QueryError::Timeout) => {
-            eprintln!("error: no status from {} within {} ms", a.server, a.timeout_ms);
-            1
+        (None, d) => match status::find(discovery_of(d), a.group, a.interface, timeout) {
+            Ok(s) => s,
+            Err(status::QueryError::Timeout) => {
+                let target = a.group.map_or_else(|| "the discovery group".to_string(), |g| g.to_string());
+                eprintln!("error: no server answered through {target} within {} ms", a.timeout_ms);
+                return 1;
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        },
+    };
+    let text = if a.only {
+        match status::query(server, timeout) {
+            Ok(report) => {
+                if a.json {
+                    status::to_json(server, &report).to_string()
+                } else {
+                    status::to_human(server, &report)
+                }
+            }
+            Err(e) => return status_error(server, a.timeout_ms, e),
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            1
+    } else {
+        match status::survey(server, timeout) {
+            Ok(s) => {
+                if a.json {
+                    status::survey_to_json(&s).to_string()
+                } else {
+                    status::survey_to_human(&s)
+                }
+            }
+            Err(e) => return status_error(server, a.timeout_ms, e),
         }
+    };
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+    0
+}
+
+fn status_error(server: SocketAddr, timeout_ms: u64, e: status::QueryError) -> i32 {
+    match e {
+        status::QueryError::Timeout => eprintln!("error: no status from {server} within {timeout_ms} ms"),
+        e => eprintln!("error: {e}"),
     }
+    1
 }
 
 fn client_cmd(a: ClientArgs) -> i32 {

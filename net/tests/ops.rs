@@ -1,10 +1,11 @@
-//! The operator's server: metrics scraped over HTTP,
+//! The operator's server: metrics scraped over HTTP, `ringchat status` over a whole cluster,
 //! systemd readiness and a clean stop on SIGTERM, a config file on a running server, and the
 //! systemd unit. Real processes on 127.0.0.1 with `--discovery off` and `--join` lists.
 
 mod common;
 
 use common::*;
+use serde_json::Value;
 use std::time::{Duration, Instant};
 
 fn metrics_cluster(name: &str, n: usize) -> (Cluster, Vec<u16>) {
@@ -312,4 +313,102 @@ fn the_systemd_unit_verifies() {
     let ours: Vec<&str> = err.lines().filter(|l| l.contains("ringchat")).collect();
     assert!(out.status.success() && ours.is_empty(), "systemd-analyze verify: {err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn status_json(args: &[&str]) -> Value {
+    let (code, out, err) = run_cli(args);
+    assert_eq!(code, Some(0), "ringchat {args:?}: {err}");
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not one JSON object ({e}): {out}"))
+}
+
+#[test]
+fn status_lists_every_member_of_the_cluster() {
+    let mut c = Cluster::start("status3", 3);
+    let (leader, _) = c.wait_for("one leader and one view of 3", Duration::from_secs(15), || agreement(&c.ports));
+    let asked = addr(c.ports[0]).to_string();
+    let v = status_json(&["status", "--server", &asked, "--json"]);
+    let rows = v["endpoints"].as_array().expect("endpoints");
+    assert_eq!(rows.len(), 3, "{v}");
+    assert_eq!(rows.iter().filter(|r| r["leader"] == Value::Bool(true)).count(), 1, "{v}");
+    assert_eq!(v["leaders"].as_u64(), Some(1));
+    assert_eq!(v["reachable"].as_u64(), Some(3));
+    let leader_row = rows.iter().find(|r| r["leader"] == Value::Bool(true)).expect("a leader row");
+    assert_eq!(leader_row["node"].as_str(), Some(leader.id.full().as_str()));
+    let mut addrs: Vec<&str> = rows.iter().filter_map(|r| r["addr"].as_str()).collect();
+    addrs.sort();
+    let mut want: Vec<String> = c.ports.iter().map(|&p| addr(p).to_string()).collect();
+    want.sort();
+    assert_eq!(addrs, want);
+    for r in rows {
+        assert_eq!(r["state"], "alive", "{r}");
+        assert_eq!(r["epoch"], v["epoch"], "{r}");
+        assert_eq!(r["view"], v["view_id"], "{r}");
+        assert!(r["clients"].is_u64() && r["store"].is_u64() && r["refused"].is_u64(), "{r}");
+    }
+    assert_eq!(rows.iter().filter(|r| r["asked"] == Value::Bool(true)).count(), 1);
+
+    // Scripts that read the asked server's fields by key out of the text (tests/lan.sh does)
+    // see the same values as with --only, which asks that server alone.
+    let text = run_cli(&["status", "--server", &asked, "--json"]).1;
+    let only = status_json(&["status", "--server", &asked, "--json", "--only"]);
+    assert!(only.get("endpoints").is_none());
+    // As `sed 's/.*"KEY":"\([^"]*\)".*/\1/'` and `s/.*"KEY":\([0-9][0-9]*\).*/\1/` read them: the last
+    // string (or number) value of KEY anywhere in the line; and the first string value of `id`.
+    let values = |key: &str, string: bool| -> Vec<String> {
+        let pat = if string { format!("\"{key}\":\"") } else { format!("\"{key}\":") };
+        text.match_indices(&pat)
+            .map(|(i, _)| &text[i + pat.len()..])
+            .filter_map(|rest| {
+                let v: String =
+                    if string { rest.split('"').next()?.to_string() } else { rest.chars().take_while(char::is_ascii_digit).collect() };
+                (string || !v.is_empty()).then_some(v)
+            })
+            .collect()
+    };
+    assert_eq!(values("leader", true).last(), Some(&leader.id.full()), "the last string leader is the top-level one");
+    assert_eq!(values("epoch", false).last(), Some(&only["epoch"].to_string()));
+    assert_eq!(values("view_id", false).last(), Some(&only["view_id"].to_string()));
+    assert_eq!(values("id", true).first(), only["id"].as_str().map(str::to_string).as_ref());
+    assert_eq!(text.matches("\"self\":").count(), 3);
+    assert_eq!(text.matches("\"alive\":true").count(), 3);
+    assert_eq!(text.contains("\"is_leader\":true"), only["is_leader"] == Value::Bool(true));
+
+    // The table for people: a header, one line per server, one leader.
+    let (code, out, err) = run_cli(&["status", "--server", &asked]);
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[1].starts_with("ID") && lines[1].contains("ADDRESS") && lines[1].contains("STATE"), "{out}");
+    let table: Vec<&str> = lines.iter().skip(2).filter(|l| l.contains("127.0.0.1:")).copied().collect();
+    assert_eq!(table.len(), 3, "{out}");
+    assert_eq!(table.iter().filter(|l| l.split_whitespace().any(|w| w == "leader")).count(), 1, "{out}");
+    assert!(table.iter().all(|l| l.contains("alive")), "{out}");
+
+    // A member killed -9: still listed, unreachable from here, within the timeout.
+    let dead = c.ports.iter().position(|&p| p != c.ports[0] && status(p).is_some_and(|r| !r.is_leader)).expect("a follower");
+    let dead_addr = addr(c.ports[dead]).to_string();
+    c.procs[dead].kill();
+    let t0 = Instant::now();
+    let v = status_json(&["status", "--server", &asked, "--json", "--timeout-ms", "300"]);
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    let rows = v["endpoints"].as_array().expect("endpoints");
+    let row = rows.iter().find(|r| r["addr"] == dead_addr.as_str()).expect("the dead member is still in the view");
+    assert_eq!(row["state"], "unreachable", "{v}");
+    assert!(row["epoch"].is_null());
+}
+
+#[test]
+fn status_finds_the_cluster_through_the_discovery_target() {
+    // As a client does: `Find` to the discovery target, and the member that answers is asked.
+    // The target here is one server's own (loopback, unicast) address: nothing is multicast.
+    let c = Cluster::start("statusfind", 2);
+    c.wait_for("one leader and one view of 2", Duration::from_secs(15), || agreement(&c.ports));
+    let target = addr(c.ports[1]).to_string();
+    let v = status_json(&["status", "--discovery", "broadcast", "--group", &target, "--json"]);
+    assert_eq!(v["endpoints"].as_array().map(Vec::len), Some(2), "{v}");
+    assert_eq!(v["server"].as_str(), Some(target.as_str()));
+    // Nobody there: one line, exit 1.
+    let nobody = addr(free_port()).to_string();
+    let (code, _, err) = run_cli(&["status", "--discovery", "broadcast", "--group", &nobody, "--timeout-ms", "200"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
 }
