@@ -5,6 +5,11 @@
 //! `leave`) it persists the durable state (the election part whenever it changed,
 //! the chat part at most every 200 ms; see `state`), then sends every
 //! datagram and logs every event, then sleeps until the next deadline or datagram.
+//!
+//! Around that loop: the metrics endpoint (`--metrics`, see [`crate::metrics`]), whose scrapes
+//! the loop answers between two inputs, and systemd's notification socket (`READY=1` once the
+//! sockets are bound and the loop runs, `WATCHDOG=1` from the loop when the unit sets
+//! `WatchdogSec=`, `STOPPING=1` on the way out); without `NOTIFY_SOCKET` those are no-ops.
 
 use ringchat_core::{Dest, Event, Instant, Server, ServerConfig, ServerId};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -13,6 +18,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tracing::{debug, info, warn};
 
+use crate::metrics::{Metrics, SampleRequest};
 use crate::udp::Udp;
 
 /// Default multicast discovery group.
@@ -20,8 +26,9 @@ pub const DEFAULT_GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255
 /// Default broadcast discovery target (limited broadcast on the discovery port).
 pub const DEFAULT_BROADCAST: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::BROADCAST, 7777);
 
-/// How servers find each other besides `--join`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How servers find each other besides `--join` (in a config file: `multicast`, `broadcast`, `off`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Discovery {
     /// UDP multicast to a group (239.255.0.0/16 by default).
     Multicast,
@@ -51,6 +58,8 @@ pub struct Options {
     pub config: ServerConfig,
     /// Where to keep the durable state.
     pub state: Option<PathBuf>,
+    /// Where to serve metrics (`GET /metrics`).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Sockets and state ready to run; building it performs every check that can fail at start.
@@ -62,6 +71,7 @@ pub struct Prepared {
     advertised: SocketAddr,
     id: ServerId,
     previous: Option<ringchat_core::Durable>,
+    metrics: Option<std::net::TcpListener>,
 }
 
 impl Prepared {
@@ -102,8 +112,13 @@ pub fn prepare(opts: Options) -> Result<Prepared, String> {
         Some(g) => Some(bind_discovery(&opts, g, advertised)?),
     };
 
+    let metrics = match opts.metrics {
+        Some(addr) => Some(crate::metrics::bind(addr)?),
+        None => None,
+    };
+
     let id = previous.as_ref().map(|d| d.id).unwrap_or_else(|| ServerId(uuid::Uuid::new_v4().as_u128()));
-    Ok(Prepared { opts, unicast, discovery, group: group.map(SocketAddr::V4), advertised, id, previous })
+    Ok(Prepared { opts, unicast, discovery, group: group.map(SocketAddr::V4), advertised, id, previous, metrics })
 }
 
 fn bind_unicast(opts: &Options) -> Result<StdUdpSocket, String> {
@@ -254,6 +269,10 @@ struct Node {
     saved_at: std::time::Instant,
     /// A chat-only write running off the event loop.
     writing: Option<tokio::task::JoinHandle<Result<(), String>>>,
+    /// Counts what moves (with `--metrics`).
+    metrics: Option<std::sync::Arc<Metrics>>,
+    /// systemd's notification socket (leadership and view changes go there as STATUS).
+    notify: crate::sd::Notifier,
 }
 
 /// The chat part alone is written at most this often.
@@ -308,14 +327,55 @@ impl Node {
                     None => continue,
                 },
             };
-            if let Err(e) = self.unicast.send_to(&t.bytes, to).await {
+            let sent = self.unicast.send_to(&t.bytes, to).await;
+            if let Some(m) = &self.metrics {
+                match sent {
+                    Ok(_) => m.datagram_out(t.kind, t.bytes.len(), t.retransmit),
+                    Err(_) => m.send_error(),
+                }
+            }
+            if let Err(e) = sent {
                 debug!(kind = t.kind, %to, "send failed: {}", crate::io_msg(&e));
             }
         }
+        let mut changed = false;
         while let Some(e) = self.server.poll_event() {
             log_event(&e);
+            if let Some(m) = &self.metrics {
+                m.event(&e);
+            }
+            changed |= matches!(
+                e,
+                Event::BecameLeader { .. }
+                    | Event::SteppedDown { .. }
+                    | Event::LeaderLearned { .. }
+                    | Event::LeaderLost { .. }
+                    | Event::ViewInstalled { .. }
+                    | Event::Left { .. }
+            );
+        }
+        if changed && self.notify.enabled() {
+            self.notify_status();
         }
         Ok(())
+    }
+
+    /// Feeds one received datagram to the core.
+    fn feed(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        if let Some(m) = &self.metrics {
+            m.datagram_in(bytes.len());
+        }
+        self.server.handle_datagram(now, from, bytes);
+    }
+
+    /// One line for `systemctl status`.
+    fn notify_status(&self) {
+        let s = &self.server;
+        let role = if s.is_leader() { "leader" } else { "follower" };
+        let leader = s.leader().map_or_else(|| "none".to_string(), |l| l.to_string());
+        let view = s.committed_view().map_or_else(|| "no view".to_string(), |v| format!("view {} of {}", v.stamp.id, v.members.len()));
+        let line = format!("{role} in cluster {}, epoch {}, leader {leader}, {view}", s.cluster(), s.epoch());
+        self.notify.send(crate::sd::Note::Status(line));
     }
 }
 
@@ -344,25 +404,55 @@ async fn recv_opt(sock: Option<&Udp>, buf: &mut [u8]) -> std::io::Result<(usize,
     }
 }
 
-async fn shutdown_signal() {
+async fn sample_request(rx: Option<&mut tokio::sync::mpsc::Receiver<SampleRequest>>) -> Option<SampleRequest> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn tick_opt(t: Option<&mut tokio::time::Interval>) {
+    match t {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Ctrl-C or SIGTERM. The handlers are installed here, at once (not when the future is first
+/// polled): a stop asked for right after the server reported itself ready still leaves cleanly.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            match (term, int) {
+                (Some(mut term), Some(mut int)) => {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                (Some(mut term), None) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                (None, _) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -370,7 +460,7 @@ async fn shutdown_signal() {
 const DRAIN_MAX: usize = 64;
 
 async fn serve(p: Prepared) -> Result<(), String> {
-    let Prepared { opts, unicast, discovery, group, advertised, id, previous } = p;
+    let Prepared { opts, unicast, discovery, group, advertised, id, previous, metrics: metrics_listener } = p;
     let unicast = Udp::new(unicast).map_err(|e| format!("cannot register the socket: {}", crate::io_msg(&e)))?;
     let discovery = match discovery {
         Some(s) => Some(Udp::new(s).map_err(|e| format!("cannot register the discovery socket: {}", crate::io_msg(&e)))?),
@@ -403,15 +493,41 @@ async fn serve(p: Prepared) -> Result<(), String> {
         saved_chat: None,
         saved_at: std::time::Instant::now(),
         writing: None,
+        metrics: None,
+        notify: crate::sd::Notifier::from_env(),
     };
+    // The metrics endpoint runs beside the loop; a scrape asks the loop for a sample.
+    let mut samples = None;
+    if let Some(listener) = metrics_listener {
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(|e| format!("cannot register the metrics socket: {}", crate::io_msg(&e)))?;
+        let local = listener.local_addr().map_err(|e| format!("cannot read the metrics address: {}", crate::io_msg(&e)))?;
+        let m = std::sync::Arc::new(Metrics::new());
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(crate::metrics::serve(listener, m.clone(), tx));
+        node.metrics = Some(m);
+        samples = Some(rx);
+        info!(%local, "serving metrics on http://{local}/metrics");
+    }
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
     node.after_input().await?;
+    // The sockets are bound and the loop is about to run: tell systemd (a no-op without it).
+    node.notify.send(crate::sd::Note::Ready);
+    if node.notify.enabled() {
+        node.notify_status();
+    }
+    // With WatchdogSec=, the loop itself proves it is alive, twice per period.
+    let mut watchdog = crate::sd::Notifier::watchdog().map(|period| {
+        let mut t = tokio::time::interval((period / 2).max(Duration::from_millis(10)));
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
 
     let mut ubuf = vec![0u8; 2048];
     let mut dbuf = vec![0u8; 2048];
     // The last receive found more datagrams queued behind the first.
     let mut busy = false;
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
     loop {
         // Everything the last input caused has already been sent and saved.
         let mut settled = false;
@@ -419,7 +535,7 @@ async fn serve(p: Prepared) -> Result<(), String> {
         tokio::select! {
             r = node.unicast.recv_from(&mut ubuf) => match r {
                 Ok((n, from)) => {
-                    node.server.handle_datagram(clock.now(), from, &ubuf[..n]);
+                    node.feed(clock.now(), from, &ubuf[..n]);
                     // While datagrams queue up, whatever else is ready is fed before sending: the
                     // core then packs its replies into fewer datagrams. Otherwise the reply leaves
                     // at once; asking the socket for more first would only delay it.
@@ -430,7 +546,7 @@ async fn serve(p: Prepared) -> Result<(), String> {
                     busy = false;
                     for _ in 1..DRAIN_MAX {
                         let Ok((n, from)) = node.unicast.try_recv_from(&mut ubuf) else { break };
-                        node.server.handle_datagram(clock.now(), from, &ubuf[..n]);
+                        node.feed(clock.now(), from, &ubuf[..n]);
                         busy = true;
                     }
                     settled = sent && !busy;
@@ -438,16 +554,31 @@ async fn serve(p: Prepared) -> Result<(), String> {
                 Err(e) => debug!("receive failed: {}", crate::io_msg(&e)),
             },
             r = recv_opt(discovery.as_ref(), &mut dbuf) => match r {
-                Ok((n, from)) => node.server.handle_datagram(clock.now(), from, &dbuf[..n]),
+                Ok((n, from)) => node.feed(clock.now(), from, &dbuf[..n]),
                 Err(e) => debug!("discovery receive failed: {}", crate::io_msg(&e)),
             },
             _ = tokio::time::sleep_until(wake) => node.server.handle_timeout(clock.now()),
+            Some(reply) = sample_request(samples.as_mut()) => {
+                // A scrape: read, change nothing. Everything before it was already sent.
+                if let Some(m) = &node.metrics {
+                    m.sample(&node.server);
+                }
+                let _ = reply.send(());
+                settled = true;
+            }
+            _ = tick_opt(watchdog.as_mut()) => {
+                node.notify.send(crate::sd::Note::Watchdog);
+                settled = true;
+            }
             _ = &mut shutdown => {
                 info!("shutting down: leaving the cluster");
+                node.notify.send(crate::sd::Note::Stopping);
                 node.server.leave(clock.now());
                 node.after_input().await?;
-                node.final_save().await?;
-                return Ok(());
+                let saved = node.final_save().await;
+                // STOPPING=1 (and what came before it) reaches systemd before the process ends.
+                node.notify.close(Duration::from_secs(1));
+                return saved;
             }
         }
         if !settled {

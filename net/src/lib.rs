@@ -6,11 +6,21 @@
 #![deny(unsafe_code)]
 
 pub mod client;
+pub mod config;
 pub mod demo;
 pub mod driver;
+pub mod metrics;
+pub mod sd;
 pub mod state;
 pub mod status;
 pub mod udp;
+
+/// The git commit this binary was built from: a short hash, `-dirty` if the work tree had
+/// changes, or `unknown` (see `build.rs`).
+pub const GIT_COMMIT: &str = env!("RINGCHAT_GIT_COMMIT");
+
+/// `ringchat --version`: the package version and the git commit.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("RINGCHAT_GIT_COMMIT"), ")");
 
 /// An OS error without its " (os error N)" suffix, for one-line messages.
 pub fn io_msg(e: &std::io::Error) -> String {

@@ -2,8 +2,8 @@
 #![forbid(unsafe_code)]
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use ringchat_core::ServerConfig;
-use ringchat_net::driver::{self, Discovery, Options};
+use ringchat_net::config::{self, Settings};
+use ringchat_net::driver::{self, Discovery};
 use ringchat_net::status;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 /// A fault-tolerant chat cluster for a LAN.
 #[derive(Parser, Debug)]
-#[command(name = "ringchat", version, about)]
+#[command(name = "ringchat", version = ringchat_net::VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -26,7 +26,7 @@ enum Cmd {
     Client(ClientArgs),
     /// A local 3-server cluster on 127.0.0.1 and an interactive client, in one command.
     Demo(DemoArgs),
-    /// Ask one server for its status.
+    /// Show the cluster: every server of a server's view, with its state and counters.
     Status(StatusArgs),
     /// Run the deterministic simulator.
     Sim(ringchat_sim::cli::SimArgs),
@@ -44,17 +44,23 @@ enum DiscoveryArg {
 
 #[derive(Args, Debug)]
 struct ServerArgs {
-    /// Unicast address to listen on. With 0.0.0.0 the advertised address is the
-    /// interface's (from --interface, or the route towards the peers or the group).
-    #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:7000")]
-    bind: SocketAddr,
-    /// How to find other servers besides --join.
-    #[arg(long, value_enum, default_value_t = DiscoveryArg::Multicast)]
-    discovery: DiscoveryArg,
+    /// Read settings from a TOML file (every option below is a key; flags override it).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the settings the server would run with, as a config file, and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Unicast address to listen on (default 0.0.0.0:7000). With 0.0.0.0 the advertised address
+    /// is the interface's (from --interface, or the route towards the peers or the group).
+    #[arg(long, value_name = "IP:PORT")]
+    bind: Option<SocketAddr>,
+    /// How to find other servers besides --join (default multicast).
+    #[arg(long, value_enum)]
+    discovery: Option<DiscoveryArg>,
     /// Discovery group (multicast) or broadcast target, with the discovery port.
     #[arg(long, value_name = "IP:PORT")]
     group: Option<SocketAddrV4>,
-    /// A known server (repeatable). Does not turn group discovery off.
+    /// A known server (repeatable; replaces the config file's list). Does not turn group discovery off.
     #[arg(long, value_name = "IP:PORT")]
     join: Vec<SocketAddr>,
     /// Interface address for multicast.
@@ -71,6 +77,12 @@ struct ServerArgs {
     /// Keep id, epoch, vote and view in FILE across restarts (a restart comes back as the next incarnation).
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
+    /// Serve Prometheus/OpenMetrics text on http://IP:PORT/metrics.
+    #[arg(long, value_name = "IP:PORT")]
+    metrics: Option<SocketAddr>,
+    /// Log filter, e.g. info or ringchat_net=debug (default: RUST_LOG, else the config file, else info).
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -113,13 +125,25 @@ struct DemoArgs {
 
 #[derive(Args, Debug)]
 struct StatusArgs {
-    /// Server to ask.
-    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:7000")]
-    server: SocketAddr,
+    /// A server to ask first (default: found through the discovery group, as a client finds one).
+    #[arg(long, value_name = "IP:PORT")]
+    server: Option<SocketAddr>,
+    /// How to find a server without --server (default multicast; off with --server).
+    #[arg(long, value_enum)]
+    discovery: Option<DiscoveryArg>,
+    /// Discovery group (multicast) or broadcast target, with the discovery port (the servers' --group).
+    #[arg(long, value_name = "IP:PORT")]
+    group: Option<SocketAddrV4>,
+    /// Interface address for multicast.
+    #[arg(long, value_name = "IP")]
+    interface: Option<Ipv4Addr>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
-    /// Give up after this many milliseconds.
+    /// Ask only the server found and show its own full report (clients, inboxes), not the table.
+    #[arg(long)]
+    only: bool,
+    /// Wait at most this many milliseconds for each step (finding, the first server, the others).
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     timeout_ms: u64,
 }
@@ -165,29 +189,60 @@ fn usage_error(e: clap::Error) -> i32 {
 }
 
 fn server(a: ServerArgs) -> i32 {
-    let mut config = ServerConfig { expect: a.expect.map(|n| n as usize), ..ServerConfig::default() };
-    if let Some(h) = a.heartbeat_ms {
-        config.heartbeat_ms = h;
-        config.suspect_ms = h * 7 / 2;
-        config.remove_ms = (h * 30).max(config.remove_ms);
-    }
-    let opts = Options {
-        bind: a.bind,
-        discovery: discovery_of(a.discovery),
-        group: a.group,
-        join: a.join,
-        interface: a.interface,
-        config,
-        state: a.state,
+    let file = match &a.config {
+        Some(path) => match config::load(path) {
+            Ok(f) => Some((path.display().to_string(), f)),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 2;
+            }
+        },
+        None => None,
     };
-    let prepared = match driver::prepare(opts) {
+    if let Some(level) = &a.log_level {
+        if let Err(e) = config::check_log_level(level) {
+            eprintln!("error: --log-level: {e}");
+            return 2;
+        }
+    }
+    let flag_level = a.log_level.clone();
+    let flags = Settings {
+        bind: a.bind,
+        discovery: a.discovery.map(discovery_of),
+        group: a.group,
+        join: (!a.join.is_empty()).then_some(a.join),
+        interface: a.interface,
+        state: a.state,
+        expect: a.expect,
+        metrics: a.metrics,
+        log_level: a.log_level,
+        protocol: config::Protocol { heartbeat_ms: a.heartbeat_ms, ..Default::default() },
+    };
+    let resolved = match flags.resolve(file.as_ref().map(|(name, f)| (name.as_str(), f))) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    if a.print_config {
+        use std::io::Write;
+        let _ = write!(std::io::stdout().lock(), "{}", config::to_toml(&resolved.effective));
+        return 0;
+    }
+    // --log-level, else RUST_LOG, else the config file's log_level, else info.
+    let level = match (&flag_level, std::env::var("RUST_LOG")) {
+        (None, Ok(env)) if !env.trim().is_empty() => env,
+        _ => resolved.log_level.clone(),
+    };
+    let prepared = match driver::prepare(resolved.options) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
             return 1;
         }
     };
-    init_logging();
+    init_logging(&level);
     driver::run(prepared)
 }
 
@@ -199,31 +254,71 @@ fn discovery_of(a: DiscoveryArg) -> Discovery {
     }
 }
 
-fn init_logging() {
+fn init_logging(level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new(config::DEFAULT_LOG_LEVEL));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }
 
 fn status_cmd(a: StatusArgs) -> i32 {
-    match status::query(a.server, Duration::from_millis(a.timeout_ms)) {
-        Ok(report) => {
-            use std::io::Write;
-            let text = if a.json { status::to_json(a.server, &report).to_string() } else { status::to_human(a.server, &report) };
-            // A closed pipe (`| head`) is not an error worth a panic.
-            let _ = writeln!(std::io::stdout().lock(), "{text}");
-            0
+    use std::io::Write;
+    let timeout = Duration::from_millis(a.timeout_ms);
+    let discovery =
+        a.discovery.unwrap_or(if a.server.is_some() && a.group.is_none() { DiscoveryArg::Off } else { DiscoveryArg::Multicast });
+    let server = match (a.server, discovery) {
+        (Some(s), _) => s,
+        (None, DiscoveryArg::Off) => {
+            eprintln!("error: no way to find a server: give --server IP:PORT or use --discovery multicast|broadcast");
+            return 2;
         }
-        Err(status::QueryError::Timeout) => {
-            eprintln!("error: no status from {} within {} ms", a.server, a.timeout_ms);
-            1
+        (None, d) => match status::find(discovery_of(d), a.group, a.interface, timeout) {
+            Ok(s) => s,
+            Err(status::QueryError::Timeout) => {
+                let target = a.group.map_or_else(|| "the discovery group".to_string(), |g| g.to_string());
+                eprintln!("error: no server answered through {target} within {} ms", a.timeout_ms);
+                return 1;
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        },
+    };
+    let text = if a.only {
+        match status::query(server, timeout) {
+            Ok(report) => {
+                if a.json {
+                    status::to_json(server, &report).to_string()
+                } else {
+                    status::to_human(server, &report)
+                }
+            }
+            Err(e) => return status_error(server, a.timeout_ms, e),
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            1
+    } else {
+        match status::survey(server, timeout) {
+            Ok(s) => {
+                if a.json {
+                    status::survey_to_json(&s).to_string()
+                } else {
+                    status::survey_to_human(&s)
+                }
+            }
+            Err(e) => return status_error(server, a.timeout_ms, e),
         }
+    };
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+    0
+}
+
+fn status_error(server: SocketAddr, timeout_ms: u64, e: status::QueryError) -> i32 {
+    match e {
+        status::QueryError::Timeout => eprintln!("error: no status from {server} within {timeout_ms} ms"),
+        e => eprintln!("error: {e}"),
     }
+    1
 }
 
 fn client_cmd(a: ClientArgs) -> i32 {

@@ -1,11 +1,13 @@
-//! `ringchat status`: ask one server for its [`StatusReport`] over UDP, and
-//! render it for people or as one JSON object.
+//! `ringchat status`: find a server of the cluster (given, or through the discovery group as
+//! a client finds one), ask it for its [`StatusReport`] over UDP, ask every member of its view
+//! for theirs (in parallel, within the same timeout), and render one table or one JSON object.
 
-use ringchat_core::wire::{self, Packet};
+use crate::driver::{Discovery, DEFAULT_BROADCAST, DEFAULT_GROUP};
 use ringchat_core::wire::{ClientMsg, ServerMsg, StatusReport};
+use ringchat_core::wire::{self, Packet};
 use ringchat_core::NodeId;
 use serde_json::{json, Value};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
 /// Why a status query failed.
@@ -129,6 +131,7 @@ pub fn to_json(server: SocketAddr, r: &StatusReport) -> Value {
             "non_member": c.non_member,
             "stale_epoch": c.stale_epoch,
             "rejected": c.rejected(),
+            "ignored": c.ignored(),
             "tokens_refused": c.tokens_refused,
             "elections_started": c.elections_started,
         },
@@ -171,12 +174,13 @@ pub fn to_human(server: SocketAddr, r: &StatusReport) -> String {
     let c = &r.counters;
     let _ = writeln!(
         s,
-        "rejected {} (malformed {}, oversize {}, wrong_version {}, invalid {}, foreign_cluster {}, non_member {}, stale_epoch {})",
+        "rejected {} (malformed {}, oversize {}, wrong_version {}, invalid {})  ignored {} (foreign_cluster {}, non_member {}, stale_epoch {})",
         c.rejected(),
         c.malformed,
         c.oversize,
         c.wrong_version,
         c.invalid,
+        c.ignored(),
         c.foreign_cluster,
         c.non_member,
         c.stale_epoch
@@ -199,4 +203,286 @@ pub fn to_human(server: SocketAddr, r: &StatusReport) -> String {
         c.tokens_refused, c.elections_started, r.store_full, r.holdback_full
     );
     s
+}
+
+/// How a member of the view looks from here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// It answered, and the server asked first does not suspect it.
+    Alive,
+    /// It answered, but the server asked first suspects it (it may be about to leave the view).
+    Suspected,
+    /// It did not answer within the timeout.
+    Unreachable,
+}
+
+impl Reach {
+    /// The word shown in the table and the JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reach::Alive => "alive",
+            Reach::Suspected => "suspected",
+            Reach::Unreachable => "unreachable",
+        }
+    }
+}
+
+/// One server of the table.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// Its life, as the view lists it.
+    pub node: NodeId,
+    /// Its address, as the view lists it.
+    pub addr: SocketAddr,
+    /// Its own report, if it answered.
+    pub report: Option<StatusReport>,
+    /// Whether it answered, and whether it is suspected.
+    pub reach: Reach,
+    /// The server asked first.
+    pub asked: bool,
+}
+
+/// The cluster as seen from one server and the members of its view.
+#[derive(Clone, Debug)]
+pub struct Survey {
+    /// The server asked first.
+    pub server: SocketAddr,
+    /// Its report.
+    pub report: StatusReport,
+    /// It, then the other members of its view in its order.
+    pub rows: Vec<Row>,
+}
+
+impl Survey {
+    /// Rows whose own report says they lead.
+    pub fn leaders(&self) -> usize {
+        self.rows.iter().filter(|r| r.report.as_ref().is_some_and(|p| p.is_leader)).count()
+    }
+}
+
+/// Asks `server` for its report, then every other member of its view for theirs, each within
+/// `timeout` (the members in parallel). Fails only if `server` does not answer.
+pub fn survey(server: SocketAddr, timeout: Duration) -> Result<Survey, QueryError> {
+    let report = query(server, timeout)?;
+    let me = Row { node: report.node, addr: server, report: Some(report.clone()), reach: Reach::Alive, asked: true };
+    let others: Vec<(NodeId, SocketAddr, bool)> =
+        report.members.iter().filter(|m| m.member.node.id != report.node.id).map(|m| (m.member.node, m.member.addr, m.alive)).collect();
+    let answers: Vec<Option<StatusReport>> = std::thread::scope(|s| {
+        let asks: Vec<_> = others.iter().map(|(_, addr, _)| s.spawn(move || query(*addr, timeout).ok())).collect();
+        asks.into_iter().map(|h| h.join().ok().flatten()).collect()
+    });
+    let mut rows = vec![me];
+    for ((node, addr, alive), answer) in others.into_iter().zip(answers) {
+        let reach = match (&answer, alive) {
+            (None, _) => Reach::Unreachable,
+            (Some(_), true) => Reach::Alive,
+            (Some(_), false) => Reach::Suspected,
+        };
+        rows.push(Row { node, addr, report: answer, reach, asked: false });
+    }
+    Ok(Survey { server, report, rows })
+}
+
+/// Finds a server the way a client does: sends `Find` to the discovery group (multicast) or
+/// broadcast target and takes the first member that answers with an assignment.
+pub fn find(
+    discovery: Discovery,
+    group: Option<SocketAddrV4>,
+    interface: Option<Ipv4Addr>,
+    timeout: Duration,
+) -> Result<SocketAddr, QueryError> {
+    let target = match discovery {
+        Discovery::Off => return Err(QueryError::Socket("no discovery to find a server with".into())),
+        Discovery::Multicast => {
+            let g = group.unwrap_or(DEFAULT_GROUP);
+            if !g.ip().is_multicast() {
+                return Err(QueryError::Socket(format!(
+                    "--group {g} is not a multicast address (use --discovery broadcast for broadcast)"
+                )));
+            }
+            g
+        }
+        Discovery::Broadcast => group.unwrap_or(DEFAULT_BROADCAST),
+    };
+    let fail = |what: &str, e: std::io::Error| QueryError::Socket(format!("{what}: {}", crate::io_msg(&e)));
+    let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(|e| fail("cannot bind a UDP socket", e))?;
+    match discovery {
+        Discovery::Broadcast => sock.set_broadcast(true).map_err(|e| fail("cannot set SO_BROADCAST", e))?,
+        _ => {
+            let _ = sock.set_multicast_ttl_v4(1);
+            let _ = sock.set_multicast_loop_v4(true); // a server on this host answers too
+            if let Some(ip) = interface {
+                let s2 = socket2::SockRef::from(&sock);
+                s2.set_multicast_if_v4(&ip).map_err(|e| fail(&format!("cannot send multicast on interface {ip}"), e))?;
+            }
+        }
+    }
+    let client = (uuid::Uuid::new_v4().as_u128() as u64) | 1;
+    let request = wire::encode(&Packet::FromClient(ClientMsg::Find { client })).ok_or(QueryError::Timeout)?;
+    let start = Instant::now();
+    let resend = (timeout / 4).clamp(Duration::from_millis(5), Duration::from_millis(200));
+    let mut buf = [0u8; ringchat_core::limits::MAX_DATAGRAM + 1];
+    let mut next_send = start;
+    loop {
+        let now = Instant::now();
+        if now.duration_since(start) >= timeout {
+            return Err(QueryError::Timeout);
+        }
+        if now >= next_send {
+            let _ = sock.send_to(&request, target);
+            next_send = now + resend;
+        }
+        let wait = (next_send.min(start + timeout)).saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        sock.set_read_timeout(Some(wait)).map_err(|e| fail("cannot set a read timeout", e))?;
+        match sock.recv_from(&mut buf) {
+            Ok((n, from)) => {
+                if let Ok(Packet::ToClient(ServerMsg::Assign { client: c, .. })) = wire::decode(&buf[..n]) {
+                    if c == client {
+                        return Ok(from);
+                    }
+                }
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => std::thread::sleep(Duration::from_millis(1).min(wait)),
+        }
+    }
+}
+
+/// A column of the table: its header and its cell for a row. Adding a column is adding a line
+/// to [`COLUMNS`] (uptime, version and last-heard will come with the core's report).
+pub struct Column {
+    /// Header.
+    pub header: &'static str,
+    /// The cell of `row` in `survey`.
+    pub cell: fn(&Survey, &Row) -> String,
+}
+
+fn report_cell(row: &Row, f: impl Fn(&StatusReport) -> String) -> String {
+    row.report.as_ref().map_or_else(|| "-".to_string(), f)
+}
+
+/// The table's columns, left to right.
+pub const COLUMNS: &[Column] = &[
+    Column { header: "ID", cell: |_, r| format!("{}{}", r.node, if r.asked { "*" } else { "" }) },
+    Column { header: "ADDRESS", cell: |_, r| r.addr.to_string() },
+    Column { header: "STATE", cell: |_, r| r.reach.as_str().to_string() },
+    Column {
+        header: "LEADER",
+        cell: |s, r| match &r.report {
+            Some(p) if p.is_leader => "leader".into(),
+            Some(_) => String::new(),
+            // No answer: what the server asked first believes.
+            None if s.report.leader.is_some_and(|l| l.id == r.node.id) => "leader?".into(),
+            None => String::new(),
+        },
+    },
+    Column { header: "EPOCH", cell: |_, r| report_cell(r, |p| p.epoch.to_string()) },
+    Column { header: "VIEW", cell: |_, r| report_cell(r, |p| p.view_id.map_or_else(|| "none".into(), |v| v.to_string())) },
+    Column { header: "PHASE", cell: |_, r| report_cell(r, |p| p.phase.clone()) },
+    Column { header: "UPTIME", cell: |_, r| report_cell(r, |p| duration(p.uptime_ms)) },
+    Column {
+        header: "HEARD",
+        // When the server asked first last heard from this one.
+        cell: |s, r| {
+            let heard = s.report.members.iter().find(|m| m.member.node.id == r.node.id).and_then(|m| m.heard_ms_ago);
+            if r.asked { "-".into() } else { heard.map_or_else(|| "never".into(), |ms| format!("{}ms", ms)) }
+        },
+    },
+    Column { header: "VERSION", cell: |_, r| report_cell(r, |p| if p.build.is_empty() { "?".into() } else { p.build.clone() }) },
+    Column { header: "CLIENTS", cell: |_, r| report_cell(r, |p| p.clients_total.to_string()) },
+    Column { header: "STORE", cell: |_, r| report_cell(r, |p| p.store.to_string()) },
+    Column { header: "INBOX", cell: |_, r| report_cell(r, |p| p.inbox_total.to_string()) },
+    Column { header: "REFUSED", cell: |_, r| report_cell(r, |p| refused(p).to_string()) },
+];
+
+/// The refusals of a report that deserve attention: datagrams rejected as bad input. Datagrams
+/// ignored in a cluster's normal life (from founding or joining servers, earlier lives,
+/// superseded epochs) are shown apart, as `ignored`.
+pub fn refused(r: &StatusReport) -> u64 {
+    r.counters.rejected()
+}
+
+/// A duration for people: `41s`, `12m`, `3h`, `2d`.
+pub fn duration(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+/// The survey as a table for people (`ringchat status`).
+pub fn survey_to_human(s: &Survey) -> String {
+    use std::fmt::Write;
+    let r = &s.report;
+    let mut out = String::new();
+    let leader = match r.leader {
+        Some(l) => match addr_of(r, l) {
+            Some(a) => format!("{l} ({a})"),
+            None => l.to_string(),
+        },
+        None => "none".into(),
+    };
+    let view = r.view_id.map_or_else(|| "no view installed".to_string(), |v| format!("view {v} of {} members", r.members.len()));
+    let _ = writeln!(out, "cluster {}  epoch {}  leader {leader}  {view}  (asked {})", r.cluster, r.epoch, s.server);
+    let cells: Vec<Vec<String>> = s.rows.iter().map(|row| COLUMNS.iter().map(|c| (c.cell)(s, row)).collect()).collect();
+    let widths: Vec<usize> =
+        COLUMNS.iter().enumerate().map(|(i, c)| cells.iter().map(|r| r[i].len()).chain([c.header.len()]).max().unwrap_or(0)).collect();
+    let line = |items: Vec<&str>| -> String {
+        let padded: Vec<String> = items.iter().zip(&widths).map(|(t, w)| format!("{t:<w$}")).collect();
+        padded.join("  ").trim_end().to_string()
+    };
+    let _ = writeln!(out, "{}", line(COLUMNS.iter().map(|c| c.header).collect()));
+    for row in &cells {
+        let _ = writeln!(out, "{}", line(row.iter().map(String::as_str).collect()));
+    }
+    let leaders = s.leaders();
+    let unreachable = s.rows.iter().filter(|r| r.reach == Reach::Unreachable).count();
+    let mut notes = vec![format!("{} servers, {leaders} leading", s.rows.len())];
+    if unreachable > 0 {
+        notes.push(format!("{unreachable} unreachable from here"));
+    }
+    let _ = write!(out, "* asked first; {}", notes.join(", "));
+    out
+}
+
+/// One row as JSON. Its keys avoid the top-level ones of [`to_json`] (`id`, `alive`, `self`,
+/// `is_leader`, `view_id`, a string `leader`), so line-oriented scripts that pick the asked
+/// server's fields out of the text by key keep working.
+pub fn row_to_json(row: &Row) -> Value {
+    let p = row.report.as_ref();
+    json!({
+        "node": id_hex(row.node),
+        "short": row.node.to_string(),
+        "incarnation": row.node.incarnation,
+        "addr": row.addr.to_string(),
+        "state": row.reach.as_str(),
+        "asked": row.asked,
+        "leader": p.is_some_and(|p| p.is_leader),
+        "epoch": p.map(|p| p.epoch),
+        "view": p.and_then(|p| p.view_id),
+        "phase": p.map(|p| p.phase.clone()),
+        "clients": p.map(|p| p.clients_total),
+        "store": p.map(|p| p.store),
+        "inbox": p.map(|p| p.inbox_total),
+        "holdback": p.map(|p| p.holdback),
+        "refused": p.map(refused),
+        "ignored": p.map(|p| p.counters.ignored()),
+        "uptime_ms": p.map(|p| p.uptime_ms),
+        "build": p.map(|p| p.build.clone()),
+    })
+}
+
+/// The survey as one JSON object: the asked server's report as [`to_json`] renders it, plus
+/// `endpoints` (one object per row, see [`row_to_json`]), `leaders` and `reachable`.
+pub fn survey_to_json(s: &Survey) -> Value {
+    let mut v = to_json(s.server, &s.report);
+    if let Value::Object(map) = &mut v {
+        map.insert("endpoints".into(), Value::Array(s.rows.iter().map(row_to_json).collect()));
+        map.insert("leaders".into(), json!(s.leaders()));
+        map.insert("reachable".into(), json!(s.rows.iter().filter(|r| r.reach != Reach::Unreachable).count()));
+    }
+    v
 }

@@ -1,4 +1,5 @@
-//! Usage errors and bind failures: one line on stderr and a non-zero exit.
+//! Usage errors and bind failures: one line on stderr and a non-zero exit; config files,
+//! `--print-config` and `--version`.
 
 mod common;
 
@@ -27,6 +28,12 @@ fn bad_flags_exit_non_zero_with_one_line() {
         // Nowhere to find a server, and a unicast address as the multicast group.
         &["client", "--name", "x", "--discovery", "off"],
         &["client", "--name", "x", "--group", "10.1.2.3:7777"],
+        &["server", "--log-level", "info,=["],
+        &["server", "--metrics", "nowhere"],
+        &["server", "--config"],
+        &["server", "--config", "/nonexistent/ringchat.toml"],
+        &["status", "--discovery", "off"],
+        &["status", "--only", "--discovery", "sideways"],
         &[],
     ] {
         let (code, _, err) = run_cli(args);
@@ -80,4 +87,139 @@ fn help_and_version_succeed() {
     let (code, out, _) = run_cli(&["server", "--help"]);
     assert_eq!(code, Some(0));
     assert!(out.contains("--join") && out.contains("--discovery"));
+}
+
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/ringchat.example.toml");
+
+/// Writes `text` to a config file of its own; returns its path.
+fn config_file(name: &str, text: &str) -> String {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ringchat-cli-configs");
+    std::fs::create_dir_all(&dir).expect("config dir");
+    let path = dir.join(format!("{name}-{}.toml", std::process::id()));
+    std::fs::write(&path, text).expect("write config");
+    path.display().to_string()
+}
+
+/// `ringchat server ARGS --print-config`, parsed.
+fn effective(args: &[&str]) -> toml::Table {
+    let mut all = vec!["server"];
+    all.extend_from_slice(args);
+    all.push("--print-config");
+    let (code, out, err) = run_cli(&all);
+    assert_eq!(code, Some(0), "ringchat {all:?}: {err}");
+    out.parse().unwrap_or_else(|e| panic!("--print-config printed no TOML ({e}): {out}"))
+}
+
+#[test]
+fn the_example_config_file_parses() {
+    let t = effective(&["--config", EXAMPLE]);
+    assert_eq!(t["bind"].as_str(), Some("0.0.0.0:7000"));
+    assert_eq!(t["expect"].as_integer(), Some(3));
+    assert_eq!(t["state"].as_str(), Some("/var/lib/ringchat/state"));
+    assert_eq!(t["protocol"]["heartbeat_ms"].as_integer(), Some(100));
+    assert_eq!(t["protocol"]["ring"].as_str(), Some("ascending"));
+    // What --print-config prints is itself a config file that gives the same settings.
+    let (_, printed, _) = run_cli(&["server", "--config", EXAMPLE, "--print-config"]);
+    let again = config_file("printed", &printed);
+    assert_eq!(effective(&["--config", &again]), t);
+}
+
+#[test]
+fn flags_override_the_file_which_overrides_the_defaults() {
+    let file = config_file(
+        "precedence",
+        "bind = \"127.0.0.1:7100\"\ndiscovery = \"off\"\nexpect = 2\njoin = [\"127.0.0.1:7101\"]\nlog_level = \"debug\"\n[protocol]\nheartbeat_ms = 50\nhello_ms = 300\n",
+    );
+    let defaults = effective(&[]);
+    assert_eq!(defaults["bind"].as_str(), Some("0.0.0.0:7000"));
+    assert_eq!(defaults["discovery"].as_str(), Some("multicast"));
+    assert!(defaults.get("expect").is_none());
+    assert_eq!(defaults["protocol"]["heartbeat_ms"].as_integer(), Some(100));
+
+    let from_file = effective(&["--config", &file]);
+    assert_eq!(from_file["bind"].as_str(), Some("127.0.0.1:7100"));
+    assert_eq!(from_file["discovery"].as_str(), Some("off"));
+    assert_eq!(from_file["expect"].as_integer(), Some(2));
+    assert_eq!(from_file["log_level"].as_str(), Some("debug"));
+    assert_eq!(from_file["protocol"]["heartbeat_ms"].as_integer(), Some(50));
+    assert_eq!(from_file["protocol"]["suspect_ms"].as_integer(), Some(175), "scaled from the file's heartbeat");
+    assert_eq!(from_file["protocol"]["hello_ms"].as_integer(), Some(300));
+    assert_eq!(from_file["protocol"]["beacon_ms"].as_integer(), defaults["protocol"]["beacon_ms"].as_integer(), "default");
+
+    let flags = effective(&[
+        "--config",
+        &file,
+        "--bind",
+        "127.0.0.1:7200",
+        "--expect",
+        "3",
+        "--heartbeat-ms",
+        "200",
+        "--join",
+        "127.0.0.1:7201",
+        "--join",
+        "127.0.0.1:7202",
+        "--log-level",
+        "warn",
+    ]);
+    assert_eq!(flags["bind"].as_str(), Some("127.0.0.1:7200"));
+    assert_eq!(flags["expect"].as_integer(), Some(3));
+    assert_eq!(flags["log_level"].as_str(), Some("warn"));
+    assert_eq!(flags["protocol"]["heartbeat_ms"].as_integer(), Some(200));
+    assert_eq!(flags["protocol"]["suspect_ms"].as_integer(), Some(700));
+    assert_eq!(flags["protocol"]["hello_ms"].as_integer(), Some(300), "still the file's");
+    assert_eq!(flags["discovery"].as_str(), Some("off"), "still the file's");
+    let join: Vec<&str> = flags["join"].as_array().expect("join").iter().filter_map(|v| v.as_str()).collect();
+    assert_eq!(join, ["127.0.0.1:7201", "127.0.0.1:7202"], "the flags' list replaces the file's");
+}
+
+#[test]
+fn a_bad_config_file_is_one_line_naming_the_file_and_the_key_with_exit_2() {
+    for (name, text, key) in [
+        ("unknown", "bind = \"127.0.0.1:7000\"\ncolour = \"blue\"\n", "colour"),
+        ("unknown-protocol", "[protocol]\nheartbeat = 100\n", "protocol.heartbeat"),
+        ("bad-addr", "join = [\"127.0.0.1:7001\", \"nowhere\"]\n", "join"),
+        ("bad-type", "[protocol]\nsuspect_ms = \"soon\"\n", "protocol.suspect_ms"),
+        ("bad-enum", "discovery = \"sideways\"\n", "discovery"),
+        ("out-of-range", "expect = 99\n", "expect"),
+        ("bad-level", "log_level = \"info,=[\"\n", "log_level"),
+        ("not-toml", "bind = 127.0.0.1:7000\n", "bind"),
+        ("unicast-group", "group = \"10.1.2.3:7777\"\n", "group"),
+        ("contradiction", "[protocol]\nheartbeat_ms = 500\nsuspect_ms = 400\n", "protocol.suspect_ms"),
+    ] {
+        let path = config_file(name, text);
+        // Discovery off, so nothing could reach a multicast group even if a check failed; but a
+        // unicast group only matters with multicast (the driver would refuse it too, exit 1).
+        let discovery = if name == "unicast-group" { "multicast" } else { "off" };
+        let (code, out, err) = run_cli(&["server", "--config", &path, "--discovery", discovery, "--bind", "127.0.0.1:0"]);
+        assert_eq!(code, Some(2), "{name}: {err}");
+        assert!(out.is_empty(), "{name}: {out}");
+        assert!(one_line(&err), "{name}: {err:?}");
+        assert!(err.contains(&path) && err.contains(&format!("`{key}`")), "{name}: {err}");
+    }
+}
+
+#[test]
+fn version_names_the_package_and_the_commit() {
+    let (code, out, _) = run_cli(&["--version"]);
+    assert_eq!(code, Some(0));
+    let line = out.trim_end();
+    assert_eq!(out.lines().count(), 1, "{out:?}");
+    let rest = line.strip_prefix(&format!("ringchat {} (", env!("CARGO_PKG_VERSION"))).unwrap_or_else(|| panic!("{line}"));
+    let commit = rest.strip_suffix(')').unwrap_or_else(|| panic!("{line}"));
+    let hash = commit.strip_suffix("-dirty").unwrap_or(commit);
+    assert!(hash == "unknown" || (hash.len() >= 7 && hash.chars().all(|c| c.is_ascii_hexdigit())), "{line}");
+    // Built from a git checkout (as here, when git is installed): the commit is HEAD's.
+    let head = std::process::Command::new("git")
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match head {
+        Some(h) => assert_eq!(hash, h, "{line}"),
+        None => eprintln!("note: no git here; --version says {commit}"),
+    }
+    let (code, short, _) = run_cli(&["-V"]);
+    assert_eq!((code, short), (Some(0), out));
 }

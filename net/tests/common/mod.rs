@@ -220,3 +220,86 @@ pub fn sigterm(child: &Child) -> bool {
     let _guard = fork_lock();
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().is_ok_and(|s| s.success())
 }
+
+/// A port free for TCP on 127.0.0.1 right now (the metrics endpoints), from the same ranges as [`free_port`].
+pub fn free_tcp_port() -> u16 {
+    loop {
+        let port = free_port();
+        let _guard = fork_lock();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+impl Cluster {
+    /// Like [`Cluster::start`], with extra flags for server `i` from `extra(i)`.
+    pub fn start_with(name: &str, n: usize, extra: impl Fn(usize) -> Vec<String>) -> Cluster {
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let procs = ports
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| {
+                let args = extra(i);
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                spawn_server(name, p, &ports, &args)
+            })
+            .collect();
+        Cluster { name: name.to_string(), procs, ports }
+    }
+}
+
+/// Waits for `child` to exit, at most `timeout` (polling; no sleep stands for the exit itself).
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `GET path` over HTTP/1.1 from 127.0.0.1:`port`: (status code, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr(port), Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.set_write_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/openmetrics-text\r\n\r\n").ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.lines().next()?.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
+/// The samples of OpenMetrics text: (name, labels inside the braces, value).
+pub fn samples(text: &str) -> Vec<(String, String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let value: f64 = value.parse().ok()?;
+            let (name, labels) = match series.split_once('{') {
+                Some((n, rest)) => (n.to_string(), rest.trim_end_matches('}').to_string()),
+                None => (series.to_string(), String::new()),
+            };
+            Some((name, labels, value))
+        })
+        .collect()
+}
+
+/// The value of the sample `name` with exactly `labels` (`""` for none).
+pub fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+    samples(text).into_iter().find(|(n, l, _)| n == name && l == labels).map(|(_, _, v)| v)
+}
+
+/// The sum of every sample named `name`, whatever its labels.
+pub fn sample_sum(text: &str, name: &str) -> f64 {
+    samples(text).into_iter().filter(|(n, _, _)| n == name).map(|(_, _, v)| v).sum()
+}
