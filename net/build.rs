@@ -32,17 +32,20 @@ fn from_git(dir: &Path) -> Option<String> {
         return None;
     }
     // Rebuild when HEAD moves: HEAD itself, the branch it points to, and packed refs. Git paths
-    // are asked of git, so a linked work tree (whose HEAD is not under .git/) works too.
-    let rerun = |p: &str| {
-        if let Some(path) = git(dir, &["rev-parse", "--path-format=absolute", "--git-path", p]) {
-            println!("cargo:rerun-if-changed={path}");
-        }
-    };
-    rerun("HEAD");
-    rerun("packed-refs");
-    rerun("index");
+    // are asked of git, so a linked work tree (whose HEAD is not under .git/) works too. Only
+    // paths that exist are named (cargo reruns a build script whose named file is missing every
+    // time); a branch not yet written as a file of its own is watched through its directory.
+    let git_path = |p: &str| git(dir, &["rev-parse", "--path-format=absolute", "--git-path", p]).map(std::path::PathBuf::from);
+    let mut watch = vec![git_path("HEAD"), git_path("packed-refs")];
     if let Some(head_ref) = git(dir, &["symbolic-ref", "-q", "HEAD"]) {
-        rerun(&head_ref);
+        let path = git_path(&head_ref);
+        watch.push(match path {
+            Some(p) if !p.exists() => p.parent().map(Path::to_path_buf),
+            other => other,
+        });
+    }
+    for path in watch.into_iter().flatten().filter(|p| p.exists()) {
+        println!("cargo:rerun-if-changed={}", path.display());
     }
     // And when the sources change, so `-dirty` follows edits (files elsewhere in the tree are
     // only seen at the next rebuild for another reason).
