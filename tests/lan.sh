@@ -126,7 +126,7 @@ start_server() {
 
 # status HOST: one JSON line from the server on HOST, asked from inside its namespace.
 status() {
-  ip netns exec "${P}h$1" "$BIN" status --server "$NET.$1:7000" --json --timeout-ms "${2:-1000}" 2>/dev/null
+  ip netns exec "${P}h$1" "$BIN" status --only --server "$NET.$1:7000" --json --timeout-ms "${2:-1000}" 2>/dev/null
 }
 
 # field JSON KEY: a top-level string or number value.
@@ -211,7 +211,7 @@ log "cold start: 5 servers agree on leader ${LEADER:0:8} (host $LEADER_HOST) in 
 
 # The servers answer from the client hosts too.
 for c in "${CLIENTS[@]}"; do
-  ip netns exec "${P}c$c" "$BIN" status --server "$NET.$LEADER_HOST:7000" --json --timeout-ms 2000 >/dev/null \
+  ip netns exec "${P}c$c" "$BIN" status --only --server "$NET.$LEADER_HOST:7000" --json --timeout-ms 2000 >/dev/null \
     || fail "client host $NET.$c cannot reach the leader's status"
 done
 log "status reachable from the 3 client hosts"

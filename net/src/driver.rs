@@ -354,6 +354,11 @@ impl Node {
                     | Event::Left { .. }
             );
         }
+        if let Some(m) = &self.metrics {
+            for us in self.server.take_stored_latencies() {
+                m.observe_stored_latency(us);
+            }
+        }
         if changed && self.notify.enabled() {
             self.notify_status();
         }
@@ -469,6 +474,7 @@ async fn serve(p: Prepared) -> Result<(), String> {
     let mut cfg = opts.config.clone();
     cfg.discovery = group.is_some();
     cfg.join = opts.join.clone();
+    cfg.build = crate::VERSION.to_string();
     let clock = Clock { origin: tokio::time::Instant::now() };
     let seed = uuid::Uuid::new_v4().as_u128() as u64;
     let restarted = previous.is_some();

@@ -225,6 +225,11 @@ impl Metrics {
 
     /// Reads the gauges and the core's counters from `server` (it changes nothing there).
     pub fn sample(&self, server: &Server) {
+        // The core counts datagrams in by kind; the counters catch up to its totals.
+        for (kind, n) in server.received() {
+            let c = self.datagrams_in_by_kind.get_or_create(&KindLabel { kind });
+            c.inc_by(n.saturating_sub(c.get()));
+        }
         self.is_leader.set(i64::from(server.is_leader()));
         self.epoch.set(gauge(server.epoch()));
         let (size, id) = server.committed_view().map_or((0, 0), |v| (v.members.len() as i64, gauge(v.stamp.id)));
