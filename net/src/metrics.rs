@@ -442,7 +442,7 @@ mod tests {
 
     #[test]
     fn the_kinds_counted_are_the_cores() {
-        use ringchat_core::chat::MsgId;
+        use ringchat_core::wire::MsgId;
         use ringchat_core::wire::ServerMsg;
         let id = MsgId { client: 1, seq: 1 };
         assert_eq!(ServerMsg::Stored { id, stamp: Default::default() }.kind(), KIND_STORED);

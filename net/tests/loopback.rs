@@ -69,7 +69,7 @@ fn leader_kill_elects_new_leader() {
         let rs: Vec<_> = live.iter().map(|&p| status(p)).collect::<Option<Vec<_>>>()?;
         let v = rs[0].view_id?;
         rs.iter()
-            .all(|r| r.view_id == Some(v) && r.members.len() == 2 && r.members.iter().all(|(m, alive)| *alive && m.node.id != old.id))
+            .all(|r| r.view_id == Some(v) && r.members.len() == 2 && r.members.iter().all(|m| m.alive && m.member.node.id != old.id))
             .then_some(())
     });
 }
@@ -96,7 +96,7 @@ fn hostile_datagrams_are_counted_and_ignored() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ std::process::id() as u64);
     for (r, &port) in before.iter().zip(&c.ports) {
         let to = addr(port);
-        let other = r.members.iter().map(|(m, _)| m.node).find(|n| *n != r.node).expect("another member");
+        let other = r.members.iter().map(|m| m.member.node).find(|n| *n != r.node).expect("another member");
         let send = |bytes: &[u8]| {
             let _ = sock.send_to(bytes, to);
         };

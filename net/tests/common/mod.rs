@@ -132,7 +132,7 @@ impl Cluster {
 }
 
 pub fn brief(r: &StatusReport) -> String {
-    let members: Vec<String> = r.members.iter().map(|(m, a)| format!("{}{}", m.node, if *a { "" } else { "?" })).collect();
+    let members: Vec<String> = r.members.iter().map(|m| format!("{}{}", m.member.node, if m.alive { "" } else { "?" })).collect();
     format!(
         "node {} phase {} leader {:?} epoch {} is_leader {} view {:?} [{}]",
         r.node,
@@ -170,9 +170,9 @@ pub fn agreement(ports: &[u16]) -> Option<(NodeId, Vec<StatusReport>)> {
         if r.view_id != Some(view) || r.epoch != reports[0].epoch {
             return None;
         }
-        let mut members: Vec<NodeId> = r.members.iter().map(|(m, _)| m.node).collect();
+        let mut members: Vec<NodeId> = r.members.iter().map(|m| m.member.node).collect();
         members.sort();
-        if members != nodes || r.members.iter().any(|(_, alive)| !alive) {
+        if members != nodes || r.members.iter().any(|m| !m.alive) {
             return None;
         }
     }
