@@ -140,6 +140,13 @@ impl Drop for JsonClient {
     }
 }
 
+/// `name` logs in once and goes away: the user exists, offline (a private message to a name
+/// nobody holds is rejected).
+fn claim(name: &str, ports: &[u16]) {
+    let mut c = JsonClient::start(name, ports);
+    c.attached();
+}
+
 fn no_duplicates(c: &JsonClient) {
     for (id, n) in c.shown_counts() {
         assert_eq!(n, 1, "{} was shown {id} {n} times", c.name);
@@ -184,7 +191,8 @@ fn three_clients_private_room_and_offline_inbox() {
     let i = alice.wait_from(before, "an error", |v| v["event"] == "error" || v["event"] == "pending");
     assert_eq!(alice.seen[i]["event"], "error", "{}", alice.seen[i]);
 
-    // Offline inbox: dave logs in later and gets his messages.
+    // Offline inbox: dave (who exists, but is away) logs in later and gets his messages.
+    claim("dave", &c.ports);
     carol.submit_stored(json!({"cmd":"send","to":"dave","text":"inbox one"}));
     alice.submit_stored(json!({"cmd":"send","to":"dave","text":"inbox two"}));
     // status shows the waiting inbox on every server, and who is attached where.
@@ -416,6 +424,7 @@ fn a_server_joining_after_trimming_catches_up_by_snapshot() {
     bob.attached();
     alice.submit_stored(json!({"cmd":"send","to":"bob","text":"before the newcomer"}));
     bob.shown_text("before the newcomer");
+    claim("dave", &c.ports);
     alice.submit_stored(json!({"cmd":"send","to":"dave","text":"waiting for dave"}));
     // Every server has trimmed what all three hold (the name bindings, acknowledged messages),
     // so a newcomer cannot get them message by message.
