@@ -320,6 +320,12 @@ fn a_message_stored_by_a_smaller_cluster_survives_its_merge_and_chat_goes_on() {
     // bindings behind it).
     let alice = net.client(2, 1, "alice");
     let carol = net.client(0, 3, "carol");
+    // Bob and dave exist (each claimed his name on his side) and are away.
+    for (at, id, name) in [(2, 12, "bob"), (0, 14, "dave")] {
+        let c = net.client(at, id, name);
+        net.clients[c].1.logout(Instant(net.now));
+        net.run_for(300);
+    }
     let say = |net: &mut Net, c: usize, to: &str, text: &str| {
         let op = Op::Chat { to: Target::User(to.into()), text: text.into() };
         let id = net.clients[c].1.submit(Instant(net.now), op).expect("a send");
