@@ -263,9 +263,9 @@ struct Node {
     group: Option<SocketAddr>,
     state: Option<PathBuf>,
     /// Election part last written.
-    saved: Option<crate::state::ElectionPart>,
+    saved: Option<ringchat_core::cluster::ElectionPart>,
     /// Chat part last written, and when.
-    saved_chat: Option<crate::state::ChatMark>,
+    saved_chat: Option<ringchat_core::cluster::ChatMark>,
     saved_at: std::time::Instant,
     /// A chat-only write running off the event loop.
     writing: Option<tokio::task::JoinHandle<Result<(), String>>>,
@@ -295,10 +295,10 @@ impl Node {
     async fn after_input(&mut self) -> Result<(), String> {
         if let Some(path) = &self.state {
             let d = self.server.durable();
-            let election = crate::state::ElectionPart::of(d);
+            let election = d.election_part();
             let election_changed = self.saved.as_ref() != Some(&election);
             let idle = self.writing.as_ref().is_none_or(|w| w.is_finished());
-            let chat_due = idle && self.saved_at.elapsed() >= CHAT_SAVE_EVERY && self.saved_chat != Some(crate::state::ChatMark::of(d));
+            let chat_due = idle && self.saved_at.elapsed() >= CHAT_SAVE_EVERY && self.saved_chat != Some(d.chat_mark());
             if election_changed || chat_due {
                 // One writer at a time; a failed background write stops the server like a failed save.
                 if let Some(w) = self.writing.take() {
@@ -315,7 +315,7 @@ impl Node {
                     self.writing = Some(tokio::task::spawn_blocking(move || crate::state::write(&path, &body)));
                 }
                 self.saved = Some(election);
-                self.saved_chat = Some(crate::state::ChatMark::of(d));
+                self.saved_chat = Some(d.chat_mark());
                 self.saved_at = std::time::Instant::now();
             }
         }

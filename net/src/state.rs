@@ -115,49 +115,6 @@ pub fn write(path: &Path, body: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// A cheap summary of the chat part of [`Durable`] that changes whenever the chat part does:
-/// every change is a delivery (which moves `delivered`, and through it names, rooms and
-/// inboxes), a peer's digest, or a trim of the retransmission store.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct ChatMark {
-    delivered: u64,
-    digests: u64,
-    store: usize,
-    inbox: usize,
-}
-
-impl ChatMark {
-    /// The mark of `d`'s chat part.
-    pub fn of(d: &Durable) -> ChatMark {
-        let c = &d.chat.causal;
-        ChatMark {
-            delivered: c.delivered.values().sum(),
-            digests: c.digests.values().flat_map(|v| v.values()).sum(),
-            store: c.store_len(),
-            inbox: d.chat.state.inbox_total(),
-        }
-    }
-}
-
-/// The election part of [`Durable`], compared after every input.
-#[derive(Clone, PartialEq)]
-pub struct ElectionPart {
-    id: ringchat_core::ServerId,
-    incarnation: u64,
-    cluster: ringchat_core::ClusterId,
-    epochs: std::collections::BTreeMap<ringchat_core::ClusterId, ringchat_core::cluster::EpochRecord>,
-    view: Option<ringchat_core::View>,
-}
-
-impl ElectionPart {
-    /// Copies the election part out of `d`.
-    pub fn of(d: &Durable) -> ElectionPart {
-        // Destructured field by field: a field added to `Durable` fails to compile here.
-        let Durable { id, incarnation, cluster, epochs, view, chat: _ } = d;
-        ElectionPart { id: *id, incarnation: *incarnation, cluster: *cluster, epochs: epochs.clone(), view: view.clone() }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,8 +3,8 @@
 //! for theirs (in parallel, within the same timeout), and render one table or one JSON object.
 
 use crate::driver::{Discovery, DEFAULT_BROADCAST, DEFAULT_GROUP};
-use ringchat_core::wire::{ClientMsg, ServerMsg, StatusReport};
 use ringchat_core::wire::{self, Packet};
+use ringchat_core::wire::{ClientMsg, ServerMsg, StatusReport};
 use ringchat_core::NodeId;
 use serde_json::{json, Value};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
@@ -385,7 +385,11 @@ pub const COLUMNS: &[Column] = &[
         // When the server asked first last heard from this one.
         cell: |s, r| {
             let heard = s.report.members.iter().find(|m| m.member.node.id == r.node.id).and_then(|m| m.heard_ms_ago);
-            if r.asked { "-".into() } else { heard.map_or_else(|| "never".into(), |ms| format!("{}ms", ms)) }
+            if r.asked {
+                "-".into()
+            } else {
+                heard.map_or_else(|| "never".into(), |ms| format!("{}ms", ms))
+            }
         },
     },
     Column { header: "VERSION", cell: |_, r| report_cell(r, |p| if p.build.is_empty() { "?".into() } else { p.build.clone() }) },

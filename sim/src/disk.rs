@@ -20,49 +20,10 @@ pub const CHAT_SAVE_EVERY_US: u64 = 200_000;
 /// How long a background write takes before its rename lands (a modelled fsync).
 pub const CHAT_WRITE_US: u64 = 5_000;
 
-/// The election part of [`Durable`], compared after every input (as `state::ElectionPart`).
-#[derive(Clone, PartialEq)]
-struct ElectionPart {
-    id: ringchat_core::ServerId,
-    incarnation: u64,
-    cluster: ringchat_core::ClusterId,
-    epochs: std::collections::BTreeMap<ringchat_core::ClusterId, ringchat_core::cluster::EpochRecord>,
-    view: Option<ringchat_core::View>,
-}
-
-impl ElectionPart {
-    fn of(d: &Durable) -> ElectionPart {
-        // Destructured field by field: a field added to `Durable` fails to compile here.
-        let Durable { id, incarnation, cluster, epochs, view, chat: _ } = d;
-        ElectionPart { id: *id, incarnation: *incarnation, cluster: *cluster, epochs: epochs.clone(), view: view.clone() }
-    }
-}
-
-/// A cheap summary of the chat part that changes whenever it does (as `state::ChatMark`).
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct ChatMark {
-    delivered: u64,
-    digests: u64,
-    store: usize,
-    inbox: usize,
-}
-
-impl ChatMark {
-    fn of(d: &Durable) -> ChatMark {
-        let c = &d.chat.causal;
-        ChatMark {
-            delivered: c.delivered.values().sum(),
-            digests: c.digests.values().flat_map(|v| v.values()).sum(),
-            store: c.store_len(),
-            inbox: d.chat.state.inbox_total(),
-        }
-    }
-}
-
 /// One server's disk under the driver's write rule.
 pub struct DriverDisk {
-    saved: Option<ElectionPart>,
-    saved_chat: Option<ChatMark>,
+    saved: Option<ringchat_core::cluster::ElectionPart>,
+    saved_chat: Option<ringchat_core::cluster::ChatMark>,
     saved_at: u64,
     on_disk: Option<Durable>,
     /// A background write and the instant its rename lands.
@@ -77,8 +38,8 @@ impl DriverDisk {
 
     /// The driver's write decision after an input, at virtual time `now` (µs).
     pub fn after_input(&mut self, now: u64, d: &Durable) {
-        let election = ElectionPart::of(d);
-        let mark = ChatMark::of(d);
+        let election = d.election_part();
+        let mark = d.chat_mark();
         let election_changed = self.saved.as_ref() != Some(&election);
         let idle = self.writing.as_ref().is_none_or(|(lands, _)| *lands <= now);
         let chat_due = idle && now.saturating_sub(self.saved_at) >= CHAT_SAVE_EVERY_US && self.saved_chat != Some(mark);

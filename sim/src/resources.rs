@@ -3,12 +3,9 @@
 //! never on the run's length or on how many lives servers and clients had.
 
 use crate::check::Violation;
-use ringchat_core::chat::state::{ChatCounters, Standing};
-use ringchat_core::wire::Key;
-use ringchat_core::wire::MsgId;
 use ringchat_core::Server;
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// Sizes of one server's state (a sample), or their maxima over a run (the report's `resources`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -109,34 +106,13 @@ impl Resources {
     }
 }
 
-/// The private fields of `ChatState`, in order, for reading the sizes the core keeps private.
-/// If the core changes them the decode fails and the dedup and room counts read 0 (a unit test
-/// below catches that).
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct ChatStateMirror {
-    names: BTreeMap<String, u64>,
-    name_keys: BTreeMap<String, Key>,
-    rooms: BTreeMap<String, BTreeMap<String, Standing>>,
-    lamport: u64,
-    seen: BTreeMap<u64, BTreeMap<u64, (Key, BTreeSet<String>)>>,
-    inbox: BTreeMap<String, BTreeMap<u64, (MsgId, Key)>>,
-    pins: BTreeMap<Key, u32>,
-    copies: BTreeMap<Key, Vec<Key>>,
-    order: u64,
-    counters: ChatCounters,
-}
-
 /// Measures one live server.
 pub fn sample(server: &Server) -> Resources {
     let d = server.durable();
     let stats = server.chat_stats();
     let causal = &d.chat.causal;
-    let mirror: Option<ChatStateMirror> =
-        postcard::to_allocvec(&d.chat.state).ok().and_then(|b| postcard::from_bytes::<ChatStateMirror>(&b).ok());
-    let (dedup_clients, dedup_entries, room_standings) = mirror.as_ref().map_or((0, 0, 0), |c| {
-        (c.seen.len() as u64, c.seen.values().map(|w| w.len() as u64).sum(), c.rooms.values().map(|r| r.len() as u64).sum())
-    });
+    let (clients, ids, standings) = d.chat.state.growth();
+    let (dedup_clients, dedup_entries, room_standings) = (clients as u64, ids as u64, standings as u64);
     let digests = causal.digests.values().map(|v| v.len()).max().unwrap_or(0);
     Resources {
         durable_bytes: postcard::to_allocvec(d).map_or(0, |b| b.len() as u64),
@@ -189,13 +165,6 @@ impl Meter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_mirror_reads_the_chat_state() {
-        let state = ringchat_core::chat::state::ChatState::default();
-        let bytes = postcard::to_allocvec(&state).expect("encode");
-        assert!(postcard::from_bytes::<ChatStateMirror>(&bytes).is_ok(), "ChatState changed: update ChatStateMirror");
-    }
 
     #[test]
     fn state_over_its_bound_is_caught() {

@@ -290,6 +290,14 @@ impl ChatState {
         users.iter().all(|u| self.inbox.get(u).map_or(0, |m| m.len()) + INBOX_HEADROOM < MAX_INBOX)
     }
 
+    /// Sizes of the collections that grow with clients and rooms, for the bounded-state check:
+    /// clients in the dedup window, message ids in it, and room standings.
+    pub fn growth(&self) -> (usize, usize, usize) {
+        let ids = self.seen.values().map(|w| w.len()).sum();
+        let standings = self.rooms.values().map(|r| r.len()).sum();
+        (self.seen.len(), ids, standings)
+    }
+
     /// Total inbox entries over all users.
     pub fn inbox_total(&self) -> usize {
         self.inbox.values().map(|m| m.len()).sum()

@@ -35,3 +35,46 @@ pub struct EpochRecord {
     /// `(epoch, leader)` accepted; at most one leader per epoch.
     pub vote: Option<(u64, NodeId)>,
 }
+
+/// The election part of a [`Durable`] (identity, life, cluster, epochs and votes, view): a
+/// driver compares it after every input and writes it before any datagram of that input
+/// leaves, so no vote or epoch is announced that a crash could forget.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ElectionPart {
+    id: ServerId,
+    incarnation: u64,
+    cluster: ClusterId,
+    epochs: BTreeMap<ClusterId, EpochRecord>,
+    view: Option<View>,
+}
+
+/// A cheap summary of the chat part of a [`Durable`] that changes whenever the chat part
+/// does: every change is a delivery (which moves `delivered`, and through it names, rooms and
+/// inboxes), a peer's digest, or a trim of the retransmission store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChatMark {
+    delivered: u64,
+    digests: u64,
+    store: usize,
+    inbox: usize,
+}
+
+impl Durable {
+    /// The election part, for comparison with the last one written.
+    pub fn election_part(&self) -> ElectionPart {
+        // Destructured field by field: a field added to `Durable` fails to compile here.
+        let Durable { id, incarnation, cluster, epochs, view, chat: _ } = self;
+        ElectionPart { id: *id, incarnation: *incarnation, cluster: *cluster, epochs: epochs.clone(), view: view.clone() }
+    }
+
+    /// The chat part's mark, for comparison with the last one written.
+    pub fn chat_mark(&self) -> ChatMark {
+        let c = &self.chat.causal;
+        ChatMark {
+            delivered: c.delivered.values().sum(),
+            digests: c.digests.values().flat_map(|v| v.values()).sum(),
+            store: c.store_len(),
+            inbox: self.chat.state.inbox_total(),
+        }
+    }
+}

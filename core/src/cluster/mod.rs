@@ -25,7 +25,7 @@ mod views;
 pub use admission::Admission;
 pub use assign::assign;
 pub use config::ServerConfig;
-pub use durable::{Durable, EpochRecord};
+pub use durable::{ChatMark, Durable, ElectionPart, EpochRecord};
 pub use output::{Dest, Event, Transmit};
 
 use crate::chat::server::{ChatDurable, ChatServer, ChatStats, Ctx as ChatCtx, Out as ChatOut};

@@ -340,7 +340,8 @@ impl ChatServer {
                 out.push(Out::Peer(addr, Body::Chat { msg }, false));
             }
         }
-        // A second broadcast makes the waiting copies due: what still waits is one message's.
+        // Invariants of this layer (no datagram decides them): a second broadcast makes the
+        // waiting copies due, so what still waits is one message's, with its deadline.
         assert!(self.deferred.windows(2).all(|w| w[0].1.key() == w[1].1.key()), "deferred copies of two messages");
         assert_eq!(self.deferred.is_empty(), self.deferred_at.is_none(), "deferred copies and their deadline disagree");
     }
