@@ -30,6 +30,8 @@ pub const MAX_ORIGINS: usize = 32;
 pub const MAX_HOLDBACK: usize = 1024;
 /// Most messages kept for retransmission.
 pub const MAX_STORE: usize = 65_536;
+/// Most retired origin lives remembered (see `Causal::retire`): 32 bytes each.
+pub const MAX_RETIRED: usize = 1024;
 /// Most messages one anti-entropy request asks for.
 pub const MAX_RANGE: u64 = 16;
 

@@ -6,8 +6,8 @@
 //! iterates a hash map, so every server delivers deterministically.
 
 use crate::id::{NodeId, ServerId};
-use crate::limits::{MAX_HOLDBACK, MAX_ORIGINS, MAX_RANGE, MAX_STORE};
-use crate::time::{dominates, merge, Vc};
+use crate::limits::{MAX_HOLDBACK, MAX_ORIGINS, MAX_RANGE, MAX_RETIRED, MAX_STORE};
+use crate::time::Vc;
 use crate::wire::chat::{CausalMsg, Item, Key};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,9 +39,16 @@ pub struct Causal {
     store: BTreeMap<Key, CausalMsg>,
     /// Latest delivered vector heard from each server (its digest).
     pub digests: BTreeMap<ServerId, Vc>,
-    /// Every server of the cluster ever heard of: a dependency all of them hold is left out of
-    /// new messages.
+    /// The servers a dependency must be held by before new messages leave it out: every member
+    /// of the view, and servers that left it while their lives may still be named (bounded, see
+    /// [`Causal::retire`]).
     pub known: BTreeSet<ServerId>,
+    /// Origins retired from the vectors, with how much of each was delivered: lives that left the
+    /// view once every member held everything they sent (see [`Causal::retire`]). A retired
+    /// origin counts as delivered up to its value; vectors and digests no longer name it, so
+    /// they name a bounded number of origins however many lives the cluster had.
+    #[serde(default)]
+    pub retired: BTreeMap<NodeId, u64>,
     /// Counters.
     pub counters: CausalCounters,
 }
@@ -73,7 +80,7 @@ impl Causal {
     /// If `from` of `origin` was delivered here but is no longer stored (trimmed), the first
     /// sequence number of `origin` still stored, or the next to come.
     pub fn gone_below(&self, origin: NodeId, from: u64) -> Option<u64> {
-        let delivered = self.delivered.get(&origin).copied().unwrap_or(0);
+        let delivered = self.value(origin);
         if from == 0 || from > delivered || self.store.contains_key(&(origin, from)) {
             return None;
         }
@@ -92,12 +99,22 @@ impl Causal {
     /// delivered here: delivering a message again after the cut would apply it out of order
     /// (a vector leaves out what every known server held, so it cannot order a re-delivery),
     /// and a message trimmed here would be lost.
-    pub fn install(&mut self, delivered: Vc, store: Vec<CausalMsg>) -> Option<Vec<CausalMsg>> {
-        if !dominates(&delivered, &self.delivered) {
+    pub fn install(&mut self, delivered: Vc, retired: BTreeMap<NodeId, u64>, store: Vec<CausalMsg>) -> Option<Vec<CausalMsg>> {
+        let cut = |o: &NodeId| delivered.get(o).or_else(|| retired.get(o)).copied().unwrap_or(0);
+        if self.delivered.iter().chain(&self.retired).any(|(o, v)| cut(o) < *v) {
             return None;
         }
         let old_store = std::mem::take(&mut self.store);
         let old_holdback = std::mem::take(&mut self.holdback);
+        // Our own retired lives stay retired unless the cut still names them.
+        let mut now_retired = std::mem::take(&mut self.retired);
+        for (o, v) in retired {
+            let e = now_retired.entry(o).or_insert(v);
+            *e = (*e).max(v);
+        }
+        now_retired.retain(|o, _| !delivered.contains_key(o));
+        self.retired = now_retired;
+        self.evict_retired();
         self.delivered = delivered;
         self.store = store.into_iter().map(|m| (m.key(), m)).collect();
         let mut again: Vec<CausalMsg> = old_store.into_values().chain(old_holdback.into_values()).filter(|m| !self.has(m.key())).collect();
@@ -120,9 +137,96 @@ impl Causal {
         self.store.insert(msg.key(), msg);
     }
 
+    /// How much of `origin` was delivered here (retired or not).
+    pub fn value(&self, origin: NodeId) -> u64 {
+        self.delivered.get(&origin).or_else(|| self.retired.get(&origin)).copied().unwrap_or(0)
+    }
+
+    /// Whether everything `vc` names was delivered here.
+    pub fn covers(&self, vc: &Vc) -> bool {
+        vc.iter().all(|(o, v)| self.value(*o) >= *v)
+    }
+
     /// Whether `key` was delivered here.
     pub fn has(&self, key: Key) -> bool {
-        self.delivered.get(&key.0).copied().unwrap_or(0) >= key.1
+        self.value(key.0) >= key.1
+    }
+
+    /// Brings a retired origin back into the vector: a peer names more of it than we retired
+    /// (it was not all held after all), so it must be fetched and delivered again normally.
+    fn revive(&mut self, origin: NodeId, beyond: u64) {
+        if let Some(v) = self.retired.get(&origin).copied().filter(|v| *v < beyond) {
+            self.retired.remove(&origin);
+            self.delivered.insert(origin, v);
+        }
+    }
+
+    /// Origin lives that may be retired (see [`Causal::retire_lives`]): lives that left the
+    /// view (`members`, by life) of which every member holds all that was delivered here, with
+    /// nothing of them waiting in the hold-back queue. At most [`MAX_ORIGINS`] at a time.
+    pub fn retirable(&self, me: ServerId, members: &[NodeId]) -> Vec<(NodeId, u64)> {
+        self.delivered
+            .iter()
+            .filter(|(o, v)| {
+                !members.contains(o)
+                    && members.iter().all(|s| self.holds_delivered(me, s.id, (**o, **v)))
+                    && self.holdback.range((**o, 0)..=(**o, u64::MAX)).next().is_none()
+            })
+            .map(|(o, v)| (*o, *v))
+            .take(MAX_ORIGINS)
+            .collect()
+    }
+
+    /// Retires `lives` (delivered in an [`Item::Retire`], at one place in causal order on every
+    /// server): each leaves the vectors where exactly `upto` of it was delivered and nothing of
+    /// it is held back; returns how many did. Digests stop naming what is retired.
+    ///
+    /// Causal order still holds: a retired origin counts as delivered up to its value, and
+    /// every member held that much when the leader sent the retirement. A server that
+    /// delivered more of a life keeps naming it in its digest, and a message or digest that
+    /// names more of a retired life brings it back (see `revive`), so nothing it sent is lost;
+    /// the vectors only stop naming it. Retired entries are kept (bounded by [`MAX_RETIRED`],
+    /// the oldest lives first out) so that late copies are recognised as duplicates.
+    pub fn retire_lives(&mut self, lives: &[(NodeId, u64)]) -> usize {
+        let mut n = 0;
+        for (o, v) in lives {
+            let waiting = self.holdback.range((*o, 0)..=(*o, u64::MAX)).next().is_some();
+            if self.delivered.get(o) == Some(v) && !waiting {
+                self.delivered.remove(o);
+                self.retired.insert(*o, *v);
+                n += 1;
+            }
+        }
+        let retired = &self.retired;
+        for digest in self.digests.values_mut() {
+            digest.retain(|o, v| retired.get(o).is_none_or(|r| *v > *r));
+        }
+        self.evict_retired();
+        n
+    }
+
+    /// Forgets servers outside the view (`members`) that no longer pin dependencies: none of
+    /// their lives is still named, and more servers are known than twice the view and two.
+    pub fn forget_servers(&mut self, members: &[ServerId]) {
+        let live: BTreeSet<ServerId> = self.delivered.keys().map(|o| o.id).chain(members.iter().copied()).collect();
+        let bound = 2 * members.len() + 2;
+        if self.known.len() > bound {
+            let spare: Vec<ServerId> = self.known.iter().filter(|s| !live.contains(s)).copied().collect();
+            for s in spare.into_iter().take(self.known.len() - bound) {
+                self.known.remove(&s);
+            }
+        }
+        let known = &self.known;
+        self.digests.retain(|s, _| known.contains(s) || members.contains(s));
+    }
+
+    /// Keeps at most [`MAX_RETIRED`] retired origins, dropping the lowest incarnations first
+    /// (the oldest lives; a copy of their messages can no longer be in flight).
+    fn evict_retired(&mut self) {
+        while self.retired.len() > MAX_RETIRED {
+            let Some(oldest) = self.retired.keys().min_by_key(|o| (o.incarnation, o.id)).copied() else { break };
+            self.retired.remove(&oldest);
+        }
     }
 
     /// Receives a message; returns those that became deliverable, in delivery order.
@@ -131,6 +235,10 @@ impl Causal {
         if self.has(msg.key()) || self.holdback.contains_key(&msg.key()) {
             self.counters.duplicates += 1;
             return Vec::new();
+        }
+        self.revive(msg.origin, msg.seq);
+        for (o, v) in &msg.deps {
+            self.revive(*o, *v);
         }
         if no_holdback {
             self.delivered.insert(msg.origin, msg.seq);
@@ -179,8 +287,7 @@ impl Causal {
 
     /// The BSS rule: next from its origin, and its causal past delivered.
     fn deliverable(&self, m: &CausalMsg) -> bool {
-        self.delivered.get(&m.origin).copied().unwrap_or(0) + 1 == m.seq
-            && m.deps.iter().all(|(k, v)| *k == m.origin || self.delivered.get(k).copied().unwrap_or(0) >= *v)
+        self.value(m.origin) + 1 == m.seq && m.deps.iter().all(|(k, v)| *k == m.origin || self.value(*k) >= *v)
     }
 
     /// The first held-back message of each origin (for diagnosis: what it waits for).
@@ -210,13 +317,30 @@ impl Causal {
     }
 
     /// Records a peer's digest (delivered vectors only grow: keep the maximum).
+    /// Origins this server retired are left out unless the digest names more of them than was
+    /// retired (then the origin comes back, to be fetched).
     pub fn note_digest(&mut self, server: ServerId, vc: &Vc) {
-        merge(self.digests.entry(server).or_default(), vc);
+        for (o, v) in vc {
+            self.revive(*o, *v);
+        }
+        let retired = &self.retired;
+        let d = self.digests.entry(server).or_default();
+        for (o, v) in vc {
+            if retired.get(o).is_none_or(|r| v > r) {
+                let e = d.entry(*o).or_insert(0);
+                *e = (*e).max(*v);
+            }
+        }
     }
 
     /// Whether server `s` (us included as `me`) holds `key`.
     pub fn holds(&self, me: ServerId, s: ServerId, key: Key) -> bool {
-        if s == me {
+        self.holds_delivered(me, s, key)
+    }
+
+    /// Whether server `s` delivered `key` (every member held a retired origin's messages).
+    fn holds_delivered(&self, me: ServerId, s: ServerId, key: Key) -> bool {
+        if s == me || self.retired.get(&key.0).is_some_and(|r| *r >= key.1) {
             return self.has(key);
         }
         self.digests.get(&s).is_some_and(|d| d.get(&key.0).copied().unwrap_or(0) >= key.1)
@@ -227,7 +351,7 @@ impl Causal {
         digest
             .iter()
             .filter_map(|(o, v)| {
-                let have = self.delivered.get(o).copied().unwrap_or(0);
+                let have = self.value(*o);
                 (*v > have).then(|| (*o, have + 1, (*v).min(have + MAX_RANGE)))
             })
             .collect()
@@ -347,10 +471,10 @@ mod tests {
         let mut b = Causal::default();
         b.broadcast(node(1), join("x")).unwrap();
         let before = b.clone();
-        assert_eq!(b.install(Vc::new(), Vec::new()), None);
+        assert_eq!(b.install(Vc::new(), BTreeMap::new(), Vec::new()), None);
         assert_eq!(b, before, "a refused install changes nothing");
         let cut: Vc = [(node(1), 1)].into_iter().collect();
-        assert_eq!(b.install(cut, Vec::new()), Some(Vec::new()), "a cut that covers it is taken");
+        assert_eq!(b.install(cut, BTreeMap::new(), Vec::new()), Some(Vec::new()), "a cut that covers it is taken");
     }
 
     #[test]
@@ -401,7 +525,7 @@ mod tests {
         b.receive(m1.clone(), false);
         let m3 = CausalMsg { origin: node(2), seq: 2, deps: Vc::new(), item: join("z").into() };
         b.receive(m3.clone(), false);
-        let again = b.install(a.delivered.clone(), a.stored().cloned().collect()).expect("b stores all it delivered");
+        let again = b.install(a.delivered.clone(), BTreeMap::new(), a.stored().cloned().collect()).expect("b stores all it delivered");
         assert_eq!(b.delivered, a.delivered);
         assert_eq!(again.iter().map(|m| m.key()).collect::<Vec<_>>(), vec![m3.key()], "m1 is in the cut, m3 is not");
         assert!(b.get(m2.key()).is_some(), "the cut's stored messages come along");
@@ -414,8 +538,46 @@ mod tests {
         b.trim(ServerId(1), &[ServerId(1)], |_| false);
         assert!(b.get(m1.key()).is_none(), "trimmed");
         let before = b.clone();
-        assert_eq!(b.install(Vc::new(), Vec::new()), None, "installing the empty cut would lose m1");
+        assert_eq!(b.install(Vc::new(), BTreeMap::new(), Vec::new()), None, "installing the empty cut would lose m1");
         assert_eq!(b, before, "a refused install changes nothing");
+    }
+
+    #[test]
+    fn a_retired_life_leaves_the_vector_and_its_late_copies_stay_duplicates() {
+        let mut a = Causal::default();
+        let old = NodeId { id: ServerId(3), incarnation: 1 };
+        let m = CausalMsg { origin: old, seq: 1, deps: Vc::new(), item: join("x").into() };
+        a.receive(m.clone(), false);
+        let members = [node(1), node(2)];
+        assert!(a.retirable(ServerId(1), &members).is_empty(), "server 2 has not reported holding it");
+        a.note_digest(ServerId(2), &m.stamp());
+        assert_eq!(a.retirable(ServerId(1), &members), vec![(old, 1)]);
+        assert_eq!(a.retire_lives(&[(old, 1)]), 1);
+        assert!(!a.delivered.contains_key(&old) && a.digests.values().all(|d| !d.contains_key(&old)), "no vector names it");
+        assert!(a.has(m.key()));
+        assert!(a.receive(m, false).is_empty(), "a late copy is a duplicate");
+        let later = a.broadcast(node(1), join("y")).unwrap();
+        assert!(!later.deps.contains_key(&old));
+    }
+
+    #[test]
+    fn a_life_retired_elsewhere_with_less_delivered_comes_back_when_a_digest_names_more() {
+        let old = NodeId { id: ServerId(3), incarnation: 1 };
+        let msg = |s: u64| CausalMsg { origin: old, seq: s, deps: Vc::new(), item: join("x").into() };
+        let mut b = Causal::default();
+        b.receive(msg(1), false);
+        assert_eq!(b.retire_lives(&[(old, 1)]), 1);
+        // Another server delivered seq 2 of that life: its digest names more than b retired.
+        let more: Vc = [(old, 2)].into_iter().collect();
+        b.note_digest(ServerId(2), &more);
+        assert_eq!(b.missing(&more), vec![(old, 2, 2)], "b fetches what it lacks");
+        assert_eq!(b.receive(msg(2), false).len(), 1);
+        // And a server that delivered more than the retirement says keeps naming the life.
+        let mut c = Causal::default();
+        c.receive(msg(1), false);
+        c.receive(msg(2), false);
+        assert_eq!(c.retire_lives(&[(old, 1)]), 0);
+        assert_eq!(c.delivered.get(&old), Some(&2));
     }
 
     #[test]

@@ -184,8 +184,8 @@ impl ChatState {
                 }
                 Applied::Other
             }
-            // Its fence raised the Lamport clock above.
-            Item::Login { .. } => Applied::Other,
+            // Its fence raised the Lamport clock above; a retirement is the causal layer's.
+            Item::Login { .. } | Item::Retire { .. } => Applied::Other,
             Item::Bind { name, token, .. } => {
                 match self.names.get(name) {
                     Some(t) if *t != *token && !rebind => self.counters.bind_conflicts += 1,

@@ -35,6 +35,8 @@ const OFFER_FRESH_US: u64 = 1_000_000;
 pub struct Snapshot {
     /// What the state includes.
     pub delivered: Vc,
+    /// Origins the peer retired, with how much of each it delivered (see `Causal::retire`).
+    pub retired: BTreeMap<crate::id::NodeId, u64>,
     /// The stored messages (inbox entries need their bodies; peers may ask for them).
     pub store: Vec<CausalMsg>,
     /// The replicated application state after exactly `delivered`.
@@ -44,7 +46,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// Bounds a snapshot from the wire must respect.
     pub fn is_well_formed(&self) -> bool {
-        self.delivered.len() <= 4 * MAX_ORIGINS && self.store.len() <= MAX_STORE && self.store.iter().all(|m| m.is_well_formed())
+        self.delivered.len() <= 4 * MAX_ORIGINS && self.retired.len() <= crate::limits::MAX_RETIRED && self.store.len() <= MAX_STORE && self.store.iter().all(|m| m.is_well_formed())
     }
 }
 
@@ -193,7 +195,7 @@ mod tests {
         for i in 0..n {
             state.names.insert(format!("user{i:05}"), i as u64);
         }
-        Snapshot { delivered, store: Vec::new(), state }
+        Snapshot { delivered, retired: BTreeMap::new(), store: Vec::new(), state }
     }
 
     /// Runs a fetch between a server and a peer over a link that drops chunks for which

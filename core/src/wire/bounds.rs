@@ -66,6 +66,7 @@ impl Bounded for Item {
             }
             Item::Login { fence, .. } => counter(*fence),
             Item::Bind { epoch, .. } => counter(*epoch),
+            Item::Retire { lives } => lives.iter().all(|(o, v)| counter(o.incarnation) && counter(*v)),
         }
     }
 }

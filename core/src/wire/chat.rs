@@ -131,6 +131,13 @@ pub enum Item {
         /// Epoch of the leader that bound it.
         epoch: u64,
     },
+    /// The leader retires origin lives that left the view: every member held `(life, upto)`
+    /// when it was sent. Each server retires a life where it delivered exactly that much (see
+    /// `Causal::retire_lives`), at the same place in causal order everywhere.
+    Retire {
+        /// Lives and how much of each every member held.
+        lives: Vec<(crate::id::NodeId, u64)>,
+    },
 }
 
 impl Item {
@@ -145,6 +152,7 @@ impl Item {
             Item::Join { user, room, .. } | Item::Leave { user, room, .. } => name(user) && name(room),
             Item::Login { user, .. } => name(user),
             Item::Bind { name: n, .. } => name(n),
+            Item::Retire { lives } => lives.len() <= MAX_ORIGINS,
         }
     }
 }

@@ -281,6 +281,14 @@ impl ChatServer {
             let state = &d.state;
             let members: Vec<ServerId> = view.members.iter().map(|m| m.node.id).collect();
             d.causal.trim(cx.me.id, &members, |k| state.pinned(k));
+            d.causal.forget_servers(&members);
+            if cx.is_leader {
+                let lives: Vec<NodeId> = view.members.iter().map(|m| m.node).collect();
+                let retire = d.causal.retirable(cx.me.id, &lives);
+                if !retire.is_empty() && !d.causal.is_nearly_full() {
+                    self.broadcast(d, cx, Item::Retire { lives: retire }, out);
+                }
+            }
         }
         if let Some((to, body)) = self.transfer.tick(now) {
             out.push(Out::Peer(to, body, false));

@@ -6,7 +6,7 @@ use crate::chat::state::Applied;
 use crate::id::{NodeId, ServerId};
 use crate::limits::MAX_PRESENCE;
 use crate::plant::PlantedBug;
-use crate::time::{dominates, Vc};
+use crate::time::Vc;
 use crate::view::Member;
 use crate::wire::{Body, CausalMsg, Item, Key};
 use std::collections::BTreeSet;
@@ -43,6 +43,9 @@ impl ChatServer {
 
     pub(super) fn apply(&mut self, d: &mut ChatDurable, msg: &CausalMsg) -> Applied {
         self.dirty = true;
+        if let Item::Retire { lives } = &*msg.item {
+            d.causal.retire_lives(lives);
+        }
         let plants = crate::chat::state::Plants {
             skip_dedup: self.plant == Some(PlantedBug::SkipDedup),
             rebind: self.plant == Some(PlantedBug::RebindNames),
@@ -187,7 +190,7 @@ impl ChatServer {
 
     /// A peer trimmed messages we lack: fetch its state instead.
     pub fn on_gone(&mut self, d: &ChatDurable, cx: &Ctx, from: SocketAddr, origin: NodeId, below: u64, out: &mut Vec<Out>) {
-        if d.causal.delivered.get(&origin).copied().unwrap_or(0) + 1 < below {
+        if d.causal.value(origin) + 1 < below {
             if let Some((to, body)) = self.transfer.start(from, cx.now) {
                 out.push(Out::Peer(to, body, false));
             }
@@ -199,6 +202,7 @@ impl ChatServer {
         let make = || {
             let snapshot = crate::chat::transfer::Snapshot {
                 delivered: d.causal.delivered.clone(),
+                retired: d.causal.retired.clone(),
                 store: d.causal.stored().cloned().collect(),
                 state: d.state.clone(),
             };
@@ -231,7 +235,7 @@ impl ChatServer {
 
     /// Installs a peer's state, then receives again what we held beyond it.
     pub(super) fn install(&mut self, d: &mut ChatDurable, snapshot: crate::chat::transfer::Snapshot) {
-        let Some(again) = d.causal.install(snapshot.delivered, snapshot.store) else {
+        let Some(again) = d.causal.install(snapshot.delivered, snapshot.retired, snapshot.store) else {
             // The cut does not cover all we delivered (the peer is behind us somewhere, or served
             // an offer made earlier): a later snapshot, after the next `ChatGone`, will.
             return;
@@ -271,7 +275,7 @@ impl ChatServer {
         let caught_up = view
             .members
             .iter()
-            .filter(|m| m.node.id == cx.me.id || d.causal.digests.get(&m.node.id).is_some_and(|g| dominates(&d.causal.delivered, g)))
+            .filter(|m| m.node.id == cx.me.id || d.causal.digests.get(&m.node.id).is_some_and(|g| d.causal.covers(g)))
             .count();
         if !view.is_majority(caught_up) {
             return;

@@ -7,7 +7,7 @@ use crate::chat::state::Applied;
 use crate::id::NodeId;
 use crate::limits::{MAX_ACK_IDS, MAX_EXPIRED, MAX_LEAVING, MAX_PENDING};
 use crate::plant::PlantedBug;
-use crate::time::{dominates, merge, Instant, Vc};
+use crate::time::{merge, Instant, Vc};
 use crate::view::View;
 use crate::wire::{Body, ClientMsg, Item, Key, MsgId, Op, RefusalReason, Rejection, ServerMsg, Target};
 use std::collections::{BTreeMap, BTreeSet};
@@ -130,13 +130,13 @@ impl ChatServer {
             // them has heard of belongs to a history this cluster does not share (the client's
             // server merged into this cluster), and can never be delivered here.
             let s = self.sessions.get_mut(&client).expect("looked up above"); // invariant
-            s.ctx.retain(|origin, _| frontier.contains_key(origin));
+            s.ctx.retain(|origin, _| frontier.contains_key(origin) && !d.causal.retired.contains_key(origin));
             merge(&mut frontier, &s.ctx);
             s.replay = Replay::Until(frontier);
         }
         let s = self.sessions.get_mut(&client).expect("looked up above"); // invariant
         if let Replay::Until(f) = &s.replay {
-            if !dominates(&d.causal.delivered, f) {
+            if !d.causal.covers(f) {
                 return false;
             }
             s.replay = Replay::Open;
@@ -459,13 +459,13 @@ impl ChatServer {
             };
             // Past the login gate, an origin of the operation's context that neither the
             // session's context nor this server knows is from a history left behind (as above).
-            let shared = |o: &NodeId| s.ctx.contains_key(o) || d.causal.delivered.contains_key(o);
+            let shared = |o: &NodeId| s.ctx.contains_key(o) || d.causal.delivered.contains_key(o) || d.causal.retired.contains_key(o);
             let ok = copy
                 || (open
                     && room
                     && fits
-                    && ctx.iter().all(|(o, n)| !shared(o) || d.causal.delivered.get(o).is_some_and(|m| m >= n))
-                    && dominates(&d.causal.delivered, &s.ctx)
+                    && ctx.iter().all(|(o, n)| !shared(o) || d.causal.value(*o) >= *n)
+                    && d.causal.covers(&s.ctx)
                     && hold.is_none_or(|h| now >= h));
             if ok {
                 ready.push((*id, op.clone()));
