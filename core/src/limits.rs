@@ -80,3 +80,5 @@ pub const MAX_LEAVING: usize = 1024;
 
 /// Most shows a client buffers while waiting for an earlier one of the sequence.
 pub const MAX_EARLY: usize = 256;
+/// Most shown message ids a client process remembers to show each message once.
+pub const MAX_SHOWN: usize = 4096;

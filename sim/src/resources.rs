@@ -80,7 +80,9 @@ impl Resources {
         let (n, m, r) = (servers as u64, users as u64, rooms.max(1) as u64);
         let store = m * (MAX_INBOX + INBOX_HEADROOM) as u64 + MAX_HOLDBACK as u64;
         let origins = 2 * n + 2;
-        let clients = 4 * m;
+        // A client process's deduplication window lives a minute past its last operation, and a
+        // churning user starts a few processes a minute.
+        let clients = 8 * m;
         Resources {
             durable_bytes: 16_384
                 + origins * origins * 48

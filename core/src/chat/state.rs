@@ -252,6 +252,18 @@ impl ChatState {
         }
     }
 
+    /// Client processes with a deduplication window.
+    pub fn dedup_clients(&self) -> impl Iterator<Item = u64> + '_ {
+        self.seen.keys().copied()
+    }
+
+    /// Forgets `client`'s deduplication window. Servers forget windows at their own pace (see
+    /// `ChatServer`'s `DEDUP_TTL_US`): a window only matters while a retry of one of its
+    /// messages can still arrive, and what users are shown never depends on it after that.
+    pub fn forget_client(&mut self, client: u64) {
+        self.seen.remove(&client);
+    }
+
     /// Drops every inbox (a planted bug: "lose the inbox on crash").
     pub fn forget_inboxes(&mut self) {
         self.inbox.clear();

@@ -17,7 +17,8 @@
 //! Call rule (as for the server): after every input drain `poll_transmit` and
 //! `poll_event`, then call `handle_timeout` at `poll_timeout`.
 
-use crate::limits::{MAX_ACK_IDS, MAX_EARLY, MAX_NAME, MAX_TEXT};
+use crate::id::ServerId;
+use crate::limits::{MAX_ACK_IDS, MAX_EARLY, MAX_NAME, MAX_ORIGINS, MAX_SHOWN, MAX_TEXT};
 use crate::time::{merge, Instant, Vc};
 use crate::wire::{self, Packet};
 use crate::wire::{ClientMsg, MsgId, Op, RefusalReason, Rejection, ServerMsg, Target};
@@ -207,7 +208,10 @@ pub struct Client {
     ctx: Vc,
     next_seq: u64,
     outstanding: Option<Outstanding>,
+    /// Ids shown, the latest [`MAX_SHOWN`] (a server re-shows only what was not acknowledged,
+    /// and an acknowledgement is stable long before that many later messages are shown).
     shown: BTreeSet<MsgId>,
+    shown_order: VecDeque<MsgId>,
     /// The last ids acknowledged, sent again with a logout.
     recent_acks: VecDeque<MsgId>,
     attempt: u64,
@@ -240,6 +244,7 @@ impl Client {
             next_seq: 0,
             outstanding: None,
             shown: BTreeSet::new(),
+            shown_order: VecDeque::new(),
             recent_acks: VecDeque::new(),
             attempt: 0,
             expect: 1,
@@ -517,11 +522,31 @@ impl Client {
             ServerMsg::Stored { id, stamp } => {
                 if self.outstanding.as_ref().is_some_and(|o| o.id == id) {
                     self.outstanding = None;
-                    merge(&mut self.ctx, &stamp);
+                    self.learn(&stamp);
                     self.events.push_back(ClientEvent::Stored { id });
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Adds a shown or stored message's vector to this client's context, which stays within
+    /// half of what a datagram may carry: an earlier life of a server the context names again
+    /// is dropped (it left the cluster, and servers retire its messages once every member holds
+    /// them), then the lowest incarnations.
+    fn learn(&mut self, stamp: &Vc) {
+        merge(&mut self.ctx, stamp);
+        let newest: BTreeMap<ServerId, u64> = self.ctx.keys().fold(BTreeMap::new(), |mut m, o| {
+            let e = m.entry(o.id).or_insert(0);
+            *e = (*e).max(o.incarnation);
+            m
+        });
+        if self.ctx.len() > MAX_ORIGINS / 2 {
+            self.ctx.retain(|o, _| newest.get(&o.id) == Some(&o.incarnation));
+        }
+        while self.ctx.len() > MAX_ORIGINS / 2 {
+            let Some(oldest) = self.ctx.keys().min_by_key(|o| (o.incarnation, o.id)).copied() else { break };
+            self.ctx.remove(&oldest);
         }
     }
 
@@ -532,7 +557,13 @@ impl Client {
             self.expect += 1;
             let Some((id, sender, room, text, stamp)) = entry else { continue };
             if self.shown.insert(id) {
-                merge(&mut self.ctx, &stamp);
+                self.shown_order.push_back(id);
+                if self.shown_order.len() > MAX_SHOWN {
+                    if let Some(old) = self.shown_order.pop_front() {
+                        self.shown.remove(&old);
+                    }
+                }
+                self.learn(&stamp);
                 self.events.push_back(ClientEvent::Shown { id, from: sender, room, text });
             }
             acks.push(id);

@@ -80,6 +80,14 @@ const RETRY_HOLD_US: u64 = 2_000_000;
 /// failed, and it must not be broadcast after that. A send that says it has less time left
 /// is dropped after half of that (a margin for the two clocks' rates).
 const PENDING_TTL_US: u64 = 5_000_000;
+/// A client process's deduplication window is forgotten after this long without an operation
+/// of it delivered here and without a session here: its retries (sent within
+/// [`PENDING_TTL_US`] of the operation) and their copies cut off by a partition have long
+/// been delivered.
+const DEDUP_TTL_US: u64 = 60_000_000;
+/// A deduplication window found on disk (or in a snapshot) with no activity here since is
+/// forgotten after this long: three times the longest an operation is retried.
+const DEDUP_BOOT_TTL_US: u64 = 3 * PENDING_TTL_US;
 /// Period of re-showing unacknowledged messages and of name claims.
 const RESEND_US: u64 = 300_000;
 /// Period of the full chat round: expiry, login progress, released sends, acknowledgements
@@ -142,6 +150,10 @@ pub struct ChatServer {
     /// The life in which this server last was a member: a server that joins again (cut off
     /// long enough to be dropped from the view) may have missed anything meanwhile.
     member_as: Option<NodeId>,
+    /// Client processes with an operation delivered since the last round.
+    active: BTreeSet<u64>,
+    /// When each client process's deduplication window is forgotten unless it is active again.
+    dedup_expires: BTreeMap<u64, Instant>,
 }
 
 /// Sizes for reports and the bounded-memory check.
@@ -276,6 +288,7 @@ impl ChatServer {
         for client in clients {
             self.session_tick(d, cx, client, resend, true, out);
         }
+        self.expire_dedup(d, now);
         if now >= self.next_trim {
             self.next_trim = now.plus_us(100_000);
             let state = &d.state;
@@ -292,6 +305,23 @@ impl ChatServer {
         }
         if let Some((to, body)) = self.transfer.tick(now) {
             out.push(Out::Peer(to, body, false));
+        }
+    }
+
+    /// Forgets the deduplication windows of client processes idle for [`DEDUP_TTL_US`] (or,
+    /// for a window this life has not seen active, [`DEDUP_BOOT_TTL_US`]).
+    fn expire_dedup(&mut self, d: &mut ChatDurable, now: Instant) {
+        let live = self.sessions.keys().copied();
+        for client in std::mem::take(&mut self.active).into_iter().chain(live) {
+            self.dedup_expires.insert(client, now.plus_us(DEDUP_TTL_US));
+        }
+        let windows: BTreeSet<u64> = d.state.dedup_clients().collect();
+        self.dedup_expires.retain(|c, _| windows.contains(c));
+        for client in windows {
+            if now >= *self.dedup_expires.entry(client).or_insert(now.plus_us(DEDUP_BOOT_TTL_US)) {
+                d.state.forget_client(client);
+                self.dedup_expires.remove(&client);
+            }
         }
     }
 

@@ -43,8 +43,14 @@ impl ChatServer {
 
     pub(super) fn apply(&mut self, d: &mut ChatDurable, msg: &CausalMsg) -> Applied {
         self.dirty = true;
-        if let Item::Retire { lives } = &*msg.item {
-            d.causal.retire_lives(lives);
+        match &*msg.item {
+            Item::Retire { lives } => {
+                d.causal.retire_lives(lives);
+            }
+            Item::Chat { id, .. } | Item::Join { id, .. } | Item::Leave { id, .. } => {
+                self.active.insert(id.client);
+            }
+            _ => {}
         }
         let plants = crate::chat::state::Plants {
             skip_dedup: self.plant == Some(PlantedBug::SkipDedup),
