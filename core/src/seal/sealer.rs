@@ -90,6 +90,21 @@ impl<C: Cipher> Seal<C> {
         std::mem::take(&mut self.new_lives)
     }
 
+    /// The server life this seal speaks for.
+    pub fn life(&self) -> NodeId {
+        self.me
+    }
+
+    /// Follows the server into a new life (a rejoin bumps its incarnation while it runs): the
+    /// new life has its own derived key, so its counter starts again from zero.
+    pub fn set_life(&mut self, me: NodeId) {
+        if me != self.me {
+            self.me = me;
+            self.counter = 0;
+            self.sealing = None;
+        }
+    }
+
     /// Datagrams sealed in this life.
     pub fn sealed_count(&self) -> u64 {
         self.counter
@@ -131,8 +146,8 @@ impl<C: Cipher> Seal<C> {
             return if wire::is_peer(bytes) { Err(SealError::Unsealed) } else { Ok(Inbound::Plain(bytes)) };
         }
         let (h, aad, body, tag) = Header::parse(bytes)?;
-        if h.receiver.is_some_and(|r| r != self.me) {
-            return Err(SealError::WrongReceiver);
+        if h.sender.id == self.me.id && h.sender.incarnation < self.me.incarnation {
+            return Err(SealError::StaleIncarnation); // our own earlier life, replayed to us
         }
         let Some(cluster_key) = ring.get(h.key) else { return Err(SealError::WrongKey) };
         match self.senders.check(h.sender, h.counter) {
@@ -150,8 +165,9 @@ impl<C: Cipher> Seal<C> {
         if !C::open(&key, h.counter, aad, &mut plain, tag) {
             return Err(SealError::BadTag);
         }
-        // A key holder's datagram: it must be a server datagram in the sender's own name.
-        if wire::peer_sender(&plain) != Some(h.sender) {
+        // A key holder's datagram: it must be a server datagram in the sender's own name (of
+        // this life or, for what a server queued before it rejoined as a new life, an earlier one).
+        if !wire::peer_sender(&plain).is_some_and(|s| s.id == h.sender.id && s.incarnation <= h.sender.incarnation) {
             return Err(SealError::Mismatch);
         }
         if cached.is_none() {
@@ -165,6 +181,12 @@ impl<C: Cipher> Seal<C> {
             self.book.pop_first();
         }
         self.book.insert(from, h.sender);
+        // Meant for another life (ours before a restart or rejoin, or another server's at this
+        // address): refused, after it taught us the sender's current life, so our next
+        // datagrams reach that life and its next ones reach ours.
+        if h.receiver.is_some_and(|r| r != self.me) {
+            return Err(SealError::WrongReceiver);
+        }
         Ok(Inbound::Opened(plain, h.sender))
     }
 }

@@ -134,6 +134,10 @@ fn a_datagram_for_an_earlier_life_of_the_receiver_is_refused() {
     let mut b2 = Seal::<ChaChaPoly>::new(life(2, 2), ring, None);
     let for_b1 = a.seal(datagram(life(1, 1), 1), Some(life(2, 1)));
     assert_eq!(opened(b2.open(addr(1), &for_b1)), Err(SealError::WrongReceiver));
+    assert_eq!(b2.receiver_at(addr(1)), Some(life(1, 1)), "it still taught the receiver who sends from there");
+    let mut forged = a.seal(datagram(life(1, 1), 2), Some(life(2, 1)));
+    forged[60] ^= 1;
+    assert_eq!(opened(b2.open(addr(1), &forged)), Err(SealError::BadTag), "a rewritten receiver fails the tag");
 }
 
 #[test]
@@ -221,4 +225,15 @@ proptest! {
         prop_assume!(bytes != original);
         prop_assert!(!lets_in(&b.open(addr(1), &bytes)));
     }
+}
+
+#[test]
+fn a_server_that_rejoins_as_a_new_life_seals_under_that_life() {
+    let (mut a, mut b) = pair::<ChaChaPoly>(KeyRing::new(key(1)));
+    assert!(b.open(addr(1), &a.seal(datagram(life(1, 1), 1), None)).is_ok());
+    a.set_life(life(1, 2));
+    let next = a.seal(datagram(life(1, 2), 2), None);
+    assert!(b.open(addr(1), &next).is_ok(), "the new life opens, its counter starting afresh");
+    assert!(b.open(addr(1), &a.seal(datagram(life(1, 1), 3), None)).is_ok(), "what it queued in its earlier life still opens");
+    assert_eq!(opened(b.open(addr(1), &a.seal(datagram(life(1, 3), 4), None))), Err(SealError::Mismatch), "a later life it is not");
 }
