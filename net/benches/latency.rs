@@ -265,7 +265,9 @@ fn report(samples: usize, gap: Duration, raw_echo: RawEcho, lat: &mut Vec<Durati
     }
     drop((chain, echo));
     drop(raw_echo);
-    for v in [lat, paced, &mut hot, &mut floor, &mut paced_procs, &mut paced_again] {
+    lat.sort();
+    paced.sort();
+    for v in [&mut hot, &mut floor, &mut paced_procs, &mut paced_again] {
         v.sort();
     }
     let (p50, p99) = (percentile(lat, 0.5), percentile(lat, 0.99));
