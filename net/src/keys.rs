@@ -134,7 +134,9 @@ pub fn memory_path(state: &Path) -> PathBuf {
 /// Reads the seal's memory; a missing file is an empty memory, a damaged one an error.
 pub fn load_memory(path: &Path) -> Result<Option<SealMemory>, String> {
     match std::fs::read(path) {
-        Ok(bytes) => postcard::from_bytes(&bytes).map(Some).map_err(|_| format!("seal memory {} is damaged; remove it to start afresh", path.display())),
+        Ok(bytes) => postcard::from_bytes(&bytes)
+            .map(Some)
+            .map_err(|_| format!("seal memory {} is damaged; remove it to start afresh", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("cannot read seal memory {}: {}", path.display(), crate::io_msg(&e))),
     }

@@ -164,7 +164,13 @@ fn a_replayed_datagram_is_refused_after_both_sides_restart() {
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let state = |i: usize| path_arg(&dir.join(format!("s{i}.state")));
     // Server 0 also "knows" the recorder's port: its discovery datagrams to it are recorded.
-    let join = |i: usize| -> Vec<u16> { if i == 0 { ports.iter().copied().chain([rec.port]).collect() } else { ports.clone() } };
+    let join = |i: usize| -> Vec<u16> {
+        if i == 0 {
+            ports.iter().copied().chain([rec.port]).collect()
+        } else {
+            ports.clone()
+        }
+    };
     let mut c = Cluster { name: "replay".into(), procs: Vec::new(), ports: ports.clone() };
     for (i, &p) in ports.iter().enumerate() {
         c.procs.push(spawn_server("replay", p, &join(i), &["--state", &state(i)]));
@@ -189,7 +195,8 @@ fn a_replayed_datagram_is_refused_after_both_sides_restart() {
     }
     for (i, &p) in ports.iter().enumerate() {
         c.wait_for(&format!("server {i} refused the recorded datagram"), WAIT, || {
-            status(p).filter(|r| r.counters.seal_replay + r.counters.seal_stale > again[i].counters.seal_replay + again[i].counters.seal_stale)
+            status(p)
+                .filter(|r| r.counters.seal_replay + r.counters.seal_stale > again[i].counters.seal_replay + again[i].counters.seal_stale)
         });
     }
     let (_, after) = c.wait_for("agreement after the replay", WAIT, || agreement(&c.ports));
@@ -284,19 +291,14 @@ fn rotation_from_key_a_to_key_b_under_chat_load_loses_no_message() {
         }
     };
     // Install B everywhere, use B everywhere, remove A everywhere; messages in flight throughout.
-    let first = std::process::Command::new(BIN)
-        .args(["keys", "install", "--key-file", &path_arg(&files[0])])
-        .output()
-        .expect("keys install");
+    let first =
+        std::process::Command::new(BIN).args(["keys", "install", "--key-file", &path_arg(&files[0])]).output().expect("keys install");
     assert!(first.status.success(), "{first:?}");
     let b_hex = String::from_utf8_lossy(&first.stdout).trim().rsplit(' ').next().expect("hex").to_string();
     let b_id = ClusterKey::from_hex(&b_hex).expect("printed key").id().to_string();
     let a_id = KeyRing::parse(&std::fs::read_to_string(test_key_file()).expect("key")).expect("ring").primary().id().to_string();
-    let steps: Vec<Vec<String>> = vec![
-        vec!["install".into(), b_hex.clone()],
-        vec!["use".into(), b_id.clone()],
-        vec!["remove".into(), a_id.clone()],
-    ];
+    let steps: Vec<Vec<String>> =
+        vec![vec!["install".into(), b_hex.clone()], vec!["use".into(), b_id.clone()], vec!["remove".into(), a_id.clone()]];
     for (s, step) in steps.iter().enumerate() {
         for (i, f) in files.iter().enumerate() {
             send_some(&mut alice, &mut sent);
@@ -319,7 +321,8 @@ fn rotation_from_key_a_to_key_b_under_chat_load_loses_no_message() {
     send_some(&mut alice, &mut sent);
     alice.wait_count("every message stored", sent, |v| v["event"] == "stored");
     bob.wait_count("every message shown", sent, |v| v["event"] == "shown");
-    let mut texts: Vec<String> = bob.seen.iter().filter(|v| v["event"] == "shown").map(|v| v["text"].as_str().unwrap_or("").to_string()).collect();
+    let mut texts: Vec<String> =
+        bob.seen.iter().filter(|v| v["event"] == "shown").map(|v| v["text"].as_str().unwrap_or("").to_string()).collect();
     texts.sort();
     texts.dedup();
     assert_eq!(texts.len(), sent, "a message was lost or shown twice");

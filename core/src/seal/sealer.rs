@@ -53,12 +53,32 @@ impl<C: Cipher> Seal<C> {
     /// earlier life) says was accepted.
     pub fn new(me: NodeId, ring: KeyRing, memory: Option<&SealMemory>) -> Seal<C> {
         let senders = memory.map(Senders::restore).unwrap_or_default();
-        Seal { ring: Some(ring), me, counter: 0, senders, new_lives: false, book: BTreeMap::new(), keys: Vec::new(), sealing: None, _cipher: PhantomData }
+        Seal {
+            ring: Some(ring),
+            me,
+            counter: 0,
+            senders,
+            new_lives: false,
+            book: BTreeMap::new(),
+            keys: Vec::new(),
+            sealing: None,
+            _cipher: PhantomData,
+        }
     }
 
     /// No sealing at all (`--insecure-no-key`): everything passes as it is, both ways.
     pub fn insecure(me: NodeId) -> Seal<C> {
-        Seal { ring: None, me, counter: 0, senders: Senders::default(), new_lives: false, book: BTreeMap::new(), keys: Vec::new(), sealing: None, _cipher: PhantomData }
+        Seal {
+            ring: None,
+            me,
+            counter: 0,
+            senders: Senders::default(),
+            new_lives: false,
+            book: BTreeMap::new(),
+            keys: Vec::new(),
+            sealing: None,
+            _cipher: PhantomData,
+        }
     }
 
     /// Whether server traffic is sealed.

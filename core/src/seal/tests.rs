@@ -41,7 +41,6 @@ fn opened(r: Result<Inbound<'_>, SealError>) -> Result<Vec<u8>, SealError> {
     }
 }
 
-
 #[test]
 fn a_sealed_datagram_opens_once_with_its_plain_bytes() {
     fn check<C: Cipher>() {
