@@ -10,7 +10,8 @@
 //! - [`wire`]: the datagram format and every message between servers and with clients;
 //! - [`chat`]: causal broadcast, replicated chat state, state transfer, a server's chat duties;
 //! - [`cluster`]: the [`Server`]: discovery, views, failure detection, the LCR election;
-//! - [`client`]: the client state machine (depends on the base and [`wire`] only).
+//! - [`client`]: the client state machine (depends on the base and [`wire`] only);
+//! - [`seal`]: sealed server traffic (key ring, AEAD frame, replay windows) around a [`Server`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -20,6 +21,7 @@ pub mod cluster;
 pub mod id;
 pub mod limits;
 pub mod plant;
+pub mod seal;
 pub mod time;
 pub mod view;
 pub mod wire;

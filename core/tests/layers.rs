@@ -5,8 +5,18 @@
 use std::path::Path;
 
 /// The layer of each top-level module: a module may use only lower layers and itself.
-const LAYERS: &[(&str, u32)] =
-    &[("id", 0), ("limits", 0), ("plant", 0), ("time", 1), ("view", 1), ("wire", 2), ("chat", 3), ("client", 3), ("cluster", 4)];
+const LAYERS: &[(&str, u32)] = &[
+    ("id", 0),
+    ("limits", 0),
+    ("plant", 0),
+    ("time", 1),
+    ("view", 1),
+    ("wire", 2),
+    ("chat", 3),
+    ("client", 3),
+    ("cluster", 4),
+    ("seal", 5),
+];
 
 fn layer(module: &str) -> Option<u32> {
     LAYERS.iter().find(|(m, _)| *m == module).map(|(_, l)| *l)

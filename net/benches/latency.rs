@@ -12,6 +12,10 @@
 //! processes, which pays the hops and wakeups and none of the protocol's work, and
 //! a round trip between two processes (the echo above is a thread of the bench).
 //!
+//! Sealing's cost: the chat samples are taken on an unsealed cluster (`--insecure-no-key`), then
+//! on a sealed one (ChaCha20-Poly1305), in the same run; the sealed figures are the main ones and
+//! the p50 difference is printed (target: at most 20 us added).
+//!
 //! `cargo bench -p ringchat-net --bench latency -- [--samples N] [--gap-us N]`
 
 mod common;
@@ -136,7 +140,28 @@ fn main() {
             _ => {}
         }
     }
-    let cluster = Cluster::start(3, false);
+    let raw_echo = RawEcho::start();
+    let (plain_lat, _, plain_failed) = chat_samples(samples, gap, false, &raw_echo);
+    let (mut lat, mut paced, failed) = chat_samples(samples, gap, true, &raw_echo);
+    report(samples, gap, raw_echo, &mut lat, &mut paced, failed);
+    let mut plain_lat = plain_lat;
+    plain_lat.sort();
+    let (s50, u50) = (percentile(&lat, 0.5), percentile(&plain_lat, 0.5));
+    println!(
+        "sealing: chat p50 sealed {:.1} us, unsealed {:.1} us, added {:+.1} us (target at most 20 us); p99 sealed {:.1} us, unsealed {:.1} us ({} unsealed failed)",
+        us(s50),
+        us(u50),
+        us(s50) - us(u50),
+        us(percentile(&lat, 0.99)),
+        us(percentile(&plain_lat, 0.99)),
+        plain_failed
+    );
+}
+
+/// Chat samples on a fresh 3-server cluster (sealed or not), each after a paced raw round trip:
+/// (chat latencies, paced raw round trips, failed sends).
+fn chat_samples(samples: usize, gap: Duration, sealed: bool, raw_echo: &RawEcho) -> (Vec<Duration>, Vec<Duration>, usize) {
+    let cluster = Cluster::start_sealed(3, false, sealed);
     let (sa, sb) = (cluster.addrs[0], cluster.addrs[1]);
     // bob: attached to B only, reports the time his client took each message (before
     // its acknowledgement leaves).
@@ -169,7 +194,6 @@ fn main() {
         alice.step(Duration::from_millis(5));
     }
     let warmup = 100;
-    let raw_echo = RawEcho::start();
     let mut lat = Vec::new();
     let mut paced = Vec::new();
     let mut failed = 0;
@@ -219,6 +243,12 @@ fn main() {
     }
     let _ = stop_tx.send(());
     let _ = bob.join();
+    drop(cluster);
+    (lat, paced, failed)
+}
+
+/// Prints the figures of the (sealed) chat samples against the raw baselines and the floor.
+fn report(samples: usize, gap: Duration, raw_echo: RawEcho, lat: &mut Vec<Duration>, paced: &mut Vec<Duration>, failed: usize) {
     let mut hot: Vec<Duration> = (0..samples).filter_map(|_| raw_echo.round_trip()).collect();
     // The floor, after the chat samples (measured among them, its extra processes and longer
     // cycle slowed the chat samples down): paced the same way.
@@ -235,11 +265,13 @@ fn main() {
     }
     drop((chain, echo));
     drop(raw_echo);
-    for v in [&mut lat, &mut paced, &mut hot, &mut floor, &mut paced_procs, &mut paced_again] {
+    lat.sort();
+    paced.sort();
+    for v in [&mut hot, &mut floor, &mut paced_procs, &mut paced_again] {
         v.sort();
     }
-    let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
-    let (r50, r99) = (percentile(&paced, 0.5), percentile(&paced, 0.99));
+    let (p50, p99) = (percentile(lat, 0.5), percentile(lat, 0.99));
+    let (r50, r99) = (percentile(paced, 0.5), percentile(paced, 0.99));
     let (h50, h99) = (percentile(&hot, 0.5), percentile(&hot, 0.99));
     let gap_us = gap.as_micros();
     println!(
@@ -265,7 +297,7 @@ fn main() {
     );
     println!("raw UDP round trip on loopback, back to back: p50 {:.1} us, p99 {:.1} us ({} samples)", us(h50), us(h99), hot.len());
     println!(
-        "chat alice -> server A -> server B -> bob (submit to shown, {gap_us} us gap): p50 {:.1} us, p99 {:.1} us ({} samples, {} failed)",
+        "chat alice -> server A -> server B -> bob, sealed (submit to shown, {gap_us} us gap): p50 {:.1} us, p99 {:.1} us ({} samples, {} failed)",
         us(p50),
         us(p99),
         lat.len(),

@@ -6,7 +6,11 @@
 //! (delivery must keep up with acceptance). `--state` gives every server a
 //! `--state` file.
 //!
-//! `cargo bench -p ringchat-net --bench throughput -- [--clients 200] [--secs 5] [--threads 2] [--state]`
+//! Sealing's cost: by default the run measures an unsealed cluster (`--insecure-no-key`) and a
+//! sealed one (ChaCha20-Poly1305), one after the other, and prints the ratio (target: at most
+//! 10% fewer messages per second sealed). `--sealed-only` / `--unsealed-only` measure one.
+//!
+//! `cargo bench -p ringchat-net --bench throughput -- [--clients 200] [--secs 5] [--threads 2] [--state] [--sealed-only|--unsealed-only]`
 
 mod common;
 
@@ -16,6 +20,7 @@ use std::time::{Duration, Instant};
 
 fn main() {
     let (mut clients, mut secs, mut threads, mut state) = (200usize, 5u64, 2usize, false);
+    let mut modes = vec![false, true];
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -23,10 +28,24 @@ fn main() {
             "--secs" => secs = args.next().and_then(|v| v.parse().ok()).unwrap_or(secs),
             "--threads" => threads = args.next().and_then(|v| v.parse().ok()).unwrap_or(threads).max(1),
             "--state" => state = true,
+            "--sealed-only" => modes = vec![true],
+            "--unsealed-only" => modes = vec![false],
             _ => {}
         }
     }
-    let cluster = Cluster::start(3, state);
+    let rates: Vec<(bool, f64)> = modes.iter().map(|&sealed| (sealed, measure(clients, secs, threads, state, sealed))).collect();
+    if let ([(false, plain)], [(true, sealed)]) = (&rates[..1], &rates[rates.len() - 1..]) {
+        println!(
+            "sealing: throughput sealed/unsealed {:.3} ({:+.1}%; target at most 10% loss)",
+            sealed / plain,
+            (sealed / plain - 1.0) * 100.0
+        );
+    }
+}
+
+/// One cluster's figures (printed); returns its stored messages per second.
+fn measure(clients: usize, secs: u64, threads: usize, state: bool, sealed: bool) -> f64 {
+    let cluster = Cluster::start_sealed(3, state, sealed);
     let addrs = cluster.addrs.clone();
     let start = Instant::now() + Duration::from_secs(3);
     let handles: Vec<_> = (0..threads)
@@ -97,7 +116,8 @@ fn main() {
     lat.sort();
     let rate = lat.len() as f64 / secs as f64;
     println!(
-        "throughput: {clients} clients, {threads} threads, {secs} s{}: {:.0} msgs/s stored, {:.0} msgs/s shown, submit-to-stored p50 {:.1} ms, p99 {:.1} ms, {failed} failed",
+        "throughput ({}): {clients} clients, {threads} threads, {secs} s{}: {:.0} msgs/s stored, {:.0} msgs/s shown, submit-to-stored p50 {:.1} ms, p99 {:.1} ms, {failed} failed",
+        if sealed { "sealed" } else { "unsealed" },
         if state { ", servers with --state" } else { "" },
         rate,
         shown as f64 / secs as f64,
@@ -105,4 +125,5 @@ fn main() {
         us(percentile(&lat, 0.99)) / 1000.0
     );
     drop(cluster);
+    rate
 }

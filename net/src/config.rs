@@ -317,6 +317,8 @@ impl Settings {
             config,
             state: a.state.clone().or_else(|| f.state.clone()),
             metrics: a.metrics.or(f.metrics),
+            key_file: None,
+            insecure_no_key: false,
         };
         let log_level = a.log_level.clone().or_else(|| f.log_level.clone()).unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string());
         let effective = effective(&options, &log_level);

@@ -20,6 +20,15 @@ impl Drop for Servers {
     }
 }
 
+/// Removes the demo's key file when dropped.
+struct KeyFile(std::path::PathBuf);
+
+impl Drop for KeyFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Free UDP ports on 127.0.0.1 (held together while picking, so they differ).
 fn free_ports(n: usize) -> Result<Vec<u16>, String> {
     let socks: Vec<std::net::UdpSocket> = (0..n)
@@ -39,10 +48,17 @@ pub fn run(exe: &Path, name: String, json: bool) -> i32 {
         }
     };
     let addrs: Vec<SocketAddr> = ports.iter().map(|p| SocketAddr::from(([127, 0, 0, 1], *p))).collect();
+    // A key of its own, so the demo cluster is sealed with no set-up; removed on the way out.
+    let key_file = KeyFile(std::env::temp_dir().join(format!("ringchat-demo-{}.key", std::process::id())));
+    let _ = std::fs::remove_file(&key_file.0);
+    if let Err(e) = crate::keys::keygen(&key_file.0) {
+        eprintln!("error: {e}");
+        return 1;
+    }
     let mut servers = Servers(Vec::new());
     for a in &addrs {
         let mut cmd = Command::new(exe);
-        cmd.arg("server").arg("--bind").arg(a.to_string()).arg("--discovery").arg("off");
+        cmd.arg("server").arg("--bind").arg(a.to_string()).arg("--discovery").arg("off").arg("--key-file").arg(&key_file.0);
         for b in addrs.iter().filter(|b| *b != a) {
             cmd.arg("--join").arg(b.to_string());
         }
@@ -71,5 +87,6 @@ pub fn run(exe: &Path, name: String, json: bool) -> i32 {
         ClientOptions { name, servers: addrs, discovery: crate::driver::Discovery::Off, group: None, interface: None, json, token: None };
     let code = rt.block_on(client::run(opts, tokio::io::BufReader::new(tokio::io::stdin())));
     drop(servers);
+    drop(key_file);
     code
 }

@@ -11,6 +11,7 @@
 //! sockets are bound and the loop runs, `WATCHDOG=1` from the loop when the unit sets
 //! `WatchdogSec=`, `STOPPING=1` on the way out); without `NOTIFY_SOCKET` those are no-ops.
 
+use ringchat_core::seal::{self, ChaChaPoly, KeyRing, Seal, SealMemory};
 use ringchat_core::{Dest, Event, Instant, Server, ServerConfig, ServerId};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket as StdUdpSocket};
@@ -60,6 +61,12 @@ pub struct Options {
     pub state: Option<PathBuf>,
     /// Where to serve metrics (`GET /metrics`).
     pub metrics: Option<SocketAddr>,
+    /// The cluster's key ring file: server traffic is sealed with it, and the file is read
+    /// again (key rotation) on SIGHUP and whenever it changes.
+    pub key_file: Option<PathBuf>,
+    /// Run without a key: server traffic is plain and anyone on the LAN can join, forge and
+    /// read (for study on a private machine only).
+    pub insecure_no_key: bool,
 }
 
 /// Sockets and state ready to run; building it performs every check that can fail at start.
@@ -72,6 +79,8 @@ pub struct Prepared {
     id: ServerId,
     previous: Option<ringchat_core::Durable>,
     metrics: Option<std::net::TcpListener>,
+    ring: Option<KeyRing>,
+    memory: Option<SealMemory>,
 }
 
 impl Prepared {
@@ -117,8 +126,23 @@ pub fn prepare(opts: Options) -> Result<Prepared, String> {
         None => None,
     };
 
+    // Checked last, so a bad flag or a taken port is reported as before.
+    let ring = match (&opts.key_file, opts.insecure_no_key) {
+        (Some(_), true) => return Err("--key-file and --insecure-no-key contradict each other".into()),
+        (Some(path), false) => Some(crate::keys::load(path)?),
+        (None, true) => None,
+        (None, false) => {
+            return Err(
+                "no cluster key: give --key-file FILE (make one with `ringchat keygen FILE`), or --insecure-no-key to run unsealed".into()
+            )
+        }
+    };
+    let memory = match (&opts.state, &ring) {
+        (Some(state), Some(_)) => crate::keys::load_memory(&crate::keys::memory_path(state))?,
+        _ => None,
+    };
     let id = previous.as_ref().map(|d| d.id).unwrap_or_else(|| ServerId(uuid::Uuid::new_v4().as_u128()));
-    Ok(Prepared { opts, unicast, discovery, group: group.map(SocketAddr::V4), advertised, id, previous, metrics })
+    Ok(Prepared { opts, unicast, discovery, group: group.map(SocketAddr::V4), advertised, id, previous, metrics, ring, memory })
 }
 
 fn bind_unicast(opts: &Options) -> Result<StdUdpSocket, String> {
@@ -273,7 +297,20 @@ struct Node {
     metrics: Option<std::sync::Arc<Metrics>>,
     /// systemd's notification socket (leadership and view changes go there as STATUS).
     notify: crate::sd::Notifier,
+    /// Seals server datagrams and opens them (insecure: passes everything through).
+    seal: Seal<ChaChaPoly>,
+    /// The key ring file, and its text as last read.
+    key_file: Option<(PathBuf, String)>,
+    /// Where the seal's replay memory is kept (beside the state file), and when it was saved.
+    memory_file: Option<PathBuf>,
+    memory_saved_at: std::time::Instant,
+    memory_saved: Option<SealMemory>,
 }
+
+/// The seal's replay memory is written at most this often (and at once for a new sender life).
+const MEMORY_SAVE_EVERY: Duration = Duration::from_secs(1);
+/// How often the key file is checked for a change (besides SIGHUP).
+const KEY_CHECK_EVERY: Duration = Duration::from_millis(500);
 
 /// The chat part alone is written at most this often.
 const CHAT_SAVE_EVERY: Duration = Duration::from_millis(200);
@@ -288,6 +325,50 @@ impl Node {
         match &self.state {
             Some(path) => crate::state::save(path, self.server.durable()),
             None => Ok(()),
+        }
+    }
+
+    /// Saves the seal's replay memory: at once when a sender life not seen before was
+    /// accepted, else at most every [`MEMORY_SAVE_EVERY`] if it changed.
+    fn save_memory(&mut self, force: bool) -> Result<(), String> {
+        let Some(path) = &self.memory_file else { return Ok(()) };
+        let new_life = self.seal.take_new_lives();
+        if !(force || new_life || self.memory_saved_at.elapsed() >= MEMORY_SAVE_EVERY) {
+            return Ok(());
+        }
+        let memory = self.seal.memory();
+        if self.memory_saved.as_ref() != Some(&memory) {
+            crate::keys::save_memory(path, &memory)?;
+            self.memory_saved = Some(memory);
+        }
+        self.memory_saved_at = std::time::Instant::now();
+        Ok(())
+    }
+
+    /// Reads the key file again and installs the ring if it changed (a rotation step). A file
+    /// that cannot be read or parsed leaves the ring as it was, with a warning.
+    fn reload_keys(&mut self, asked: bool) {
+        let Some((path, last)) = &self.key_file else {
+            if asked {
+                info!("SIGHUP: no key file to reload (running with --insecure-no-key)");
+            }
+            return;
+        };
+        let text = match crate::keys::read(path) {
+            Ok(t) => t,
+            Err(e) => return warn!("{e}; keeping the key ring in use"),
+        };
+        if text == *last && !asked {
+            return;
+        }
+        match KeyRing::parse(&text) {
+            Ok(ring) => {
+                let keys: Vec<String> = ring.keys().iter().map(|k| k.id().to_string()).collect();
+                info!(primary = %ring.primary().id(), keys = %keys.join(","), "key ring loaded");
+                self.seal.set_ring(ring);
+                self.key_file = Some((path.clone(), text));
+            }
+            Err(e) => warn!("key file {}: {e}; keeping the key ring in use", path.display()),
         }
     }
 
@@ -319,7 +400,8 @@ impl Node {
                 self.saved_at = std::time::Instant::now();
             }
         }
-        while let Some(t) = self.server.poll_transmit() {
+        self.save_memory(false)?;
+        while let Some(t) = seal::drive::poll_transmit(&mut self.server, &mut self.seal) {
             let to = match t.dest {
                 Dest::Addr(a) => a,
                 Dest::Group => match self.group {
@@ -370,7 +452,7 @@ impl Node {
         if let Some(m) = &self.metrics {
             m.datagram_in(bytes.len());
         }
-        self.server.handle_datagram(now, from, bytes);
+        seal::drive::feed(&mut self.server, &mut self.seal, now, from, bytes);
     }
 
     /// One line for `systemctl status`.
@@ -425,6 +507,33 @@ async fn tick_opt(t: Option<&mut tokio::time::Interval>) {
     }
 }
 
+#[cfg(unix)]
+type Hangup = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangup = ();
+
+/// SIGHUP (reload the key file), where there is such a signal.
+fn hangup_signal() -> Option<Hangup> {
+    #[cfg(unix)]
+    {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+async fn hangup_opt(h: Option<&mut Hangup>) {
+    #[cfg(unix)]
+    if let Some(h) = h {
+        h.recv().await;
+        return;
+    }
+    let _ = h;
+    std::future::pending::<()>().await
+}
+
 /// Ctrl-C or SIGTERM. The handlers are installed here, at once (not when the future is first
 /// polled): a stop asked for right after the server reported itself ready still leaves cleanly.
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
@@ -465,7 +574,7 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 const DRAIN_MAX: usize = 64;
 
 async fn serve(p: Prepared) -> Result<(), String> {
-    let Prepared { opts, unicast, discovery, group, advertised, id, previous, metrics: metrics_listener } = p;
+    let Prepared { opts, unicast, discovery, group, advertised, id, previous, metrics: metrics_listener, ring, memory } = p;
     let unicast = Udp::new(unicast).map_err(|e| format!("cannot register the socket: {}", crate::io_msg(&e)))?;
     let discovery = match discovery {
         Some(s) => Some(Udp::new(s).map_err(|e| format!("cannot register the discovery socket: {}", crate::io_msg(&e)))?),
@@ -475,6 +584,7 @@ async fn serve(p: Prepared) -> Result<(), String> {
     cfg.discovery = group.is_some();
     cfg.join = opts.join.clone();
     cfg.build = crate::VERSION.to_string();
+    cfg.sealed = ring.is_some();
     let clock = Clock { origin: tokio::time::Instant::now() };
     let seed = uuid::Uuid::new_v4().as_u128() as u64;
     let restarted = previous.is_some();
@@ -490,7 +600,27 @@ async fn serve(p: Prepared) -> Result<(), String> {
         restarted,
         "server started"
     );
+    let seal = match ring {
+        Some(ring) => {
+            info!(primary = %ring.primary().id(), keys = ring.keys().len(), "server traffic is sealed");
+            Seal::new(server.node(), ring, memory.as_ref())
+        }
+        None => {
+            warn!("RUNNING WITHOUT A KEY (--insecure-no-key): server traffic is plain; anyone on this network can join, forge and read");
+            Seal::insecure(server.node())
+        }
+    };
+    let key_file = match &opts.key_file {
+        Some(path) => Some((path.clone(), crate::keys::read(path)?)),
+        None => None,
+    };
+    let memory_file = opts.state.as_ref().filter(|_| seal.is_sealed()).map(|s| crate::keys::memory_path(s));
     let mut node = Node {
+        seal,
+        key_file,
+        memory_file,
+        memory_saved_at: std::time::Instant::now(),
+        memory_saved: memory,
         server,
         unicast,
         group,
@@ -517,6 +647,9 @@ async fn serve(p: Prepared) -> Result<(), String> {
     }
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    let mut hangup = hangup_signal();
+    let mut key_check = tokio::time::interval(KEY_CHECK_EVERY);
+    key_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     node.after_input().await?;
     // The sockets are bound and the loop is about to run: tell systemd (a no-op without it).
     node.notify.send(crate::sd::Note::Ready);
@@ -572,6 +705,15 @@ async fn serve(p: Prepared) -> Result<(), String> {
                 let _ = reply.send(());
                 settled = true;
             }
+            _ = hangup_opt(hangup.as_mut()) => {
+                node.reload_keys(true);
+                settled = true;
+            }
+            _ = key_check.tick() => {
+                node.reload_keys(false);
+                node.save_memory(false).inspect_err(|e| warn!("{e}"))?;
+                settled = true;
+            }
             _ = tick_opt(watchdog.as_mut()) => {
                 node.notify.send(crate::sd::Note::Watchdog);
                 settled = true;
@@ -581,7 +723,7 @@ async fn serve(p: Prepared) -> Result<(), String> {
                 node.notify.send(crate::sd::Note::Stopping);
                 node.server.leave(clock.now());
                 node.after_input().await?;
-                let saved = node.final_save().await;
+                let saved = node.final_save().await.and(node.save_memory(true));
                 // STOPPING=1 (and what came before it) reaches systemd before the process ends.
                 node.notify.close(Duration::from_secs(1));
                 return saved;

@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod driver;
+pub mod keys;
 pub mod metrics;
 pub mod sd;
 pub mod state;

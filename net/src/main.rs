@@ -30,6 +30,58 @@ enum Cmd {
     Status(StatusArgs),
     /// Run the deterministic simulator.
     Sim(ringchat_sim::cli::SimArgs),
+    /// Write a new key ring file with one fresh cluster key (give every server a copy).
+    Keygen(KeygenArgs),
+    /// Rotate cluster keys: install a new key everywhere, use it everywhere, remove the old one.
+    Keys(KeysArgs),
+}
+
+#[derive(Args, Debug)]
+struct KeygenArgs {
+    /// Where to write the key ring (an existing file is not overwritten).
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct KeysArgs {
+    #[command(subcommand)]
+    op: KeysOp,
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysOp {
+    /// List the keys of a key ring file (ids only) and which one seals.
+    List {
+        /// The key ring file.
+        #[arg(long, value_name = "FILE")]
+        key_file: PathBuf,
+    },
+    /// Install a key: it opens at once, the primary still seals. Without KEY, a fresh key is made
+    /// and printed, to install on the other servers.
+    Install {
+        /// The key ring file.
+        #[arg(long, value_name = "FILE")]
+        key_file: PathBuf,
+        /// The key, 64 hex digits (as printed by an earlier `keys install`).
+        key: Option<String>,
+    },
+    /// Make an installed key primary: it seals from now on (install it on every server first).
+    Use {
+        /// The key ring file.
+        #[arg(long, value_name = "FILE")]
+        key_file: PathBuf,
+        /// The key's id (8 hex digits, as `keys list` shows).
+        id: String,
+    },
+    /// Remove an installed key (not the primary) once every server uses the new one.
+    Remove {
+        /// The key ring file.
+        #[arg(long, value_name = "FILE")]
+        key_file: PathBuf,
+        /// The key's id (8 hex digits, as `keys list` shows).
+        id: String,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +135,14 @@ struct ServerArgs {
     /// Log filter, e.g. info or ringchat_net=debug (default: RUST_LOG, else the config file, else info).
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
+    /// The cluster's key ring (from `ringchat keygen`): server traffic is sealed with it. The
+    /// file is read again on SIGHUP and whenever it changes (key rotation without a restart).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// Run WITHOUT a key: server traffic is plain, and anyone on the network can join the
+    /// cluster, forge its messages and read them. For study on a private machine only.
+    #[arg(long)]
+    insecure_no_key: bool,
 }
 
 #[derive(Args, Debug)]
@@ -159,6 +219,8 @@ fn main() {
         Cmd::Demo(a) => demo_cmd(a),
         Cmd::Status(a) => status_cmd(a),
         Cmd::Sim(a) => ringchat_sim::cli::run(a),
+        Cmd::Keygen(a) => keygen_cmd(a),
+        Cmd::Keys(a) => keys_cmd(a),
     };
     exit(code);
 }
@@ -172,7 +234,7 @@ fn usage_error(e: clap::Error) -> i32 {
             0
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
-            eprintln!("error: a subcommand is needed (server, client, demo, status, sim); try 'ringchat --help'");
+            eprintln!("error: a subcommand is needed (server, client, demo, status, sim, keygen, keys); try 'ringchat --help'");
             2
         }
         _ => {
@@ -235,7 +297,10 @@ fn server(a: ServerArgs) -> i32 {
         (None, Ok(env)) if !env.trim().is_empty() => env,
         _ => resolved.log_level.clone(),
     };
-    let prepared = match driver::prepare(resolved.options) {
+    let mut options = resolved.options;
+    options.key_file = a.key_file;
+    options.insecure_no_key = a.insecure_no_key;
+    let prepared = match driver::prepare(options) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
@@ -244,6 +309,39 @@ fn server(a: ServerArgs) -> i32 {
     };
     init_logging(&level);
     driver::run(prepared)
+}
+
+fn keygen_cmd(a: KeygenArgs) -> i32 {
+    match ringchat_net::keys::keygen(&a.file) {
+        Ok(id) => {
+            println!("wrote key ring {} with key {id}: give every server a copy (--key-file), and keep it secret", a.file.display());
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+fn keys_cmd(a: KeysArgs) -> i32 {
+    use ringchat_net::keys::{self, Edit};
+    let done = match a.op {
+        KeysOp::List { key_file } => keys::list(&key_file),
+        KeysOp::Install { key_file, key } => keys::edit(&key_file, Edit::Install(key)),
+        KeysOp::Use { key_file, id } => keys::edit(&key_file, Edit::Use(id)),
+        KeysOp::Remove { key_file, id } => keys::edit(&key_file, Edit::Remove(id)),
+    };
+    match done {
+        Ok(text) => {
+            println!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
 }
 
 fn discovery_of(a: DiscoveryArg) -> Discovery {

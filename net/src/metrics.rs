@@ -252,6 +252,13 @@ impl Metrics {
             stale_epoch,
             tokens_refused,
             elections_started,
+            seal_malformed,
+            seal_wrong_key,
+            seal_bad_tag,
+            seal_replay,
+            seal_stale,
+            seal_wrong_receiver,
+            unsealed,
         } = c;
         for (cause, n) in [
             ("malformed", malformed),
@@ -262,6 +269,13 @@ impl Metrics {
             ("non_member", non_member),
             ("stale_epoch", stale_epoch),
             ("tokens_refused", tokens_refused),
+            ("seal_malformed", seal_malformed),
+            ("seal_wrong_key", seal_wrong_key),
+            ("seal_bad_tag", seal_bad_tag),
+            ("seal_replay", seal_replay),
+            ("seal_stale", seal_stale),
+            ("seal_wrong_receiver", seal_wrong_receiver),
+            ("unsealed", unsealed),
         ] {
             catch_up(&self.rejected.get_or_create(&CauseLabel { cause }), *n);
         }

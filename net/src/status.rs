@@ -81,6 +81,9 @@ pub fn addr_of(r: &StatusReport, node: NodeId) -> Option<SocketAddr> {
     r.members.iter().find(|m| m.member.node.id == node.id).map(|m| m.member.addr)
 }
 
+/// What `status` prints about a server running with `--insecure-no-key`.
+pub const UNSEALED: &str = "WARNING: UNSEALED: this server runs with --insecure-no-key; anyone on the network can join, forge and read";
+
 /// The report as one JSON object (`ringchat status --json`).
 pub fn to_json(server: SocketAddr, r: &StatusReport) -> Value {
     let c = &r.counters;
@@ -112,6 +115,7 @@ pub fn to_json(server: SocketAddr, r: &StatusReport) -> Value {
         "leader_incarnation": r.leader.map(|l| l.incarnation),
         "leader_addr": r.leader.and_then(|l| addr_of(r, l)).map(|a| a.to_string()),
         "view_id": r.view_id,
+        "sealed": r.sealed,
         "members": members,
         "clients": r.clients.iter().map(|(name, addr)| json!({"name": name, "addr": addr.to_string()})).collect::<Vec<Value>>(),
         "clients_total": r.clients_total,
@@ -130,6 +134,13 @@ pub fn to_json(server: SocketAddr, r: &StatusReport) -> Value {
             "foreign_cluster": c.foreign_cluster,
             "non_member": c.non_member,
             "stale_epoch": c.stale_epoch,
+            "seal_malformed": c.seal_malformed,
+            "seal_wrong_key": c.seal_wrong_key,
+            "seal_bad_tag": c.seal_bad_tag,
+            "seal_replay": c.seal_replay,
+            "seal_stale": c.seal_stale,
+            "seal_wrong_receiver": c.seal_wrong_receiver,
+            "unsealed": c.unsealed,
             "rejected": c.rejected(),
             "ignored": c.ignored(),
             "tokens_refused": c.tokens_refused,
@@ -152,6 +163,9 @@ pub fn to_human(server: SocketAddr, r: &StatusReport) -> String {
         None => "none".into(),
     };
     let _ = writeln!(s, "epoch {}  leader {leader}", r.epoch);
+    if !r.sealed {
+        let _ = writeln!(s, "{UNSEALED}");
+    }
     match r.view_id {
         Some(v) => {
             let _ = writeln!(s, "view {v}: {} members", r.members.len());
@@ -184,6 +198,11 @@ pub fn to_human(server: SocketAddr, r: &StatusReport) -> String {
         c.foreign_cluster,
         c.non_member,
         c.stale_epoch
+    );
+    let _ = writeln!(
+        s,
+        "seal: rejected wrong_key {}, bad_tag {}, replay {}, malformed {}, unsealed {}  ignored stale {}, wrong_receiver {}",
+        c.seal_wrong_key, c.seal_bad_tag, c.seal_replay, c.seal_malformed, c.unsealed, c.seal_stale, c.seal_wrong_receiver
     );
     let _ = writeln!(s, "clients {}{}", r.clients_total, if r.clients.len() < r.clients_total as usize { " (first listed)" } else { "" });
     for (name, addr) in &r.clients {
@@ -431,6 +450,9 @@ pub fn survey_to_human(s: &Survey) -> String {
     };
     let view = r.view_id.map_or_else(|| "no view installed".to_string(), |v| format!("view {v} of {} members", r.members.len()));
     let _ = writeln!(out, "cluster {}  epoch {}  leader {leader}  {view}  (asked {})", r.cluster, r.epoch, s.server);
+    if !r.sealed {
+        let _ = writeln!(out, "{UNSEALED}");
+    }
     let cells: Vec<Vec<String>> = s.rows.iter().map(|row| COLUMNS.iter().map(|c| (c.cell)(s, row)).collect()).collect();
     let widths: Vec<usize> =
         COLUMNS.iter().enumerate().map(|(i, c)| cells.iter().map(|r| r[i].len()).chain([c.header.len()]).max().unwrap_or(0)).collect();

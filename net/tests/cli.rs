@@ -64,7 +64,8 @@ fn bind_on_a_taken_port_fails_with_exit_1() {
         }
     };
     let bind = format!("127.0.0.1:{port}");
-    let (code, _, err) = run_cli(&["server", "--bind", &bind, "--discovery", "off"]);
+    let key = test_key_file();
+    let (code, _, err) = run_cli(&["server", "--bind", &bind, "--discovery", "off", "--key-file", key.to_str().expect("utf-8")]);
     assert_eq!(code, Some(1), "{err}");
     assert!(one_line(&err), "{err:?}");
     assert!(err.contains(&format!("cannot bind {bind}")) && err.contains("in use"), "{err}");

@@ -91,7 +91,9 @@ fn heartbeat(cluster: ClusterId, from: NodeId, epoch: u64) -> Packet {
 
 #[test]
 fn hostile_datagrams_are_counted_and_ignored() {
-    let c = Cluster::start("hostile", 3);
+    // Plain datagrams test the decoder and the core's checks (sealed servers refuse them all
+    // as `unsealed` before decoding; see tests/seal.rs).
+    let c = Cluster::start_with("hostile", 3, |_| vec!["--insecure-no-key".into()]);
     let (leader, before) = c.wait_for("one leader and one view of 3", Duration::from_secs(15), || agreement(&c.ports));
     let sock = UdpSocket::bind("127.0.0.1:0").expect("socket");
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ std::process::id() as u64);

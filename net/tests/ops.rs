@@ -212,6 +212,7 @@ fn systemd_readiness_watchdog_and_a_clean_stop_on_sigterm() {
     let log = dir.join("server.log");
     let mut cmd = Command::new(BIN);
     cmd.args(["server", "--bind", &addr(port).to_string(), "--discovery", "off", "--state", state.to_str().expect("utf-8")]);
+    cmd.arg("--key-file").arg(test_key_file());
     cmd.env("NOTIFY_SOCKET", &notify.path).env("WATCHDOG_USEC", "100000").env_remove("WATCHDOG_PID").env("RUST_LOG", "info");
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::from(std::fs::File::create(&log).expect("log")));
     let child = cmd.spawn().expect("spawn");
@@ -257,6 +258,7 @@ fn a_notification_socket_nobody_reads_does_not_stop_the_server() {
     let port = free_port();
     let mut cmd = Command::new(BIN);
     cmd.args(["server", "--bind", &addr(port).to_string(), "--discovery", "off"]);
+    cmd.arg("--key-file").arg(test_key_file());
     cmd.env("NOTIFY_SOCKET", &path).env("WATCHDOG_USEC", "10000").env_remove("WATCHDOG_PID");
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
     let mut p = Proc { child: cmd.spawn().expect("spawn"), port, log: path.clone() };

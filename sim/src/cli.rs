@@ -82,6 +82,10 @@ pub struct SimArgs {
     /// Force careless clients: typos, empty rooms, name collisions, idling, quits right after a show.
     #[arg(long)]
     pub careless: bool,
+    /// Run server traffic plain, without the seal (to compare speed; the default seals with the
+    /// stand-in cipher).
+    #[arg(long)]
+    pub unsealed: bool,
 }
 
 fn parse_schedule(path: &str) -> Result<Schedule, String> {
@@ -127,6 +131,7 @@ impl SimArgs {
             trace: self.trace,
             clients: self.clients as usize,
             life: self.life(),
+            unsealed: self.unsealed,
             ..SimConfig::default()
         }
     }

@@ -42,6 +42,9 @@ pub struct SimConfig {
     pub workload: Workload,
     /// Long-life faults (off by default).
     pub life: LifeFaults,
+    /// Run server traffic plain instead of through the seal (framing, key ids, counters, replay
+    /// windows, incarnations) with the stand-in cipher. Off by default: the simulator seals.
+    pub unsealed: bool,
 }
 
 /// How simulated users behave: data, so a property test can draw it and shrink a failure.
@@ -83,6 +86,7 @@ impl Default for SimConfig {
             rooms: 3,
             workload: Workload::default(),
             life: LifeFaults::default(),
+            unsealed: false,
         }
     }
 }

@@ -51,6 +51,7 @@ impl Server {
             leader: self.leader,
             committed: self.committed.clone(),
             members,
+            sealed: self.cfg.sealed,
             counters: self.counters.clone(),
             uptime_ms: self.now.since(self.started) / 1000,
             build: self.cfg.build.clone(),
@@ -71,6 +72,7 @@ impl Status {
             leader: s.leader,
             view_id: s.committed.as_ref().map(|v| v.stamp.id),
             members: s.members.clone(),
+            sealed: s.sealed,
             counters: s.counters.clone(),
             uptime_ms: s.uptime_ms,
             build: {

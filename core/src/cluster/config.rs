@@ -44,6 +44,10 @@ pub struct ServerConfig {
     /// The driver's build (name, version, commit), shown by `status`; not a protocol setting.
     #[serde(skip)]
     pub build: String,
+    /// The driver seals server traffic (the `seal` module); shown by `status`, not a
+    /// protocol setting.
+    #[serde(skip)]
+    pub sealed: bool,
     /// A bug planted on purpose (checker tests only; `None` in every real configuration).
     #[doc(hidden)]
     #[serde(skip)]
@@ -69,6 +73,7 @@ impl Default for ServerConfig {
             join: Vec::new(),
             expect: None,
             build: String::new(),
+            sealed: false,
             plant: None,
         }
     }

@@ -103,6 +103,8 @@ pub struct Status {
     pub uptime_ms: u64,
     /// The driver's build string ([`ServerConfig::build`]).
     pub build: String,
+    /// Server traffic is sealed ([`ServerConfig::sealed`]).
+    pub sealed: bool,
     /// Refusal counters.
     pub counters: Counters,
 }
@@ -246,6 +248,13 @@ impl Server {
     /// Refusal counters.
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// Counts a datagram refused before it reached the server (by the `seal` layer above this
+    /// one); nothing else changes.
+    pub fn count_refused(&mut self, count: impl FnOnce(&mut Counters)) {
+        *self.received.entry("refused").or_insert(0) += 1;
+        count(&mut self.counters);
     }
 
     /// Sizes of the chat state (store, inboxes, hold-back, sessions).

@@ -15,12 +15,13 @@ pub use client::{ClientMsg, Op, RefusalReason, Rejection, ServerMsg};
 pub use peer::{Body, CandidateKey, Envelope};
 pub use status::{Counters, MemberReport, StatusReport};
 
+use crate::id::NodeId;
 use crate::limits::MAX_DATAGRAM;
 use bounds::Bounded;
 use serde::{Deserialize, Serialize};
 
 /// Protocol version carried in the first byte of every datagram.
-pub const VERSION: u8 = 4;
+pub const VERSION: u8 = 5;
 
 /// Every datagram: between servers, from a client, or to a client.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -73,6 +74,23 @@ pub fn encode(packet: &Packet) -> Option<Vec<u8>> {
     (out.len() <= MAX_DATAGRAM).then_some(out)
 }
 
+/// Whether `bytes` is (by its first two bytes) a server-to-server datagram: the ones that are
+/// sealed. Says nothing of whether the rest decodes.
+pub fn is_peer(bytes: &[u8]) -> bool {
+    // Postcard writes the `Packet` variant index as one byte; `Peer` is variant 0.
+    bytes.len() >= 2 && bytes[0] == VERSION && bytes[1] == 0
+}
+
+/// The sender a server datagram names, read from its first fields alone (`None` if `bytes` is
+/// not a server datagram that far). Total and cheap: the seal checks it against the header.
+pub fn peer_sender(bytes: &[u8]) -> Option<NodeId> {
+    if !is_peer(bytes) || bytes.len() > MAX_DATAGRAM {
+        return None;
+    }
+    let ((_, from), _): ((crate::id::ClusterId, NodeId), &[u8]) = postcard::take_from_bytes(&bytes[2..]).ok()?;
+    Some(from)
+}
+
 /// Decodes a datagram. Total: never panics, whatever the bytes.
 pub fn decode(bytes: &[u8]) -> Result<Packet, DecodeError> {
     let (&version, rest) = bytes.split_first().ok_or(DecodeError::Empty)?;
@@ -119,6 +137,19 @@ mod tests {
         let p = sample();
         let bytes = encode(&p).expect("fits");
         assert_eq!(decode(&bytes), Ok(p));
+    }
+
+    #[test]
+    fn the_sender_of_a_server_datagram_reads_from_its_prefix() {
+        let bytes = encode(&sample()).expect("fits");
+        assert!(is_peer(&bytes));
+        assert_eq!(peer_sender(&bytes), Some(NodeId { id: ServerId(42), incarnation: 3 }));
+        for len in 0..bytes.len().min(40) {
+            let _ = peer_sender(&bytes[..len]);
+        }
+        let client = encode(&Packet::FromClient(ClientMsg::Status)).expect("fits");
+        assert!(!is_peer(&client));
+        assert_eq!(peer_sender(&client), None);
     }
 
     #[test]

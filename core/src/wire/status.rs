@@ -26,20 +26,42 @@ pub struct Counters {
     pub tokens_refused: u64,
     /// Elections this server started.
     pub elections_started: u64,
+    /// Sealed datagrams with a header no server writes (size, version, an impossible life).
+    pub seal_malformed: u64,
+    /// Sealed datagrams under a key this server does not hold.
+    pub seal_wrong_key: u64,
+    /// Sealed datagrams whose tag did not verify (forged, tampered with, truncated).
+    pub seal_bad_tag: u64,
+    /// Sealed datagrams whose counter was accepted before (replays).
+    pub seal_replay: u64,
+    /// Sealed datagrams from an earlier life of a sender already heard in a later one.
+    pub seal_stale: u64,
+    /// Sealed datagrams meant for another life of this server (sent before it restarted).
+    pub seal_wrong_receiver: u64,
+    /// Plain server datagrams that reached a sealed server.
+    pub unsealed: u64,
 }
 
 impl Counters {
     /// Datagrams refused as bad input (they deserve attention: a bug, a foreign program, or
     /// someone on the LAN sending garbage).
     pub fn rejected(&self) -> u64 {
-        self.malformed + self.oversize + self.wrong_version + self.invalid
+        self.malformed
+            + self.oversize
+            + self.wrong_version
+            + self.invalid
+            + self.seal_malformed
+            + self.seal_wrong_key
+            + self.seal_bad_tag
+            + self.seal_replay
+            + self.unsealed
     }
 
     /// Datagrams ignored in the normal course of a cluster's life: from servers still founding
     /// or joining, from a member's previous life, or carrying an epoch already superseded. A
     /// healthy cluster counts some of these whenever servers start, restart or elect.
     pub fn ignored(&self) -> u64 {
-        self.foreign_cluster + self.non_member + self.stale_epoch
+        self.foreign_cluster + self.non_member + self.stale_epoch + self.seal_stale + self.seal_wrong_receiver
     }
 }
 
@@ -80,6 +102,9 @@ pub struct StatusReport {
     pub uptime_ms: u64,
     /// The build it runs (version and commit, as its driver says; at most [`MAX_BUILD`] bytes).
     pub build: String,
+    /// Whether its server traffic is sealed with a cluster key (`false`: it runs with
+    /// `--insecure-no-key`, and anyone on the LAN can join, forge and read).
+    pub sealed: bool,
     /// Refusal counters.
     pub counters: Counters,
     /// Clients logged in here, as (name, address): as many as fit the datagram.

@@ -36,8 +36,13 @@ impl Drop for Cluster {
 }
 
 impl Cluster {
-    /// `n` servers; with `state`, each keeps a `--state` file in a temporary directory.
+    /// `n` sealed servers; with `state`, each keeps a `--state` file in a temporary directory.
     pub fn start(n: usize, state: bool) -> Cluster {
+        Cluster::start_sealed(n, state, true)
+    }
+
+    /// `n` servers, sealed with a fresh key ring or run with `--insecure-no-key`.
+    pub fn start_sealed(n: usize, state: bool, sealed: bool) -> Cluster {
         let ports = free_ports(n);
         let addrs: Vec<SocketAddr> = ports.iter().map(|p| addr(*p)).collect();
         let dir = state.then(|| {
@@ -45,6 +50,11 @@ impl Cluster {
             std::fs::create_dir_all(&d).expect("temp dir");
             d
         });
+        let key = std::env::temp_dir().join(format!("ringchat-bench-{}-{}.key", std::process::id(), ports[0]));
+        let _ = std::fs::remove_file(&key);
+        if sealed {
+            ringchat_net::keys::keygen(&key).expect("bench key file");
+        }
         let mut procs = Vec::new();
         for a in &addrs {
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringchat"));
@@ -54,6 +64,11 @@ impl Cluster {
             }
             if let Some(d) = &dir {
                 cmd.arg("--state").arg(d.join(format!("{}.state", a.port())));
+            }
+            if sealed {
+                cmd.arg("--key-file").arg(&key);
+            } else {
+                cmd.arg("--insecure-no-key");
             }
             cmd.env("RUST_LOG", "warn").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
             procs.push(cmd.spawn().expect("spawn ringchat server"));

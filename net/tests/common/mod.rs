@@ -71,7 +71,36 @@ fn log_dir() -> PathBuf {
     dir
 }
 
+/// A file name in the tests' directory.
+pub fn log_path(name: &str) -> PathBuf {
+    log_dir().join(name)
+}
+
+/// The key ring every test server is given unless its flags name another key or none: one
+/// fixed key (tests are about behaviour, not secrecy), written once per test process.
+pub fn test_key_file() -> PathBuf {
+    static WRITTEN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    WRITTEN
+        .get_or_init(|| {
+            let path = log_dir().join(format!("test-{}.key", std::process::id()));
+            let ring = ringchat_core::seal::KeyRing::new(ringchat_core::seal::ClusterKey::new([0x42; 32]));
+            ringchat_net::keys::save(&path, &ring).expect("test key file");
+            path
+        })
+        .clone()
+}
+
+/// A key ring file of its own for `name` in the test directory (a fresh random key).
+pub fn new_key_file(name: &str) -> PathBuf {
+    let path = log_dir().join(format!("{name}-{}.key", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    ringchat_net::keys::keygen(&path).expect("keygen");
+    path
+}
+
 /// `ringchat server --bind 127.0.0.1:port --discovery off --join ...` with its log in a file.
+/// The server is sealed with [`test_key_file`] unless `extra` has `--key-file` or
+/// `--insecure-no-key`.
 pub fn spawn_server(name: &str, port: u16, join: &[u16], extra: &[&str]) -> Proc {
     let log = log_dir().join(format!("{name}-{port}.log"));
     let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
@@ -81,6 +110,9 @@ pub fn spawn_server(name: &str, port: u16, join: &[u16], extra: &[&str]) -> Proc
         cmd.args(["--join", &addr(*j).to_string()]);
     }
     cmd.args(extra);
+    if !extra.iter().any(|a| *a == "--key-file" || *a == "--insecure-no-key") {
+        cmd.arg("--key-file").arg(test_key_file());
+    }
     cmd.env("RUST_LOG", "info").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::from(file));
     let child = {
         let _guard = fork_lock();

@@ -31,6 +31,7 @@ use crate::resources::{Meter, Resources};
 use nodes::Node;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use ringchat_core::seal::{ClusterKey, KeyRing};
 use ringchat_core::ServerId;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -71,6 +72,9 @@ pub struct World {
     life: LifeRates,
     /// State sizes against their bound.
     meter: Meter,
+    /// The cluster's key ring (`None`: the run is unsealed). Drawn from the seed without
+    /// touching the run's random stream, so sealing changes no other draw.
+    ring: Option<KeyRing>,
     /// Next periodic measurement, and the period (µs).
     next_sample: u64,
     sample_every: u64,
@@ -113,6 +117,8 @@ impl World {
                 generation: 0,
                 drift_ppm: if drift > 0 { rng.random_range(-drift..=drift) } else { 0 },
                 driver_disk: None,
+                seal: None,
+                seal_memory: None,
             })
             .collect();
         let by_addr = nodes.iter().enumerate().map(|(i, n)| (n.addr, i)).collect();
@@ -150,6 +156,7 @@ impl World {
             life,
             meter: Meter::new(Resources::bound(n, cfg.clients + usize::from(cfg.clients > 0), cfg.rooms)),
             next_sample: 0,
+            ring: (!cfg.unsealed).then(|| sim_ring(cfg.seed)),
             // Every simulated second or so with long-life faults; every 10 s otherwise (speed).
             sample_every: (cfg.duration_ms * 1000 / 600).max(if cfg.life.any() { 1_000_000 } else { 10_000_000 }),
             cfg,
@@ -186,6 +193,15 @@ impl World {
         }
         self.finish()
     }
+}
+
+/// The key ring of seed `seed`'s cluster: one key, a function of the seed alone.
+fn sim_ring(seed: u64) -> KeyRing {
+    let mut bytes = [0u8; 32];
+    for (i, chunk) in bytes.chunks_mut(8).enumerate() {
+        chunk.copy_from_slice(&ringchat_core::id::mix64(seed ^ 0x5EA1_0000 ^ i as u64).to_le_bytes());
+    }
+    KeyRing::new(ClusterKey::new(bytes))
 }
 
 /// Runs one seed.

@@ -51,10 +51,7 @@ impl World {
                 return;
             }
             let from_addr = self.chat.procs[from - n].addr;
-            let local = node.local(self.now);
-            if let Some(s) = node.server.as_mut() {
-                s.handle_datagram(local, from_addr, &bytes);
-            }
+            self.feed(to, from_addr, &bytes);
             return self.drain(to);
         }
         let node = &mut self.nodes[to];
@@ -74,18 +71,18 @@ impl World {
             return;
         }
         if kind == "chat_need" && self.cfg.trace {
-            if let Ok(ringchat_core::wire::Packet::Peer(env)) = ringchat_core::wire::decode(&bytes) {
-                self.trace_line(Some(to), || format!("recv chat_need from n{from}: {:?}", env.body));
+            // Sealed on the wire: the trace shows what the sender's plain datagram said.
+            match ringchat_core::wire::decode(&bytes) {
+                Ok(ringchat_core::wire::Packet::Peer(env)) => {
+                    self.trace_line(Some(to), || format!("recv chat_need from n{from}: {:?}", env.body))
+                }
+                _ => self.trace_line(Some(to), || format!("recv chat_need from n{from} ({}B, sealed)", bytes.len())),
             }
         } else {
             self.trace_line(Some(to), || format!("recv {kind} from n{from} ({}B)", bytes.len()));
         }
         let from_addr = self.nodes[from].addr;
-        let node = &mut self.nodes[to];
-        let local = node.local(self.now);
-        if let Some(s) = node.server.as_mut() {
-            s.handle_datagram(local, from_addr, &bytes);
-        }
+        self.feed(to, from_addr, &bytes);
         self.drain(to);
     }
 }

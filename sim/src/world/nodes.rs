@@ -7,6 +7,7 @@ use crate::disk::DriverDisk;
 use crate::faults::{blocked_links, FaultAction};
 use crate::history::Happening;
 use rand::RngCore;
+use ringchat_core::seal::{self, Seal, SealMemory, StandIn};
 use ringchat_core::{Dest, Event, Instant, Server, ServerId};
 use std::net::SocketAddr;
 
@@ -22,6 +23,11 @@ pub(super) struct Node {
     pub(super) drift_ppm: i64,
     /// The driver's disk model of the running life (long-life runs with power loss only).
     pub(super) driver_disk: Option<DriverDisk>,
+    /// The running life's seal (stand-in cipher; insecure when the run is unsealed).
+    pub(super) seal: Option<Seal<StandIn>>,
+    /// The replay state an earlier life left on disk (lost with the disk). The simulated driver
+    /// keeps its seal file current: what the crashed life had accepted is what the next finds.
+    pub(super) seal_memory: Option<SealMemory>,
 }
 
 impl Node {
@@ -40,11 +46,16 @@ impl World {
     pub(super) fn start(&mut self, i: usize) {
         let mut cfg = self.cfg.server.clone();
         cfg.ring = self.cfg.ring;
+        cfg.sealed = !self.cfg.unsealed;
         let seed = self.rng.next_u64();
         let node = &mut self.nodes[i];
         let local = node.local(self.now);
         let server = Server::new(cfg, node.id, node.addr, node.disk.clone(), seed, local);
         let life = server.node();
+        node.seal = Some(match &self.ring {
+            Some(ring) => Seal::new(life, ring.clone(), node.seal_memory.as_ref()),
+            None => Seal::insecure(life),
+        });
         node.server = Some(server);
         node.paused = false;
         node.inbox.clear();
@@ -90,7 +101,7 @@ impl World {
         }
         loop {
             let Some(server) = self.nodes[i].server.as_mut() else { return };
-            let Some(t) = server.poll_transmit() else { break };
+            let Some(mut t) = server.poll_transmit() else { break };
             if !t.retransmit {
                 *self.sent.entry(t.kind).or_insert(0) += 1;
                 if t.kind == "chat" || t.kind == "chat_batch" {
@@ -117,6 +128,10 @@ impl World {
                         }
                     }
                 }
+            }
+            let node = &mut self.nodes[i];
+            if let (Some(server), Some(seal)) = (node.server.as_ref(), node.seal.as_mut()) {
+                seal::drive::seal_transmit(server, seal, &mut t);
             }
             self.hash.bytes(&t.bytes);
             match t.dest {
@@ -221,6 +236,9 @@ impl World {
         self.sample(i);
         let now = self.now;
         let node = &mut self.nodes[i];
+        if let Some(seal) = node.seal.take() {
+            node.seal_memory = Some(seal.memory());
+        }
         if let Some(s) = node.server.take() {
             node.disk = match node.driver_disk.take() {
                 Some(disk) => disk.at_crash(now),
@@ -240,11 +258,7 @@ impl World {
         let inbox = std::mem::take(&mut self.nodes[i].inbox);
         for (from, bytes) in inbox {
             let from_addr = self.nodes[from].addr;
-            let node = &mut self.nodes[i];
-            let local = node.local(self.now);
-            if let Some(s) = node.server.as_mut() {
-                s.handle_datagram(local, from_addr, &bytes);
-            }
+            self.feed(i, from_addr, &bytes);
         }
         let node = &mut self.nodes[i];
         let local = node.local(self.now);
@@ -273,6 +287,15 @@ impl World {
         }
     }
 
+    /// Feeds one datagram to server `i` through its seal (the driver's part: open, then the core).
+    pub(super) fn feed(&mut self, i: usize, from: SocketAddr, bytes: &[u8]) {
+        let node = &mut self.nodes[i];
+        let local = node.local(self.now);
+        if let (Some(server), Some(seal)) = (node.server.as_mut(), node.seal.as_mut()) {
+            seal::drive::feed(server, seal, local, from, bytes);
+        }
+    }
+
     /// Starts server `i` with its disk lost: no durable state and a new server id.
     fn restart_blank(&mut self, i: usize) {
         let id = loop {
@@ -284,6 +307,7 @@ impl World {
         self.trace_line(Some(i), || format!("disk lost: new id {id}"));
         self.nodes[i].id = id;
         self.nodes[i].disk = None;
+        self.nodes[i].seal_memory = None;
         self.start(i);
     }
 }
