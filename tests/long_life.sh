@@ -463,7 +463,7 @@ fi
 start_client "$NS" fresh1
 start_client "$NS" fresh2
 for u in fresh1 fresh2; do
-  wait_until 30 attached "$u" || check_fail chat-after "a new client process $u did not attach within 30 s: $(tail -n 3 "$TMP/$u.out" | tr '\n' ' ')"
+  wait_until 30 attached "$u" || check_fail chat-after "a new client process $u did not attach within 30 s; its last events: $(tail -n 3 "$TMP/$u.out" | tr "\n" " ")$([ -s "$TMP/$u.out" ] || echo "(none at all: no assignment came)")"
 done
 send fresh1 fresh2 "fresh1 to fresh2 after the long life"
 if wait_until 20 stored_and_shown fresh1 "fresh1 to fresh2 after the long life" fresh2; then
