@@ -8,10 +8,18 @@
 //!
 //! `cargo bench -p ringchat-net --bench failover -- [--trials 20] [--servers 3] [--bin PATH]`
 //!
-//! Prints one line per trial, p50/p99/max in ms, and one JSON line.
+//! Each trial also measures what users of NATS JetStream and etcd measure: the time from the
+//! `kill -9` to the first chat message acknowledged `stored` through a surviving server. Before
+//! the kill, `--probes N` clients (default 32) log in at the servers that survive; from the
+//! kill on, a probe message (to its own sender) is submitted every 5 ms by a probe client that
+//! has none outstanding, and the first `stored` of a probe submitted after the kill ends the
+//! measurement.
+//!
+//! Prints one line per trial, p50/p99/max in ms of both, and one JSON line.
 
 use ringchat_core::wire::StatusReport;
 use ringchat_core::NodeId;
+use ringchat_net::client::{SyncClient, SyncEvent};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,10 +30,11 @@ struct Opts {
     servers: usize,
     bin: PathBuf,
     poll: Duration,
+    probes: usize,
 }
 
 fn parse_args() -> Result<Opts, String> {
-    let mut o = Opts { trials: 20, servers: 3, bin: PathBuf::from(env!("CARGO_BIN_EXE_ringchat")), poll: Duration::from_millis(5) };
+    let mut o = Opts { trials: 20, servers: 3, bin: PathBuf::from(env!("CARGO_BIN_EXE_ringchat")), poll: Duration::from_millis(5), probes: 32 };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
@@ -34,12 +43,13 @@ fn parse_args() -> Result<Opts, String> {
             "--servers" => o.servers = val("--servers")?.parse().map_err(|e| format!("--servers: {e}"))?,
             "--bin" => o.bin = PathBuf::from(val("--bin")?),
             "--poll-ms" => o.poll = Duration::from_millis(val("--poll-ms")?.parse().map_err(|e| format!("--poll-ms: {e}"))?),
+            "--probes" => o.probes = val("--probes")?.parse().map_err(|e| format!("--probes: {e}"))?,
             "--bench" => {} // added by `cargo bench`
-            other => return Err(format!("unknown argument {other}; use --trials N --servers N --bin PATH --poll-ms N")),
+            other => return Err(format!("unknown argument {other}; use --trials N --servers N --bin PATH --poll-ms N --probes N")),
         }
     }
-    if !(3..=9).contains(&o.servers) || o.trials == 0 {
-        return Err("need 3..=9 servers and at least one trial".into());
+    if !(3..=9).contains(&o.servers) || o.trials == 0 || o.probes == 0 {
+        return Err("need 3..=9 servers, at least one trial and one probe".into());
     }
     Ok(o)
 }
@@ -102,9 +112,9 @@ fn whole(sock: &UdpSocket, ports: &[u16]) -> Option<(NodeId, Vec<StatusReport>)>
     nodes.sort();
     let view = rs[0].view_id?;
     for r in &rs {
-        let mut m: Vec<NodeId> = r.members.iter().map(|(m, _)| m.node).collect();
+        let mut m: Vec<NodeId> = r.members.iter().map(|m| m.member.node).collect();
         m.sort();
-        if r.view_id != Some(view) || m != nodes || r.members.iter().any(|(_, a)| !a) || r.leader != Some(l) {
+        if r.view_id != Some(view) || m != nodes || r.members.iter().any(|m| !m.alive) || r.leader != Some(l) {
             return None;
         }
     }
@@ -122,6 +132,66 @@ fn wait<T>(timeout: Duration, poll: Duration, mut f: impl FnMut() -> Option<T>) 
         }
         std::thread::sleep(poll);
     }
+}
+
+/// Probe clients logged in at `live` (spread over them), each ready to send to itself.
+fn probes(n: usize, live: &[u16], trial: usize) -> Option<Vec<(SyncClient, String)>> {
+    let mut ps: Vec<(SyncClient, String)> = (0..n)
+        .map(|j| {
+            let name = format!("probe{j}");
+            let c = SyncClient::new(&name, vec![addr(live[j % live.len()])], 1_000_000 + (trial * 1000 + j) as u64).expect("probe client");
+            (c, name)
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ps.iter().any(|(c, _)| !c.is_online()) {
+        if Instant::now() >= deadline {
+            return None;
+        }
+        for (c, _) in ps.iter_mut() {
+            c.step(Duration::ZERO);
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    Some(ps)
+}
+
+/// After a kill at `t0`: polls `live` for a new leader every `poll` and submits a probe every
+/// 5 ms; returns (time to agreement, time to the first probe stored), each `None` if not within 10 s.
+fn after_kill(sock: &UdpSocket, live: &[u16], old: NodeId, ps: &mut [(SyncClient, String)], t0: Instant, poll: Duration) -> (Option<(f64, NodeId)>, Option<f64>) {
+    let (mut agreed, mut stored) = (None, None);
+    let mut sent_after: std::collections::HashSet<ringchat_core::wire::MsgId> = Default::default();
+    let (mut next_probe, mut next_poll, mut k) = (t0, t0, 0usize);
+    let deadline = t0 + Duration::from_secs(10);
+    while (agreed.is_none() || stored.is_none()) && Instant::now() < deadline {
+        for (c, _) in ps.iter_mut() {
+            for e in c.step(Duration::ZERO) {
+                if let SyncEvent::Stored(id) = e {
+                    if stored.is_none() && sent_after.contains(&id) {
+                        stored = Some(t0.elapsed().as_secs_f64() * 1e3);
+                    }
+                }
+            }
+        }
+        let now = Instant::now();
+        if stored.is_none() && now >= next_probe {
+            next_probe += Duration::from_millis(5);
+            if let Some((c, name)) = ps.iter_mut().find(|(c, _)| c.is_online() && !c.is_busy()) {
+                k += 1;
+                if let Ok(id) = c.send(&name.clone(), format!("probe {k}")) {
+                    sent_after.insert(id);
+                }
+            }
+        }
+        if agreed.is_none() && now >= next_poll {
+            next_poll = now + poll;
+            if let Some(l) = same_leader(sock, live).filter(|l| l.id != old.id) {
+                agreed = Some((t0.elapsed().as_secs_f64() * 1e3, l));
+            }
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    (agreed, stored)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -152,6 +222,7 @@ fn main() {
     println!("{} servers on 127.0.0.1 agreed on a leader {} ms after start", o.servers, t.elapsed().as_millis());
 
     let mut samples: Vec<f64> = Vec::new();
+    let mut stored_samples: Vec<f64> = Vec::new();
     let mut failures = 0usize;
     for trial in 1..=o.trials {
         let Some((old, rs)) = wait(Duration::from_secs(20), o.poll, || whole(&sock, &ports)) else {
@@ -161,19 +232,34 @@ fn main() {
         };
         let Some(i) = rs.iter().position(|r| r.node == old) else { break };
         let live: Vec<u16> = ports.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, p)| *p).collect();
+        let Some(mut ps) = probes(o.probes, &live, trial) else {
+            eprintln!("trial {trial}: the probe clients did not log in within 10 s");
+            failures += 1;
+            break;
+        };
         let t0 = Instant::now();
         let _ = procs[i].child.kill();
         let _ = procs[i].child.wait();
-        let new = wait(Duration::from_secs(10), o.poll, || same_leader(&sock, &live).filter(|l| l.id != old.id));
-        let ms = t0.elapsed().as_secs_f64() * 1e3;
-        match new {
-            Some(l) => {
+        let (agreed, stored) = after_kill(&sock, &live, old, &mut ps, t0, o.poll);
+        drop(ps);
+        match agreed {
+            Some((ms, l)) => {
                 samples.push(ms);
                 print!("trial {trial:>3}: failover {ms:7.1} ms ({old} -> {l})");
             }
             None => {
                 failures += 1;
                 print!("trial {trial:>3}: no new leader within 10 s");
+            }
+        }
+        match stored {
+            Some(ms) => {
+                stored_samples.push(ms);
+                print!(", first probe stored {ms:7.1} ms after the kill");
+            }
+            None => {
+                failures += 1;
+                print!(", no probe stored within 10 s");
             }
         }
         // Restart the killed server from its state file (its next incarnation).
@@ -200,7 +286,19 @@ fn main() {
         o.servers,
         o.poll.as_millis()
     );
+    let mut st = stored_samples.clone();
+    st.sort_by(f64::total_cmp);
+    let (sp50, sp99, smax) = if st.is_empty() { (f64::NAN, f64::NAN, f64::NAN) } else { (percentile(&st, 50.0), percentile(&st, 99.0), st[st.len() - 1]) };
+    println!(
+        "kill -9 of the leader to the first chat message stored through a survivor (probe every 5 ms) over {} trials: p50 {sp50:.1} ms, p99 {sp99:.1} ms, max {smax:.1} ms",
+        st.len()
+    );
+    let r1 = |x: f64| if x.is_finite() { serde_json::json!((x * 10.0).round() / 10.0) } else { serde_json::Value::Null };
     let json = serde_json::json!({
+        "first_stored_p50_ms": r1(sp50),
+        "first_stored_p99_ms": r1(sp99),
+        "first_stored_max_ms": r1(smax),
+        "first_stored_samples_ms": st.iter().map(|s| (s * 10.0).round() / 10.0).collect::<Vec<_>>(),
         "bench": "failover",
         "servers": o.servers,
         "trials": samples.len(),

@@ -46,7 +46,11 @@ impl Cluster {
         let ports = free_ports(n);
         let addrs: Vec<SocketAddr> = ports.iter().map(|p| addr(*p)).collect();
         let dir = state.then(|| {
-            let d = std::env::temp_dir().join(format!("ringchat-bench-{}", std::process::id()));
+            // A fresh directory per cluster: a bench may start several in one run.
+            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let d = std::env::temp_dir().join(format!("ringchat-bench-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
             std::fs::create_dir_all(&d).expect("temp dir");
             d
         });
