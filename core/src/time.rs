@@ -44,3 +44,40 @@ pub fn merge(a: &mut Vc, b: &Vc) {
         *e = (*e).max(*v);
     }
 }
+
+/// Bounds `vc` to `max` origins: when it names more, earlier lives of a server it names again
+/// are dropped (they left the cluster, and servers retire their messages once every member
+/// holds them), then the lowest incarnations.
+pub fn keep_newest_lives(vc: &mut Vc, max: usize) {
+    if vc.len() <= max {
+        return;
+    }
+    let mut newest: std::collections::BTreeMap<crate::id::ServerId, u64> = std::collections::BTreeMap::new();
+    for o in vc.keys() {
+        let e = newest.entry(o.id).or_insert(0);
+        *e = (*e).max(o.incarnation);
+    }
+    vc.retain(|o, _| newest.get(&o.id) == Some(&o.incarnation));
+    while vc.len() > max {
+        let Some(oldest) = vc.keys().min_by_key(|o| (o.incarnation, o.id)).copied() else { break };
+        vc.remove(&oldest);
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use super::*;
+    use crate::id::{NodeId, ServerId};
+
+    #[test]
+    fn a_context_over_its_bound_keeps_the_newest_life_of_each_server() {
+        let life = |s: u128, i: u64| NodeId { id: ServerId(s), incarnation: i };
+        let mut vc: Vc = [(life(1, 1), 4), (life(1, 2), 1), (life(2, 5), 3), (life(3, 1), 2)].into_iter().collect();
+        keep_newest_lives(&mut vc, 4);
+        assert_eq!(vc.len(), 4, "within the bound nothing is dropped");
+        keep_newest_lives(&mut vc, 3);
+        assert_eq!(vc.keys().copied().collect::<Vec<_>>(), vec![life(1, 2), life(2, 5), life(3, 1)]);
+        keep_newest_lives(&mut vc, 2);
+        assert_eq!(vc.keys().copied().collect::<Vec<_>>(), vec![life(1, 2), life(2, 5)], "then the lowest incarnation");
+    }
+}

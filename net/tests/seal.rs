@@ -284,7 +284,7 @@ fn rotation_from_key_a_to_key_b_under_chat_load_loses_no_message() {
     alice.wait_count("attached", 1, |v| v["event"] == "attached");
     bob.wait_count("attached", 1, |v| v["event"] == "attached");
     let mut sent = 0;
-    let mut send_some = |alice: &mut JsonClient, sent: &mut usize| {
+    let send_some = |alice: &mut JsonClient, sent: &mut usize| {
         for _ in 0..3 {
             alice.cmd(json!({"cmd":"send","to":"bob","text":format!("m{sent}")}));
             *sent += 1;

@@ -17,9 +17,8 @@
 //! Call rule (as for the server): after every input drain `poll_transmit` and
 //! `poll_event`, then call `handle_timeout` at `poll_timeout`.
 
-use crate::id::ServerId;
 use crate::limits::{MAX_ACK_IDS, MAX_EARLY, MAX_NAME, MAX_ORIGINS, MAX_SHOWN, MAX_TEXT};
-use crate::time::{merge, Instant, Vc};
+use crate::time::{keep_newest_lives, merge, Instant, Vc};
 use crate::wire::{self, Packet};
 use crate::wire::{ClientMsg, MsgId, Op, RefusalReason, Rejection, ServerMsg, Target};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -530,24 +529,10 @@ impl Client {
         }
     }
 
-    /// Adds a shown or stored message's vector to this client's context, which stays within
-    /// half of what a datagram may carry: an earlier life of a server the context names again
-    /// is dropped (it left the cluster, and servers retire its messages once every member holds
-    /// them), then the lowest incarnations.
+    /// Adds a shown or stored message's vector to this client's context (see [`keep_newest_lives`]).
     fn learn(&mut self, stamp: &Vc) {
         merge(&mut self.ctx, stamp);
-        let newest: BTreeMap<ServerId, u64> = self.ctx.keys().fold(BTreeMap::new(), |mut m, o| {
-            let e = m.entry(o.id).or_insert(0);
-            *e = (*e).max(o.incarnation);
-            m
-        });
-        if self.ctx.len() > MAX_ORIGINS / 2 {
-            self.ctx.retain(|o, _| newest.get(&o.id) == Some(&o.incarnation));
-        }
-        while self.ctx.len() > MAX_ORIGINS / 2 {
-            let Some(oldest) = self.ctx.keys().min_by_key(|o| (o.incarnation, o.id)).copied() else { break };
-            self.ctx.remove(&oldest);
-        }
+        keep_newest_lives(&mut self.ctx, MAX_ORIGINS / 2);
     }
 
     /// Shows (and acknowledges) what is contiguous from the next expected number.
