@@ -120,7 +120,8 @@ start_server() {
   else
     args=(--bind "$NET.$n:7000" --interface "$NET.$n")
   fi
-  RUST_LOG=info ip netns exec "${P}h$n" "$BIN" server "${args[@]}" --discovery multicast >>"$TMP/h$n.log" 2>&1 &
+  [ -f "$TMP/cluster.key" ] || "$BIN" keygen "$TMP/cluster.key" >/dev/null
+  RUST_LOG=info ip netns exec "${P}h$n" "$BIN" server "${args[@]}" --key-file "$TMP/cluster.key" --discovery multicast >>"$TMP/h$n.log" 2>&1 &
   PID[$n]=$!
 }
 
