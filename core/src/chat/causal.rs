@@ -357,6 +357,40 @@ impl Causal {
             .collect()
     }
 
+    /// The ranges `(origin, from, to)` the hold-back queue waits for: the predecessors and
+    /// dependencies of each origin's first held-back message not delivered here. A digest may
+    /// not name them (a peer retired their life), so they are asked for directly; a peer that
+    /// trimmed them answers `ChatGone`, and a snapshot brings them.
+    pub fn awaited(&self) -> Vec<(NodeId, u64, u64)> {
+        let mut want: BTreeMap<NodeId, u64> = BTreeMap::new();
+        let mut need = |o: NodeId, v: u64| {
+            if self.value(o) < v {
+                let e = want.entry(o).or_insert(0);
+                *e = (*e).max(v);
+            }
+        };
+        let mut origin = None;
+        for (k, m) in &self.holdback {
+            if origin == Some(k.0) {
+                continue;
+            }
+            origin = Some(k.0);
+            need(k.0, k.1 - 1);
+            for (o, v) in &m.deps {
+                if *o != k.0 {
+                    need(*o, *v);
+                }
+            }
+        }
+        want.into_iter()
+            .take(MAX_ORIGINS)
+            .map(|(o, v)| {
+                let have = self.value(o);
+                (o, have + 1, v.min(have + MAX_RANGE))
+            })
+            .collect()
+    }
+
     /// Stored messages of `origin` in `from..=to` (bounded by [`MAX_RANGE`]).
     pub fn range(&self, origin: NodeId, from: u64, to: u64) -> Vec<CausalMsg> {
         let to = to.min(from.saturating_add(MAX_RANGE - 1));
@@ -578,6 +612,15 @@ mod tests {
         c.receive(msg(2), false);
         assert_eq!(c.retire_lives(&[(old, 1)]), 0);
         assert_eq!(c.delivered.get(&old), Some(&2));
+    }
+
+    #[test]
+    fn what_the_hold_back_queue_waits_for_is_asked_for_even_if_no_digest_names_it() {
+        let mut c = Causal::default();
+        let dep: Vc = [(node(3), 2)].into_iter().collect();
+        c.receive(CausalMsg { origin: node(1), seq: 1, deps: dep, item: join("a").into() }, false);
+        c.receive(CausalMsg { origin: node(2), seq: 3, deps: Vc::new(), item: join("b").into() }, false);
+        assert_eq!(c.awaited(), vec![(node(2), 1, 2), (node(3), 1, 2)]);
     }
 
     #[test]

@@ -265,8 +265,14 @@ impl ChatServer {
         self.learn_digest(cx, sender);
         self.learn_holds(d, cx, sender.id, digest);
         self.dirty = true;
-        for (origin, lo, hi) in d.causal.missing(digest) {
+        let named = d.causal.missing(digest);
+        for &(origin, lo, hi) in &named {
             out.push(Out::Peer(from, Body::ChatNeed { origin, from: lo, to: hi }, false));
+        }
+        for (origin, lo, hi) in d.causal.awaited() {
+            if !named.iter().any(|(o, _, _)| *o == origin) {
+                out.push(Out::Peer(from, Body::ChatNeed { origin, from: lo, to: hi }, false));
+            }
         }
     }
 
