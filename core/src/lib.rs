@@ -27,7 +27,7 @@ pub mod view;
 pub mod wire;
 
 pub use chat::server::ChatStats;
-pub use cluster::{Counters, Dest, Durable, Event, Phase, Role, Server, ServerConfig, Status, Transmit};
+pub use cluster::{Counters, Dest, Durable, Event, Journal, Phase, Role, Server, ServerConfig, Status, Transmit};
 pub use id::{ClusterId, NodeId, ServerId};
 pub use plant::PlantedBug;
 pub use time::Instant;

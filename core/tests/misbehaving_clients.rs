@@ -452,3 +452,19 @@ fn a_server_reports_what_it_received_its_stored_times_and_its_uptime() {
         other => panic!("no status: {other:?}"),
     }
 }
+
+/// A logout for a session this server never had (it restarted since, or the session timed out
+/// here) is refused: its acknowledgements may never have been spread. A logout it confirmed is
+/// confirmed again when the client retries it.
+#[test]
+fn a_logout_the_server_knows_nothing_of_is_refused_and_a_confirmed_one_is_confirmed_again() {
+    let mut lan = Lan::new();
+    let unknown = ClientMsg::Logout { client: 77, acks: vec![MsgId { client: 9, seq: 1 }] };
+    assert_eq!(lan.raw("10.0.0.9:1", unknown), vec![ServerMsg::Refused { client: 77, reason: RefusalReason::NotLoggedIn }]);
+    raw_login(&mut lan, "10.0.0.8:1", 88, "carol", 5);
+    lan.run_for(500);
+    let _ = lan.take_raw("10.0.0.8:1");
+    let logout = ClientMsg::Logout { client: 88, acks: vec![] };
+    assert_eq!(lan.raw("10.0.0.8:1", logout.clone()), vec![ServerMsg::LoggedOut { client: 88 }]);
+    assert_eq!(lan.raw("10.0.0.8:1", logout), vec![ServerMsg::LoggedOut { client: 88 }], "a retry is confirmed again");
+}

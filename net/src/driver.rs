@@ -78,6 +78,7 @@ pub struct Prepared {
     advertised: SocketAddr,
     id: ServerId,
     previous: Option<ringchat_core::Durable>,
+    chat_log: Option<crate::chatlog::ChatLog>,
     metrics: Option<std::net::TcpListener>,
     ring: Option<KeyRing>,
     memory: Option<SealMemory>,
@@ -93,9 +94,30 @@ impl Prepared {
 /// Binds the sockets, loads the state and picks the advertised address.
 /// Errors are one-line messages (without the `error: ` prefix).
 pub fn prepare(opts: Options) -> Result<Prepared, String> {
-    let previous = match &opts.state {
-        Some(path) => crate::state::load(path)?,
-        None => None,
+    let (previous, chat_log) = match &opts.state {
+        Some(path) => match crate::state::load(path)? {
+            Some(loaded) => {
+                let mut d = loaded.durable;
+                let log = crate::chatlog::ChatLog::read(path, loaded.log_from)?;
+                for n in &log.torn {
+                    warn!(
+                        "chat log segment {n} of {} ends in a cut-short record (a write a crash interrupted); reading up to it",
+                        path.display()
+                    );
+                }
+                let r = d.recover(log.messages);
+                info!(replayed = r.replayed, already = r.already, "chat log read");
+                if r.out_of_order > 0 {
+                    warn!(
+                        skipped = r.out_of_order,
+                        "chat log records that do not follow the state file were skipped; peers send them again"
+                    );
+                }
+                (Some(d), Some(crate::chatlog::ChatLog::open(path, loaded.log_from)?))
+            }
+            None => (None, Some(crate::chatlog::ChatLog::open(path, 0)?)),
+        },
+        None => (None, None),
     };
     let group: Option<SocketAddrV4> = match opts.discovery {
         Discovery::Off => None,
@@ -142,7 +164,7 @@ pub fn prepare(opts: Options) -> Result<Prepared, String> {
         _ => None,
     };
     let id = previous.as_ref().map(|d| d.id).unwrap_or_else(|| ServerId(uuid::Uuid::new_v4().as_u128()));
-    Ok(Prepared { opts, unicast, discovery, group: group.map(SocketAddr::V4), advertised, id, previous, metrics, ring, memory })
+    Ok(Prepared { opts, unicast, discovery, group: group.map(SocketAddr::V4), advertised, id, previous, chat_log, metrics, ring, memory })
 }
 
 fn bind_unicast(opts: &Options) -> Result<StdUdpSocket, String> {
@@ -286,13 +308,15 @@ struct Node {
     unicast: Udp,
     group: Option<SocketAddr>,
     state: Option<PathBuf>,
+    /// The chat log beside the state file (with `--state`).
+    chat_log: Option<crate::chatlog::ChatLog>,
     /// Election part last written.
     saved: Option<ringchat_core::cluster::ElectionPart>,
     /// Chat part last written, and when.
     saved_chat: Option<ringchat_core::cluster::ChatMark>,
     saved_at: std::time::Instant,
-    /// A chat-only write running off the event loop.
-    writing: Option<tokio::task::JoinHandle<Result<(), String>>>,
+    /// A whole-state write running off the event loop, and the log segment it names.
+    writing: Option<tokio::task::JoinHandle<Result<u64, String>>>,
     /// Counts what moves (with `--metrics`).
     metrics: Option<std::sync::Arc<Metrics>>,
     /// systemd's notification socket (leadership and view changes go there as STATUS).
@@ -312,20 +336,73 @@ const MEMORY_SAVE_EVERY: Duration = Duration::from_secs(1);
 /// How often the key file is checked for a change (besides SIGHUP).
 const KEY_CHECK_EVERY: Duration = Duration::from_millis(500);
 
-/// The chat part alone is written at most this often.
-const CHAT_SAVE_EVERY: Duration = Duration::from_millis(200);
+/// The whole state is written for chat changes at most this often (they are in the chat log
+/// at once).
+const CHAT_SAVE_EVERY: Duration = Duration::from_secs(1);
 
 impl Node {
-    /// Writes the whole state once more on the way out (the chat part may lag by up to
-    /// [`CHAT_SAVE_EVERY`] while serving).
-    async fn final_save(&mut self) -> Result<(), String> {
+    /// Waits for a running whole-state write, and lets the chat log drop what it made unneeded.
+    async fn await_writing(&mut self) -> Result<(), String> {
         if let Some(w) = self.writing.take() {
-            w.await.map_err(|e| format!("state writer failed: {e}"))??;
+            let from = w.await.map_err(|e| format!("state writer failed: {e}"))??;
+            if let Some(log) = &mut self.chat_log {
+                log.landed(from);
+            }
         }
-        match &self.state {
-            Some(path) => crate::state::save(path, self.server.durable()),
+        Ok(())
+    }
+
+    /// Writes the whole state now, and starts a new chat log segment after it.
+    fn write_whole(&mut self, path: &std::path::Path) -> Result<(), String> {
+        let d = self.server.durable();
+        let body = crate::state::encode(d)?;
+        let log = self.chat_log.as_mut().ok_or("no chat log beside the state file")?;
+        let from = log.rotate();
+        crate::state::write(path, from, &body)?;
+        log.landed(from);
+        self.saved = Some(d.election_part());
+        self.saved_chat = Some(d.chat_mark());
+        self.saved_at = std::time::Instant::now();
+        Ok(())
+    }
+
+    /// Writes the whole state once more on the way out.
+    async fn final_save(&mut self) -> Result<(), String> {
+        self.await_writing().await?;
+        match self.state.clone() {
+            Some(path) => self.write_whole(&path),
             None => Ok(()),
         }
+    }
+
+    /// Makes this input durable before its datagrams leave: the whole state if the election
+    /// part changed or the core asks for it, else the messages it delivered, appended to the
+    /// chat log and fsynced (every delivery of the input in one fsync: group commit). Now and
+    /// then the whole state is written off the event loop, so the log stays short.
+    async fn persist(&mut self) -> Result<(), String> {
+        let journal = self.server.take_journal();
+        let Some(path) = self.state.clone() else { return Ok(()) };
+        if self.writing.as_ref().is_some_and(|w| w.is_finished()) {
+            self.await_writing().await?;
+        }
+        let d = self.server.durable();
+        if journal.reset || self.saved.as_ref() != Some(&d.election_part()) {
+            // A vote or a view is on disk before any datagram that depends on it leaves.
+            self.await_writing().await?;
+            return self.write_whole(&path);
+        }
+        if let Some(log) = &mut self.chat_log {
+            log.append(&journal.delivered)?;
+        }
+        let mark = d.chat_mark();
+        if self.writing.is_none() && self.saved_at.elapsed() >= CHAT_SAVE_EVERY && self.saved_chat != Some(mark) {
+            let body = crate::state::encode(d)?;
+            let from = self.chat_log.as_mut().ok_or("no chat log beside the state file")?.rotate();
+            self.writing = Some(tokio::task::spawn_blocking(move || crate::state::write(&path, from, &body).map(|()| from)));
+            self.saved_chat = Some(mark);
+            self.saved_at = std::time::Instant::now();
+        }
+        Ok(())
     }
 
     /// Saves the seal's replay memory: at once when a sender life not seen before was
@@ -374,32 +451,7 @@ impl Node {
 
     /// The call rule: persist, then send every datagram, then report every event.
     async fn after_input(&mut self) -> Result<(), String> {
-        if let Some(path) = &self.state {
-            let d = self.server.durable();
-            let election = d.election_part();
-            let election_changed = self.saved.as_ref() != Some(&election);
-            let idle = self.writing.as_ref().is_none_or(|w| w.is_finished());
-            let chat_due = idle && self.saved_at.elapsed() >= CHAT_SAVE_EVERY && self.saved_chat != Some(d.chat_mark());
-            if election_changed || chat_due {
-                // One writer at a time; a failed background write stops the server like a failed save.
-                if let Some(w) = self.writing.take() {
-                    w.await.map_err(|e| format!("state writer failed: {e}"))??;
-                }
-                let body = crate::state::encode(d)?;
-                if election_changed {
-                    // A vote or a view is on disk before any datagram that depends on it leaves.
-                    crate::state::write(path, &body)?;
-                } else {
-                    // Chat state is replicated to a majority before anyone relies on it: the write
-                    // leaves the event loop.
-                    let path = path.clone();
-                    self.writing = Some(tokio::task::spawn_blocking(move || crate::state::write(&path, &body)));
-                }
-                self.saved = Some(election);
-                self.saved_chat = Some(d.chat_mark());
-                self.saved_at = std::time::Instant::now();
-            }
-        }
+        self.persist().await?;
         self.save_memory(false)?;
         while let Some(t) = seal::drive::poll_transmit(&mut self.server, &mut self.seal) {
             let to = match t.dest {
@@ -574,7 +626,7 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 const DRAIN_MAX: usize = 64;
 
 async fn serve(p: Prepared) -> Result<(), String> {
-    let Prepared { opts, unicast, discovery, group, advertised, id, previous, metrics: metrics_listener, ring, memory } = p;
+    let Prepared { opts, unicast, discovery, group, advertised, id, previous, chat_log, metrics: metrics_listener, ring, memory } = p;
     let unicast = Udp::new(unicast).map_err(|e| format!("cannot register the socket: {}", crate::io_msg(&e)))?;
     let discovery = match discovery {
         Some(s) => Some(Udp::new(s).map_err(|e| format!("cannot register the discovery socket: {}", crate::io_msg(&e)))?),
@@ -625,6 +677,7 @@ async fn serve(p: Prepared) -> Result<(), String> {
         unicast,
         group,
         state: opts.state.clone(),
+        chat_log,
         saved: None,
         saved_chat: None,
         saved_at: std::time::Instant::now(),

@@ -5,6 +5,7 @@
 //! [`ringchat_core::Server`]; every protocol rule lives in the core.
 #![deny(unsafe_code)]
 
+pub mod chatlog;
 pub mod client;
 pub mod config;
 pub mod demo;

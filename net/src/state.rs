@@ -2,26 +2,41 @@
 //! election part (identity, epochs, votes, view) and the chat part (causal
 //! broadcast store and replicated chat state).
 //!
-//! Format: the 8-byte magic `RINGCHAT`, a little-endian `u32` format version,
-//! then postcard bytes of the whole [`Durable`]. The file is written to a
+//! Format: the 8-byte magic `RINGCHAT`, a little-endian `u32` format version, a
+//! little-endian `u64` naming the first chat log segment written after this state (see
+//! [`crate::chatlog`]), then postcard bytes of the whole [`Durable`]. The file is written to a
 //! temporary file, fsynced, then renamed over the old one. The driver writes it
 //! before any datagram of an input that changed the election part (so a vote is
-//! on disk before the `Accept` that announces it leaves); changes of the chat
-//! part alone are written at most every 200 ms, when the server is idle (measured: writing the whole chat
-//! state every 5 ms cut loopback throughput tenfold; every 50 ms costs ~5%).
+//! on disk before the `Accept` that announces it leaves); chat deliveries go to the chat
+//! log, fsynced before any datagram of their input leaves, and the whole state is written
+//! again at most every second, off the event loop, so the log stays short (measured:
+//! writing the whole chat state every 5 ms cut loopback throughput tenfold; every 50 ms
+//! costs ~5%). Format 4 (no log) is still read.
 
 use ringchat_core::Durable;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"RINGCHAT";
-const FORMAT: u32 = 4;
+const FORMAT: u32 = 5;
+/// The format before the chat log: no segment number in the header.
+const FORMAT_NO_LOG: u32 = 4;
+
+/// A state file as read: the state, and the first chat log segment to replay over it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Loaded {
+    /// The whole state as written.
+    pub durable: Durable,
+    /// The first chat log segment written after it.
+    pub log_from: u64,
+}
 
 /// The previous good copy kept beside a state file (`.NAME.prev`).
 pub fn previous_copy(path: &Path) -> PathBuf {
     sibling(path, "prev")
 }
 
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
+/// A file kept beside the state file: `.NAME.SUFFIX`.
+pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "state".into());
     path.with_file_name(format!(".{name}.{suffix}"))
 }
@@ -34,7 +49,7 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
 /// never acted on (the driver sends nothing that depends on a write before it returns), so
 /// nothing it promised is forgotten. Only when neither copy can be read is it an error,
 /// which names both files and what to do.
-pub fn load(path: &Path) -> Result<Option<Durable>, String> {
+pub fn load(path: &Path) -> Result<Option<Loaded>, String> {
     let prev = previous_copy(path);
     let current = read(path);
     let reason = match current {
@@ -59,7 +74,7 @@ pub fn load(path: &Path) -> Result<Option<Durable>, String> {
 }
 
 /// Reads one state file; `Ok(None)` if it does not exist.
-fn read(path: &Path) -> Result<Option<Durable>, String> {
+fn read(path: &Path) -> Result<Option<Loaded>, String> {
     let bytes = match std::fs::read(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -72,16 +87,24 @@ fn read(path: &Path) -> Result<Option<Durable>, String> {
     let mut v = [0u8; 4];
     v.copy_from_slice(&bytes[8..12]);
     let format = u32::from_le_bytes(v);
-    if format != FORMAT {
-        return Err(format!("state file {} has format {format}, expected {FORMAT}", path.display()));
-    }
-    let d: Durable = postcard::from_bytes(&bytes[12..]).map_err(|e| format!("{}: {e}", bad()))?;
-    Ok(Some(d))
+    let (log_from, body) = match format {
+        FORMAT if bytes.len() >= 20 => {
+            let mut n = [0u8; 8];
+            n.copy_from_slice(&bytes[12..20]);
+            (u64::from_le_bytes(n), &bytes[20..])
+        }
+        FORMAT_NO_LOG => (0, &bytes[12..]),
+        FORMAT => return Err(bad()),
+        _ => return Err(format!("state file {} has format {format}, expected {FORMAT}", path.display())),
+    };
+    let durable: Durable = postcard::from_bytes(body).map_err(|e| format!("{}: {e}", bad()))?;
+    Ok(Some(Loaded { durable, log_from }))
 }
 
-/// Writes the state file atomically (temporary file, fsync, rename).
-pub fn save(path: &Path, d: &Durable) -> Result<(), String> {
-    write(path, &encode(d)?)
+/// Writes the state file atomically (temporary file, fsync, rename), naming `log_from` as the
+/// first chat log segment to replay over it.
+pub fn save(path: &Path, log_from: u64, d: &Durable) -> Result<(), String> {
+    write(path, log_from, &encode(d)?)
 }
 
 /// The state's encoding, for [`write()`].
@@ -93,13 +116,14 @@ pub fn encode(d: &Durable) -> Result<Vec<u8>, String> {
 /// previous copy; the temporary file is renamed into place; the directory is fsynced so both
 /// renames survive a power cut. One writer at a time: every write goes through the same
 /// temporary file.
-pub fn write(path: &Path, body: &[u8]) -> Result<(), String> {
+pub fn write(path: &Path, log_from: u64, body: &[u8]) -> Result<(), String> {
     use std::io::Write;
     let tmp = sibling(path, "tmp");
     let fail = |e: std::io::Error| format!("cannot write state file {}: {}", path.display(), crate::io_msg(&e));
     let mut f = std::fs::File::create(&tmp).map_err(fail)?;
     f.write_all(MAGIC).map_err(fail)?;
     f.write_all(&FORMAT.to_le_bytes()).map_err(fail)?;
+    f.write_all(&log_from.to_le_bytes()).map_err(fail)?;
     f.write_all(body).map_err(fail)?;
     f.sync_all().map_err(fail)?;
     drop(f);
@@ -107,12 +131,17 @@ pub fn write(path: &Path, body: &[u8]) -> Result<(), String> {
         std::fs::rename(path, previous_copy(path)).map_err(fail)?;
     }
     std::fs::rename(&tmp, path).map_err(fail)?;
+    sync_dir(path).map_err(fail)
+}
+
+/// Fsyncs the directory holding `path`, so that a rename or a new file in it survives a
+/// power cut.
+pub fn sync_dir(path: &Path) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(fail)?;
-    Ok(())
+    std::fs::File::open(dir).and_then(|d| d.sync_all())
 }
 
 #[cfg(test)]
@@ -140,8 +169,8 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("s.state");
         assert_eq!(load(&path), Ok(None));
-        save(&path, &d).expect("save");
-        assert_eq!(load(&path), Ok(Some(d.clone())));
+        save(&path, 3, &d).expect("save");
+        assert_eq!(load(&path), Ok(Some(Loaded { durable: d.clone(), log_from: 3 })));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -159,22 +188,26 @@ mod tests {
     #[test]
     fn a_torn_state_file_falls_back_to_the_previous_good_copy() {
         let path = temp("torn");
-        save(&path, &sample(1)).expect("save");
-        save(&path, &sample(2)).expect("save");
-        assert_eq!(load(&path), Ok(Some(sample(2))));
+        save(&path, 0, &sample(1)).expect("save");
+        save(&path, 0, &sample(2)).expect("save");
+        assert_eq!(load(&path), Ok(Some(Loaded { durable: sample(2), log_from: 0 })));
         let bytes = std::fs::read(&path).expect("read");
         std::fs::write(&path, &bytes[..bytes.len() / 2]).expect("truncate");
-        assert_eq!(load(&path), Ok(Some(sample(1))), "the previous copy is loaded");
+        assert_eq!(load(&path), Ok(Some(Loaded { durable: sample(1), log_from: 0 })), "the previous copy is loaded");
         std::fs::remove_file(&path).expect("remove");
-        assert_eq!(load(&path), Ok(Some(sample(1))), "a crash between the renames leaves the previous copy");
+        assert_eq!(
+            load(&path),
+            Ok(Some(Loaded { durable: sample(1), log_from: 0 })),
+            "a crash between the renames leaves the previous copy"
+        );
         let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
     }
 
     #[test]
     fn when_both_copies_are_unreadable_the_error_names_them_and_what_to_do() {
         let path = temp("both");
-        save(&path, &sample(1)).expect("save");
-        save(&path, &sample(2)).expect("save");
+        save(&path, 0, &sample(1)).expect("save");
+        save(&path, 0, &sample(2)).expect("save");
         std::fs::write(&path, "nonsense").expect("write");
         std::fs::write(previous_copy(&path), "nonsense").expect("write");
         let e = load(&path).expect_err("both unreadable");

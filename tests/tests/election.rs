@@ -184,14 +184,26 @@ fn restarted_server_that_hears_its_cluster_waits_instead_of_founding_its_own() {
 fn regression_seeds_stay_green() {
     let text = include_str!("../regression-seeds.txt");
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        let mut it = line.split_whitespace();
+        // `seed [servers] [ascending|random] [--churn] [--disk-loss] [--power-loss] [--careless]`
+        let (flags, words): (Vec<&str>, Vec<&str>) = line.split_whitespace().partition(|w| w.starts_with("--"));
+        let mut it = words.into_iter();
         let seed: u64 = it.next().and_then(|s| s.parse().ok()).expect("seed");
         let servers: usize = it.next().and_then(|s| s.parse().ok()).unwrap_or(5);
         let ring = match it.next() {
             Some("random") => ringchat_core::RingOrder::Hashed,
             _ => ringchat_core::RingOrder::Ascending,
         };
-        let o = ringchat_sim::run(SimConfig { seed, servers, ring, ..SimConfig::default() });
+        let mut life = ringchat_sim::life::LifeFaults::default();
+        for f in flags {
+            match f {
+                "--churn" => life.churn = true,
+                "--disk-loss" => life.disk_loss = true,
+                "--power-loss" => life.power_loss = true,
+                "--careless" => life.careless = true,
+                other => panic!("regression-seeds.txt: unknown flag {other} in {line:?}"),
+            }
+        }
+        let o = ringchat_sim::run(SimConfig { seed, servers, ring, life, ..SimConfig::default() });
         assert_ok(&o);
     }
 }

@@ -270,6 +270,24 @@ impl Causal {
         out
     }
 
+    /// Delivers a message again from a chat log (it was delivered before a crash, after the
+    /// state this server restarted from): true if it is the next of its origin and its causal
+    /// past is delivered, as it was when it was first delivered. A copy of it held back here
+    /// is dropped.
+    pub fn redeliver(&mut self, msg: CausalMsg) -> bool {
+        self.revive(msg.origin, msg.seq);
+        for (o, v) in &msg.deps {
+            self.revive(*o, *v);
+        }
+        if !self.deliverable(&msg) {
+            return false;
+        }
+        self.holdback.remove(&msg.key());
+        self.delivered.insert(msg.origin, msg.seq);
+        self.keep(msg);
+        true
+    }
+
     /// A held-back message that is deliverable now: only the next message of each origin can be,
     /// so this looks at one entry per origin, not at the whole queue.
     fn next_deliverable(&self) -> Option<Key> {

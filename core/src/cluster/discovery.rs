@@ -112,6 +112,7 @@ impl Server {
             // are owed; the sessions go too (their clients log in again).
             self.durable.chat.start_over();
             self.chat = ChatServer::new(self.chat.plant);
+            self.chat.write_whole();
         }
     }
 

@@ -67,6 +67,12 @@ impl Durable {
         ElectionPart { id: *id, incarnation: *incarnation, cluster: *cluster, epochs: epochs.clone(), view: view.clone() }
     }
 
+    /// Rebuilds the state as of a crash from the last whole-state write (`self`) and the chat
+    /// log written after it (see [`crate::chat::server::journal`]).
+    pub fn recover(&mut self, log: impl IntoIterator<Item = crate::wire::CausalMsg>) -> crate::chat::server::Recovered {
+        self.chat.recover(log)
+    }
+
     /// The chat part's mark, for comparison with the last one written.
     pub fn chat_mark(&self) -> ChatMark {
         let c = &self.chat.causal;

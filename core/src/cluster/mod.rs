@@ -29,6 +29,7 @@ pub use durable::{ChatMark, Durable, ElectionPart, EpochRecord};
 pub use output::{Dest, Event, Transmit};
 
 use crate::chat::server::{ChatDurable, ChatServer, ChatStats, Ctx as ChatCtx, Out as ChatOut};
+pub use crate::chat::server::{Journal, Recovered};
 use crate::id::{ClusterId, NodeId, ServerId};
 use crate::plant::PlantedBug;
 use crate::time::Instant;
@@ -362,6 +363,14 @@ impl Server {
     /// microseconds, since the last call (at most the latest 4,096 are kept).
     pub fn take_stored_latencies(&mut self) -> Vec<u64> {
         self.chat.take_stored_latencies()
+    }
+
+    /// What must be made durable before the datagrams of the last input leave: the chat
+    /// messages delivered since the last call, to append to the chat log (or, if
+    /// [`Journal::reset`], the whole [`Server::durable`] state). A driver that keeps no state
+    /// calls it too, and drops the result: the journal is bounded, but not emptied otherwise.
+    pub fn take_journal(&mut self) -> Journal {
+        self.chat.take_journal()
     }
 
     /// Drives periodic work; call at (or after) `poll_timeout`.

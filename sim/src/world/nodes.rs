@@ -47,6 +47,12 @@ impl World {
         let mut cfg = self.cfg.server.clone();
         cfg.ring = self.cfg.ring;
         cfg.sealed = !self.cfg.unsealed;
+        if self.life.disk_loss > 0.0 && cfg.expect.is_none() {
+            // An operator who replaces disks runs with `--expect N` (the README's advice): a
+            // server that comes back blank while cut off then waits instead of founding a
+            // cluster of its own (which would bind names twice until the merge).
+            cfg.expect = Some(self.nodes.len());
+        }
         let seed = self.rng.next_u64();
         let node = &mut self.nodes[i];
         let local = node.local(self.now);
@@ -96,8 +102,11 @@ impl World {
 
     pub(super) fn drain(&mut self, i: usize) {
         let node = &mut self.nodes[i];
-        if let (Some(disk), Some(s)) = (node.driver_disk.as_mut(), node.server.as_ref()) {
-            disk.after_input(self.now, s.durable()); // the driver writes before it sends
+        if let Some(s) = node.server.as_mut() {
+            let journal = s.take_journal();
+            if let Some(disk) = node.driver_disk.as_mut() {
+                disk.after_input(self.now, s.durable(), journal); // the driver writes before it sends
+            }
         }
         loop {
             let Some(server) = self.nodes[i].server.as_mut() else { return };

@@ -12,6 +12,7 @@ use crate::plant::PlantedBug;
 use crate::time::Instant;
 use crate::view::View;
 use crate::wire::{Body, CausalMsg, Item, Key, ServerMsg, StatusReport};
+pub use journal::{Journal, Recovered};
 use serde::{Deserialize, Serialize};
 use session::{Replay, Session};
 use std::collections::{BTreeMap, BTreeSet};
@@ -88,6 +89,9 @@ const DEDUP_TTL_US: u64 = 60_000_000;
 /// A deduplication window found on disk (or in a snapshot) with no activity here since is
 /// forgotten after this long: three times the longest an operation is retried.
 const DEDUP_BOOT_TTL_US: u64 = 3 * PENDING_TTL_US;
+/// How long a confirmed logout is remembered for the client's retries (it stops retrying
+/// well before: see the client's logout wait).
+const LOGGED_OUT_TTL_US: u64 = 30_000_000;
 /// Period of re-showing unacknowledged messages and of name claims.
 const RESEND_US: u64 = 300_000;
 /// Period of the full chat round: expiry, login progress, released sends, acknowledgements
@@ -113,6 +117,9 @@ pub struct ChatServer {
     /// Sessions that logged out, with the keys of their last acknowledgement broadcasts: the
     /// client's retried logout is answered once those are stable.
     leaving: BTreeMap<u64, Vec<Key>>,
+    /// Clients whose logout was confirmed here, and when (a retried logout is confirmed
+    /// again); bounded by [`crate::limits::MAX_LEAVING`], forgotten after [`LOGGED_OUT_TTL_US`].
+    logged_out: BTreeMap<u64, Instant>,
     /// Send-to-stored times not yet taken by the driver (bounded by [`MAX_LATENCIES`]).
     stored_latencies: std::collections::VecDeque<u64>,
     /// Planted bug, if any (tests only).
@@ -154,6 +161,8 @@ pub struct ChatServer {
     active: BTreeSet<u64>,
     /// When each client process's deduplication window is forgotten unless it is active again.
     dedup_expires: BTreeMap<u64, Instant>,
+    /// Deliveries the driver has not yet made durable (see [`journal`]).
+    journal: Journal,
 }
 
 /// Sizes for reports and the bounded-memory check.
@@ -179,6 +188,17 @@ impl ChatServer {
     /// A chat layer with no sessions yet (`plant` is for checker tests only).
     pub fn new(plant: Option<PlantedBug>) -> ChatServer {
         ChatServer { plant, ..ChatServer::default() }
+    }
+
+    /// What the driver must make durable before this input's datagrams leave (see [`journal`]).
+    pub fn take_journal(&mut self) -> Journal {
+        std::mem::take(&mut self.journal)
+    }
+
+    /// Asks the driver to write the whole state before anything leaves (the chat state was
+    /// replaced, not delivered to).
+    pub fn write_whole(&mut self) {
+        self.journal.set_reset();
     }
 
     /// Send-to-stored times since the last call, in microseconds.
@@ -248,6 +268,16 @@ impl ChatServer {
         [holds, self.deferred_at].into_iter().flatten().min()
     }
 
+    /// Remembers that `client`'s logout is confirmed, for its retries.
+    fn note_logged_out(&mut self, client: u64, now: Instant) {
+        if self.logged_out.len() >= crate::limits::MAX_LEAVING {
+            if let Some(oldest) = self.logged_out.iter().min_by_key(|(c, at)| (**at, **c)).map(|(c, _)| *c) {
+                self.logged_out.remove(&oldest);
+            }
+        }
+        self.logged_out.insert(client, now);
+    }
+
     fn watch(&mut self, key: Key, client: u64) {
         self.watch.entry(key).or_default().insert(client);
     }
@@ -279,7 +309,15 @@ impl ChatServer {
         for client in silent {
             self.end_session(d, cx, client, out);
         }
-        self.leaving.retain(|_, keys| keys.iter().any(|k| !d.causal.has(*k)));
+        // A logout is remembered until its acknowledgements are stable (delivered here is not
+        // enough: a retried logout must not be confirmed before a majority holds them).
+        let (done, waiting): (BTreeMap<u64, Vec<Key>>, _) =
+            std::mem::take(&mut self.leaving).into_iter().partition(|(_, keys)| keys.iter().all(|k| self.stable(d, cx, *k)));
+        self.leaving = waiting;
+        for client in done.into_keys() {
+            self.note_logged_out(client, now);
+        }
+        self.logged_out.retain(|_, at| now.since(*at) <= LOGGED_OUT_TTL_US);
         self.presence.retain(|id, (at, _)| now.since(*at) <= PRESENCE_TTL_US && view.members.iter().any(|m| m.node.id == *id));
         self.report_presence(cx, out);
         self.watch.clear();
@@ -385,5 +423,6 @@ impl ChatServer {
     }
 }
 
+pub mod journal;
 mod replicate;
 mod session;

@@ -43,22 +43,17 @@ impl ChatServer {
 
     pub(super) fn apply(&mut self, d: &mut ChatDurable, msg: &CausalMsg) -> Applied {
         self.dirty = true;
-        match &*msg.item {
-            Item::Retire { lives } => {
-                d.causal.retire_lives(lives);
-            }
-            Item::Chat { id, .. } | Item::Join { id, .. } | Item::Leave { id, .. } => {
-                self.active.insert(id.client);
-            }
-            _ => {}
+        if let Item::Chat { id, .. } | Item::Join { id, .. } | Item::Leave { id, .. } = &*msg.item {
+            self.active.insert(id.client);
         }
+        self.journal.push(msg);
         let plants = crate::chat::state::Plants {
             skip_dedup: self.plant == Some(PlantedBug::SkipDedup),
             rebind: self.plant == Some(PlantedBug::RebindNames),
             rooms_in_delivery_order: self.plant == Some(PlantedBug::RoomsInDeliveryOrder),
             unfenced: self.plant == Some(PlantedBug::Unfenced),
         };
-        d.state.apply(msg.key(), &msg.item, plants)
+        d.apply_delivered(msg, plants)
     }
 
     /// Broadcasts `item` from this server; returns the applied result and the message key.
@@ -247,6 +242,8 @@ impl ChatServer {
             return;
         };
         d.state = snapshot.state;
+        // The state changed outside deliveries: the driver writes it whole.
+        self.journal.set_reset();
         let no_holdback = self.plant == Some(PlantedBug::NoHoldback);
         for msg in again {
             for m in d.causal.receive(msg, no_holdback) {

@@ -219,7 +219,8 @@ impl ChatServer {
                     let known: BTreeSet<MsgId> = d.state.inbox(&s.name).map(|(id, _)| *id).collect();
                     s.acks.extend(acks.into_iter().filter(|id| known.contains(id)));
                 }
-                if self.sessions.contains_key(&client) {
+                let had_session = self.sessions.contains_key(&client);
+                if had_session {
                     let keys = self.end_session(d, cx, client, out);
                     if !keys.is_empty() {
                         if self.leaving.len() >= MAX_LEAVING {
@@ -228,11 +229,20 @@ impl ChatServer {
                         self.leaving.insert(client, keys);
                     }
                 }
-                // Answered (and retried by the client) once the acknowledgements are stable.
-                let done = self.leaving.get(&client).is_none_or(|keys| keys.iter().all(|k| self.stable(d, cx, *k)));
+                // Answered (and retried by the client) once the acknowledgements are stable. A
+                // logout this server knows nothing of (it restarted, or the session timed out
+                // here) is refused: the acknowledgements it carries may never have been spread,
+                // so the client must not take its quit as clean.
+                let done = match self.leaving.get(&client) {
+                    Some(keys) => keys.iter().all(|k| self.stable(d, cx, *k)),
+                    None => had_session || self.logged_out.contains_key(&client),
+                };
                 if done {
                     self.leaving.remove(&client);
+                    self.note_logged_out(client, cx.now);
                     out.push(Out::Client(from, ServerMsg::LoggedOut { client }));
+                } else if !self.leaving.contains_key(&client) {
+                    refuse(out, from, client, RefusalReason::NotLoggedIn);
                 }
             }
             ClientMsg::Who { client } => {
