@@ -121,6 +121,83 @@ impl ChatLog {
     }
 }
 
+/// Group commit off the event loop: deliveries queue while one batch is appended and fsynced
+/// by a blocking task; the next batch takes everything that queued meanwhile. The driver holds
+/// back every datagram of an input until the batch holding that input's deliveries (or, if it
+/// delivered nothing, the batch then running) is durable, so datagrams still leave in order and
+/// none claims a message that is not on disk; the event loop keeps serving meanwhile.
+pub struct Committer {
+    log: std::sync::Arc<std::sync::Mutex<ChatLog>>,
+    pending: Vec<CausalMsg>,
+    /// Batches started so far (the running one is the last).
+    started: u64,
+    running: Option<tokio::task::JoinHandle<Result<u64, String>>>,
+}
+
+impl Committer {
+    /// Commits to `log`.
+    pub fn new(log: ChatLog) -> Committer {
+        Committer { log: std::sync::Arc::new(std::sync::Mutex::new(log)), pending: Vec::new(), started: 0, running: None }
+    }
+
+    /// Queues an input's deliveries; returns the batch that must be durable before the input's
+    /// datagrams leave, if any must be.
+    pub fn add(&mut self, delivered: Vec<CausalMsg>) -> Option<u64> {
+        self.pending.extend(delivered);
+        if !self.pending.is_empty() {
+            Some(self.started + 1)
+        } else {
+            self.running.as_ref().map(|_| self.started)
+        }
+    }
+
+    /// Starts appending what is queued, unless a batch is running or nothing is queued.
+    pub fn kick(&mut self) {
+        if self.running.is_some() || self.pending.is_empty() {
+            return;
+        }
+        self.started += 1;
+        let (batch, log, id) = (std::mem::take(&mut self.pending), self.log.clone(), self.started);
+        self.running = Some(tokio::task::spawn_blocking(move || {
+            let mut log = log.lock().map_err(|_| "chat log writer panicked".to_string())?;
+            log.append(&batch).map(|()| id)
+        }));
+    }
+
+    /// Whether a batch is running.
+    pub fn is_running(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// Waits for the running batch (pending forever if none runs); returns the batch now durable.
+    pub async fn synced(&mut self) -> Result<u64, String> {
+        match &mut self.running {
+            Some(job) => {
+                let r = job.await.map_err(|e| format!("chat log writer failed: {e}"))?;
+                self.running = None;
+                r
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Before a whole-state write (which holds every delivery so far): waits for the running
+    /// batch and drops what is queued. Returns the batch that everything is covered by.
+    pub async fn settle(&mut self) -> Result<u64, String> {
+        if self.running.is_some() {
+            self.synced().await?;
+        }
+        self.pending.clear();
+        Ok(self.started)
+    }
+
+    /// Runs `f` on the log (between batches, or waiting for the running one's append).
+    pub fn with_log<R>(&self, f: impl FnOnce(&mut ChatLog) -> R) -> Result<R, String> {
+        let mut log = self.log.lock().map_err(|_| "chat log writer panicked".to_string())?;
+        Ok(f(&mut log))
+    }
+}
+
 /// The path of segment `n` of `state`'s log.
 fn segment_path(state: &Path, n: u64) -> PathBuf {
     crate::state::sibling(state, &format!("log.{n}"))

@@ -12,7 +12,7 @@
 //! `WatchdogSec=`, `STOPPING=1` on the way out); without `NOTIFY_SOCKET` those are no-ops.
 
 use ringchat_core::seal::{self, ChaChaPoly, KeyRing, Seal, SealMemory};
-use ringchat_core::{Dest, Event, Instant, Server, ServerConfig, ServerId};
+use ringchat_core::{Dest, Event, Instant, Server, ServerConfig, ServerId, Transmit};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket as StdUdpSocket};
 use std::path::PathBuf;
@@ -308,8 +308,10 @@ struct Node {
     unicast: Udp,
     group: Option<SocketAddr>,
     state: Option<PathBuf>,
-    /// The chat log beside the state file (with `--state`).
-    chat_log: Option<crate::chatlog::ChatLog>,
+    /// The chat log beside the state file and its group commit (with `--state`).
+    commit: Option<crate::chatlog::Committer>,
+    /// Datagrams waiting for the chat log batch (their tag) to be durable, in order.
+    held: std::collections::VecDeque<(u64, Transmit)>,
     /// Election part last written.
     saved: Option<ringchat_core::cluster::ElectionPart>,
     /// Chat part last written, and when.
@@ -336,6 +338,9 @@ const MEMORY_SAVE_EVERY: Duration = Duration::from_secs(1);
 /// How often the key file is checked for a change (besides SIGHUP).
 const KEY_CHECK_EVERY: Duration = Duration::from_millis(500);
 
+/// Most datagrams held for the chat log's group commit before the loop waits for the disk.
+const MAX_HELD: usize = 16_384;
+
 /// The whole state is written for chat changes at most this often (they are in the chat log
 /// at once).
 const CHAT_SAVE_EVERY: Duration = Duration::from_secs(1);
@@ -345,64 +350,108 @@ impl Node {
     async fn await_writing(&mut self) -> Result<(), String> {
         if let Some(w) = self.writing.take() {
             let from = w.await.map_err(|e| format!("state writer failed: {e}"))??;
-            if let Some(log) = &mut self.chat_log {
-                log.landed(from);
+            if let Some(c) = &self.commit {
+                c.with_log(|log| log.landed(from))?;
             }
         }
         Ok(())
     }
 
-    /// Writes the whole state now, and starts a new chat log segment after it.
-    fn write_whole(&mut self, path: &std::path::Path) -> Result<(), String> {
+    /// Writes the whole state now (after the running chat log batch), starts a new chat log
+    /// segment after it, and lets every held datagram go: the write holds all they depend on.
+    async fn write_whole(&mut self, path: &std::path::Path) -> Result<(), String> {
+        self.await_writing().await?;
+        let commit = self.commit.as_mut().ok_or("no chat log beside the state file")?;
+        commit.settle().await?;
         let d = self.server.durable();
         let body = crate::state::encode(d)?;
-        let log = self.chat_log.as_mut().ok_or("no chat log beside the state file")?;
-        let from = log.rotate();
-        crate::state::write(path, from, &body)?;
-        log.landed(from);
+        commit.with_log(|log| -> Result<(), String> {
+            let from = log.rotate();
+            crate::state::write(path, from, &body)?;
+            log.landed(from);
+            Ok(())
+        })??;
         self.saved = Some(d.election_part());
         self.saved_chat = Some(d.chat_mark());
         self.saved_at = std::time::Instant::now();
+        self.release(u64::MAX).await;
         Ok(())
     }
 
     /// Writes the whole state once more on the way out.
     async fn final_save(&mut self) -> Result<(), String> {
-        self.await_writing().await?;
         match self.state.clone() {
-            Some(path) => self.write_whole(&path),
+            Some(path) => self.write_whole(&path).await,
             None => Ok(()),
         }
     }
 
-    /// Makes this input durable before its datagrams leave: the whole state if the election
-    /// part changed or the core asks for it, else the messages it delivered, appended to the
-    /// chat log and fsynced (every delivery of the input in one fsync: group commit). Now and
-    /// then the whole state is written off the event loop, so the log stays short.
-    async fn persist(&mut self) -> Result<(), String> {
+    /// Makes this input durable before its datagrams leave: the whole state at once if the
+    /// election part changed or the core asks for it; else the messages it delivered go to the
+    /// chat log's group commit, and the returned batch must be durable before the input's
+    /// datagrams leave. Now and then the whole state is written off the event loop, so the log
+    /// stays short.
+    async fn persist(&mut self) -> Result<Option<u64>, String> {
         let journal = self.server.take_journal();
-        let Some(path) = self.state.clone() else { return Ok(()) };
+        let Some(path) = self.state.clone() else { return Ok(None) };
         if self.writing.as_ref().is_some_and(|w| w.is_finished()) {
             self.await_writing().await?;
         }
         let d = self.server.durable();
         if journal.reset || self.saved.as_ref() != Some(&d.election_part()) {
             // A vote or a view is on disk before any datagram that depends on it leaves.
-            self.await_writing().await?;
-            return self.write_whole(&path);
+            self.write_whole(&path).await?;
+            return Ok(None);
         }
-        if let Some(log) = &mut self.chat_log {
-            log.append(&journal.delivered)?;
-        }
+        let commit = self.commit.as_mut().ok_or("no chat log beside the state file")?;
+        let gate = commit.add(journal.delivered);
         let mark = d.chat_mark();
         if self.writing.is_none() && self.saved_at.elapsed() >= CHAT_SAVE_EVERY && self.saved_chat != Some(mark) {
             let body = crate::state::encode(d)?;
-            let from = self.chat_log.as_mut().ok_or("no chat log beside the state file")?.rotate();
+            let from = commit.with_log(|log| log.rotate())?;
             self.writing = Some(tokio::task::spawn_blocking(move || crate::state::write(&path, from, &body).map(|()| from)));
             self.saved_chat = Some(mark);
             self.saved_at = std::time::Instant::now();
         }
-        Ok(())
+        Ok(gate)
+    }
+
+    /// Sends the held datagrams whose chat log batch (`upto` and before) is durable.
+    async fn release(&mut self, upto: u64) {
+        while self.held.front().is_some_and(|(tag, _)| *tag <= upto) {
+            if let Some((_, t)) = self.held.pop_front() {
+                self.send(t).await;
+            }
+        }
+    }
+
+    /// Sends one datagram and counts it.
+    async fn send(&mut self, t: Transmit) {
+        let to = match t.dest {
+            Dest::Addr(a) => a,
+            Dest::Group => match self.group {
+                Some(g) => g,
+                None => return,
+            },
+        };
+        let sent = self.unicast.send_to(&t.bytes, to).await;
+        if let Some(m) = &self.metrics {
+            match sent {
+                Ok(_) => m.datagram_out(t.kind, t.bytes.len(), t.retransmit),
+                Err(_) => m.send_error(),
+            }
+        }
+        if let Err(e) = sent {
+            debug!(kind = t.kind, %to, "send failed: {}", crate::io_msg(&e));
+        }
+    }
+
+    /// A chat log batch is durable: its datagrams leave, and the next batch starts.
+    async fn on_synced(&mut self, batch: u64) {
+        self.release(batch).await;
+        if let Some(c) = &mut self.commit {
+            c.kick();
+        }
     }
 
     /// Saves the seal's replay memory: at once when a sender life not seen before was
@@ -449,27 +498,23 @@ impl Node {
         }
     }
 
-    /// The call rule: persist, then send every datagram, then report every event.
+    /// The call rule: persist, then send every datagram, then report every event. Datagrams
+    /// that wait for the chat log's group commit are held, in order, until it is durable.
     async fn after_input(&mut self) -> Result<(), String> {
-        self.persist().await?;
+        let gate = self.persist().await?;
         self.save_memory(false)?;
         while let Some(t) = seal::drive::poll_transmit(&mut self.server, &mut self.seal) {
-            let to = match t.dest {
-                Dest::Addr(a) => a,
-                Dest::Group => match self.group {
-                    Some(g) => g,
-                    None => continue,
-                },
-            };
-            let sent = self.unicast.send_to(&t.bytes, to).await;
-            if let Some(m) = &self.metrics {
-                match sent {
-                    Ok(_) => m.datagram_out(t.kind, t.bytes.len(), t.retransmit),
-                    Err(_) => m.send_error(),
-                }
+            match gate {
+                Some(batch) => self.held.push_back((batch, t)),
+                None => self.send(t).await,
             }
-            if let Err(e) = sent {
-                debug!(kind = t.kind, %to, "send failed: {}", crate::io_msg(&e));
+        }
+        if let Some(c) = &mut self.commit {
+            c.kick();
+            // A disk that falls behind slows the loop down instead of holding without bound.
+            if self.held.len() > MAX_HELD && c.is_running() {
+                let batch = c.synced().await?;
+                self.on_synced(batch).await;
             }
         }
         let mut changed = false;
@@ -540,6 +585,14 @@ async fn recv_opt(sock: Option<&Udp>, buf: &mut [u8]) -> std::io::Result<(usize,
     match sock {
         Some(s) => s.recv_from(buf).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The running chat log batch, once durable (pending forever when none runs).
+async fn synced_opt(commit: Option<&mut crate::chatlog::Committer>) -> Result<u64, String> {
+    match commit {
+        Some(c) if c.is_running() => c.synced().await,
+        _ => std::future::pending().await,
     }
 }
 
@@ -677,7 +730,8 @@ async fn serve(p: Prepared) -> Result<(), String> {
         unicast,
         group,
         state: opts.state.clone(),
-        chat_log,
+        commit: chat_log.map(crate::chatlog::Committer::new),
+        held: std::collections::VecDeque::new(),
         saved: None,
         saved_chat: None,
         saved_at: std::time::Instant::now(),
@@ -750,6 +804,10 @@ async fn serve(p: Prepared) -> Result<(), String> {
                 Err(e) => debug!("discovery receive failed: {}", crate::io_msg(&e)),
             },
             _ = tokio::time::sleep_until(wake) => node.server.handle_timeout(clock.now()),
+            r = synced_opt(node.commit.as_mut()) => {
+                node.on_synced(r.inspect_err(|e| warn!("{e}"))?).await;
+                settled = true;
+            }
             Some(reply) = sample_request(samples.as_mut()) => {
                 // A scrape: read, change nothing. Everything before it was already sent.
                 if let Some(m) = &node.metrics {

@@ -70,8 +70,9 @@ impl Resources {
 
     /// The bound for `servers` servers, `users` users (the impostor included) and `rooms` rooms.
     ///
-    /// Each server life is an origin until it is trimmed, so a vector names at most the current
-    /// lives and one previous life per server (plus slack for a merge); a client keeps at most a
+    /// Each server life is an origin until it is retired, so a vector names at most the current
+    /// lives and two previous lives per server (a power cut makes every server a new life at
+    /// once while the lives a churn restart just ended are still named), plus slack for a merge; a client keeps at most a
     /// few processes' dedup windows and sessions alive; names and inboxes are per user; the store
     /// holds at most every user's full inbox and one hold-back queue in flight.
     pub fn bound(servers: usize, users: usize, rooms: usize) -> Resources {
@@ -79,7 +80,7 @@ impl Resources {
         use ringchat_core::limits::{DEDUP_WINDOW, INBOX_HEADROOM, MAX_INBOX, MAX_TEXT};
         let (n, m, r) = (servers as u64, users as u64, rooms.max(1) as u64);
         let store = m * (MAX_INBOX + INBOX_HEADROOM) as u64 + MAX_HOLDBACK as u64;
-        let origins = 2 * n + 2;
+        let origins = 3 * n + 2;
         // A client process's deduplication window lives a minute past its last operation, and a
         // churning user starts a few processes a minute.
         let clients = 8 * m;
