@@ -61,7 +61,13 @@ pub fn check_chat(h: &History, settled: bool) -> Vec<Violation> {
     let mut failed: BTreeSet<MsgId> = BTreeSet::new();
     let mut names: BTreeMap<usize, String> = BTreeMap::new();
     let mut heard_from: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+    let mut era = 0;
     for r in &h.chat {
+        if h.era(r.at) != era {
+            // A majority lost its disks: the name bindings shown before may be gone.
+            era = h.era(r.at);
+            heard_from.clear();
+        }
         match &r.what {
             ChatHappening::Sent { id, op } => {
                 index.insert(*id, ops.len());
@@ -93,7 +99,10 @@ pub fn check_chat(h: &History, settled: bool) -> Vec<Violation> {
                 names.insert(r.user, name.clone());
             }
             ChatHappening::Shown { id } => {
-                if let Some(name) = index.get(id).and_then(|&i| names.get(&ops[i].user)) {
+                // A message sent before a majority disk loss may name a binding lost with it
+                // (shown by a survivor that then merged into the new cluster).
+                let this_era = |i: &usize| h.era(ops[*i].at) == h.era(r.at);
+                if let Some(name) = index.get(id).filter(|i| this_era(i)).and_then(|&i| names.get(&ops[i].user)) {
                     heard_from.entry(r.process).or_default().insert(name.clone());
                 }
             }
@@ -110,7 +119,8 @@ pub fn check_chat(h: &History, settled: bool) -> Vec<Violation> {
     let mut shown_once: BTreeMap<usize, BTreeSet<MsgId>> = BTreeMap::new();
     let mut shown_by: BTreeMap<u64, Vec<MsgId>> = BTreeMap::new();
     let mut shown_to_user: BTreeSet<(usize, MsgId)> = BTreeSet::new();
-    let mut holders: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    // Per era (between majority disk losses): a lost binding may be claimed again.
+    let mut holders: BTreeMap<(usize, String), BTreeSet<u64>> = BTreeMap::new();
     let mut outstanding: BTreeMap<u64, BTreeSet<MsgId>> = BTreeMap::new();
     let mut crashed: BTreeSet<u64> = BTreeSet::new();
     let ms = |us: u64| format!("{:.3}ms", us as f64 / 1000.0);
@@ -148,7 +158,7 @@ pub fn check_chat(h: &History, settled: bool) -> Vec<Violation> {
                 shown_to_user.insert((r.user, *id));
             }
             ChatHappening::LoggedIn { name, token } => {
-                holders.entry(name.clone()).or_default().insert(*token);
+                holders.entry((h.era(r.at), name.clone())).or_default().insert(*token);
             }
             ChatHappening::Crash | ChatHappening::LogoutUnconfirmed => {
                 crashed.insert(r.process);
@@ -180,7 +190,7 @@ pub fn check_chat(h: &History, settled: bool) -> Vec<Violation> {
         }
     }
     // N1: one holder per name.
-    for (name, tokens) in &holders {
+    for ((_, name), tokens) in &holders {
         if tokens.len() > 1 {
             out.push(Violation::new("N1", format!("name {name:?} was held by {} different users", tokens.len())));
         }
@@ -206,9 +216,13 @@ pub fn check_chat(h: &History, settled: bool) -> Vec<Violation> {
         }
     }
     let users: BTreeSet<usize> = h.chat.iter().filter(|r| matches!(r.what, ChatHappening::Login { .. })).map(|r| r.user).collect();
+    let stolen = h.stolen_names();
     for o in &ops {
         let ChatOp::Chat { to, .. } = &o.op else { continue };
         let Some(&stored_at) = stored.get(&o.id) else { continue };
+        if h.lost_after(stored_at) {
+            continue; // the majority that held it lost its disks
+        }
         let recipients: Vec<usize> = match to {
             Target::User(u) => user_of(u).into_iter().collect(),
             Target::Room(room) => users
@@ -218,14 +232,15 @@ pub fn check_chat(h: &History, settled: bool) -> Vec<Violation> {
                 .filter(|&u| {
                     let Some(list) = room_ops.get(&(u, room.clone())) else { return false };
                     let Some(last) = list.iter().rev().find(|(at, _, _)| *at < o.at) else { return false };
-                    let join_ok = last.1 && stored.get(&ops[last.2].id).is_some_and(|t| *t + ROOM_MARGIN_US < o.at);
+                    let join_ok =
+                        last.1 && stored.get(&ops[last.2].id).is_some_and(|t| *t + ROOM_MARGIN_US < o.at && h.era(*t) == h.era(o.at));
                     let later_leave = list.iter().any(|(at, join, _)| !join && *at > last.0 && *at <= stored_at);
                     join_ok && !later_leave
                 })
                 .collect(),
         };
         for u in recipients {
-            if u != o.user && users.contains(&u) && !shown_to_user.contains(&(u, o.id)) {
+            if u != o.user && users.contains(&u) && !stolen.contains(&u) && !shown_to_user.contains(&(u, o.id)) {
                 out.push(Violation::new("M1", format!("{:?} from user {} to {to:?} was stored but never shown to user {u}", o.id, o.user)));
             }
         }

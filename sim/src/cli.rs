@@ -82,6 +82,10 @@ pub struct SimArgs {
     /// Force careless clients: typos, empty rooms, name collisions, idling, quits right after a show.
     #[arg(long)]
     pub careless: bool,
+    /// Force one correlated disk loss: a majority of the servers crash together and come back
+    /// with their disks lost (new server ids) while the others keep their view.
+    #[arg(long)]
+    pub majority_loss: bool,
     /// Run server traffic plain, without the seal (to compare speed; the default seals with the
     /// stand-in cipher).
     #[arg(long)]
@@ -144,6 +148,7 @@ impl SimArgs {
             disk_loss: self.disk_loss,
             power_loss: self.power_loss,
             careless: self.careless,
+            majority_loss: self.majority_loss,
         }
     }
 
@@ -159,6 +164,7 @@ impl SimArgs {
             (life.disk_loss, " --disk-loss"),
             (life.power_loss, " --power-loss"),
             (life.careless, " --careless"),
+            (life.majority_loss, " --majority-loss"),
         ]
         .iter()
         .filter(|(on, _)| *on)
@@ -222,13 +228,14 @@ fn print_human(r: &Report) {
     );
     if let Some(l) = &r.life {
         out!(
-            "  life: churn {:.1}/min, disk loss {:.0}% of restarts, power cuts {}, client churn {:.1}%, careless {:.1}%, disk {}",
+            "  life: churn {:.1}/min, disk loss {:.0}% of restarts, power cuts {}, client churn {:.1}%, careless {:.1}%, disk {}{}",
             l.churn_per_min,
             l.disk_loss * 100.0,
             l.power_cuts,
             l.client_churn * 100.0,
             l.careless * 100.0,
-            if l.driver_disk { "as the driver writes it" } else { "whole state" }
+            if l.driver_disk { "as the driver writes it" } else { "whole state" },
+            if l.majority_loss { ", a majority loses its disks once" } else { "" }
         );
     }
     let faults: Vec<String> = r.faults.iter().map(|(k, v)| format!("{k}={v}")).collect();

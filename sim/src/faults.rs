@@ -75,6 +75,10 @@ pub enum FaultAction {
     PowerCut,
     /// Power back: every server down restarts from its disk.
     PowerRestore,
+    /// A majority of the servers crash at the same instant (each comes back later through its
+    /// own `RestartBlank`, its disk lost) while the others keep running with their view: the
+    /// survivors are left in a cluster whose majority will never return under the old ids.
+    MajorityCrash(Vec<usize>),
 }
 
 impl FaultAction {
@@ -93,6 +97,7 @@ impl FaultAction {
             FaultAction::RestartBlank(_) => "disk_loss",
             FaultAction::PowerCut => "power_cut",
             FaultAction::PowerRestore => "power_restore",
+            FaultAction::MajorityCrash(_) => "majority_disk_loss",
         }
     }
 }

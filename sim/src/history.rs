@@ -45,6 +45,34 @@ pub struct History {
     pub chat: Vec<ChatRecord>,
     /// Instants (microseconds) at which every server lost power at once.
     pub power_cuts: Vec<u64>,
+    /// Instants (microseconds) at which a majority of the servers crashed together, to come
+    /// back with their disks lost: what only they held (stored messages, name bindings, room
+    /// memberships) may be gone, so the checkers promise nothing about it across the loss.
+    pub majority_losses: Vec<u64>,
+}
+
+impl History {
+    /// How many majority disk losses happened before `at` (the era of `at`).
+    pub fn era(&self, at: u64) -> usize {
+        self.majority_losses.iter().filter(|&&l| l < at).count()
+    }
+
+    /// Whether a majority disk loss happened at or after `at`.
+    pub fn lost_after(&self, at: u64) -> bool {
+        self.majority_losses.iter().any(|&l| l >= at)
+    }
+
+    /// Users whose name another user's process held after a majority disk loss (the binding
+    /// was lost with the disks, and a name is first come, first served).
+    pub fn stolen_names(&self) -> std::collections::BTreeSet<usize> {
+        self.chat
+            .iter()
+            .filter_map(|r| match &r.what {
+                ChatHappening::LoggedIn { name, .. } if self.era(r.at) > 0 => crate::chat_check::user_of(name).filter(|&u| u != r.user),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 /// An operation a simulated user submitted.

@@ -24,17 +24,20 @@ pub struct LifeFaults {
     pub power_loss: bool,
     /// `--careless`: clients make typos, talk to empty rooms, claim others' names, idle, quit.
     pub careless: bool,
+    /// `--majority-loss`: once, a majority of the servers crash together and come back with
+    /// their disks lost while the others keep their view (the stranded survivor of issue 13).
+    pub majority_loss: bool,
 }
 
 impl LifeFaults {
     /// Whether any long-life fault may fire.
     pub fn any(&self) -> bool {
-        self.swarm || self.churn || self.disk_loss || self.power_loss || self.careless
+        self.swarm || self.churn || self.disk_loss || self.power_loss || self.careless || self.majority_loss
     }
 
     /// Every kind forced on (as if each flag were given).
     pub fn all() -> LifeFaults {
-        LifeFaults { swarm: false, churn: true, disk_loss: true, power_loss: true, careless: true }
+        LifeFaults { swarm: false, churn: true, disk_loss: true, power_loss: true, careless: true, majority_loss: true }
     }
 }
 
@@ -51,6 +54,8 @@ pub struct LifeRates {
     pub client_churn: f64,
     /// Chance per client action of a careless act.
     pub careless: f64,
+    /// A majority of the servers lose their disks together once (see [`LifeFaults::majority_loss`]).
+    pub majority_loss: bool,
     /// A crashed server reboots from what the real driver made durable ([`crate::disk`]), not
     /// from its whole in-memory state (on with power loss).
     pub driver_disk: bool,
@@ -70,6 +75,8 @@ impl LifeRates {
             client_churn: if churn { rng.random_range(0.02..0.1) } else { 0.0 },
             careless: if careless { rng.random_range(0.05..0.25) } else { 0.0 },
             driver_disk: power,
+            // Drawn last, so the draws above stay as they were for every seed.
+            majority_loss: faults.majority_loss || (faults.swarm && rng.random_bool(0.3)),
         }
     }
 }
@@ -134,6 +141,47 @@ pub fn extend(schedule: &mut Schedule, seed: u64, rates: &LifeRates, n: usize, s
             actions.push((at + len, FaultAction::PowerRestore));
         }
     }
+    for (at, a) in &actions {
+        if matches!(a, FaultAction::PowerCut) {
+            // Every server is down from the cut to its restore (within 3 s).
+            (0..n).for_each(|i| down[i].push((*at, at + 3_000)));
+        }
+    }
+    // Drawn last, so the faults above stay as they were for every seed.
+    if rates.majority_loss && n >= 2 {
+        actions.extend(majority_disk_loss(&mut rng, &down, n, start_ms, heal_ms));
+    }
     schedule.actions.extend(actions);
     schedule.actions.sort_by_key(|(at, _)| *at);
+}
+
+/// The correlated disk loss (issue 13's stranded survivor): a majority of the servers crash at
+/// one instant and come back one by one with their disks lost (new server ids), while the others
+/// run on with their view. Placed where no server is down for another reason; none if no such
+/// place is found in a few draws.
+fn majority_disk_loss(rng: &mut ChaCha8Rng, down: &[Vec<(u64, u64)>], n: usize, start_ms: u64, heal_ms: u64) -> Vec<(u64, FaultAction)> {
+    let k = n / 2 + 1;
+    let first = start_ms + 2_000;
+    for _ in 0..8 {
+        if first + 8_000 >= heal_ms {
+            return Vec::new();
+        }
+        let at = rng.random_range(first..heal_ms - 8_000);
+        let back: Vec<u64> = (0..k).map(|_| at + rng.random_range(200..5_000) + rng.random_range(0..1_500)).collect();
+        let end = back.iter().copied().max().unwrap_or(at);
+        if (0..n).any(|i| down[i].iter().any(|&(s, e)| s < end + 1_000 && at < e + 1_000)) {
+            continue;
+        }
+        let mut all: Vec<usize> = (0..n).collect();
+        for i in 0..k {
+            let j = rng.random_range(i..n);
+            all.swap(i, j);
+        }
+        let mut nodes = all[..k].to_vec();
+        nodes.sort();
+        let mut out = vec![(at, FaultAction::MajorityCrash(nodes.clone()))];
+        out.extend(nodes.iter().zip(&back).map(|(&i, &b)| (b, FaultAction::RestartBlank(i))));
+        return out;
+    }
+    Vec::new()
 }

@@ -17,12 +17,14 @@ fn ms(us: u64) -> String {
     format!("{:.3}ms", us as f64 / 1000.0)
 }
 
-/// Users who logged in under their own name at least once (the impostor never does).
+/// Users who logged in under their own name at least once (the impostor never does), less
+/// those whose name someone else took after a majority lost its disks (they cannot log in).
 fn honest_users(h: &History) -> BTreeSet<usize> {
+    let stolen = h.stolen_names();
     h.chat
         .iter()
         .filter_map(|r| match &r.what {
-            ChatHappening::Login { name, .. } if user_of(name) == Some(r.user) => Some(r.user),
+            ChatHappening::Login { name, .. } if user_of(name) == Some(r.user) && !stolen.contains(&r.user) => Some(r.user),
             _ => None,
         })
         .collect()

@@ -133,3 +133,41 @@ fn state_that_grows_with_lives_breaks_b2() {
     fine.note(0, 0, &Resources { vc_origins: 10, dedup_clients: 20, names: 9, ..Resources::default() });
     assert!(fine.violations().is_empty());
 }
+
+#[test]
+fn a_survivor_stranded_by_a_majority_disk_loss_merges_and_the_cluster_recovers() {
+    // `ringchat sim --seed 0 --disk-loss`: servers 0, 1 and 4 crash together and come back with
+    // their disks lost; servers 2 and 3 keep a view of five whose majority never returns. Before
+    // stranded servers merged, server 2 stayed leaderless to the end (L1, L3).
+    let o =
+        run(SimConfig { seed: 0, clients: 8, life: LifeFaults { majority_loss: true, ..LifeFaults::default() }, ..SimConfig::default() });
+    assert_eq!(fired(&o, "majority_disk_loss"), 1, "{:?}", o.report.faults);
+    assert!(o.report.ok, "{:#?}", o.report.violations);
+    assert!(o.history.majority_losses.len() == 1);
+}
+
+#[test]
+fn a_majority_disk_loss_excuses_only_what_the_lost_majority_held() {
+    // A message stored before the loss may be lost with the disks; one stored after it may not.
+    let (before, after) = (MsgId { client: 1, seq: 1 }, MsgId { client: 1, seq: 2 });
+    let mut h = History { heal_at: 20 * S, end: 60 * S, majority_losses: vec![5 * S], ..History::default() };
+    logged_in(&mut h, 0, 1, 0);
+    logged_in(&mut h, 0, 2, 1);
+    h.chat.push(rec(3 * S, 1, 0, ChatHappening::Sent { id: before, op: to_user(1) }));
+    h.chat.push(rec(4 * S, 1, 0, ChatHappening::Stored { id: before }));
+    assert!(check_chat(&h, true).is_empty(), "{:?}", check_chat(&h, true));
+    h.chat.push(rec(6 * S, 1, 0, ChatHappening::Sent { id: after, op: to_user(1) }));
+    h.chat.push(rec(7 * S, 1, 0, ChatHappening::Stored { id: after }));
+    let v = check_chat(&h, true);
+    assert_eq!(v.iter().map(|v| v.property.as_str()).collect::<Vec<_>>(), vec!["M1"], "{v:?}");
+    // A name claimed again after the loss is no N1 violation; two holders after it still are.
+    let mut names = History { majority_losses: vec![5 * S], ..History::default() };
+    let claim = |h: &mut History, at: u64, process: u64, user: usize| {
+        h.chat.push(rec(at, process, user, ChatHappening::LoggedIn { name: "u0".into(), token: user as u64 }));
+    };
+    claim(&mut names, S, 1, 0);
+    claim(&mut names, 6 * S, 2, 7);
+    assert!(check_chat(&names, false).is_empty());
+    claim(&mut names, 7 * S, 3, 0);
+    assert_eq!(check_chat(&names, false).iter().map(|v| v.property.as_str()).collect::<Vec<_>>(), vec!["N1"]);
+}

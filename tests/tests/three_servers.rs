@@ -500,3 +500,37 @@ fn copies_a_majority_does_not_need_wait_for_the_next_broadcast_or_a_millisecond(
     net.pump();
     assert_eq!(held(&net, 2), held(&net, 0));
 }
+
+#[test]
+fn a_survivor_whose_majority_restarted_without_state_joins_their_new_cluster() {
+    // Run as the README shows (no `--state`): servers 1 and 2 are killed and started again on
+    // their ports with the same join lists, as new servers (new ids); server 0 survives, alone
+    // in a view of three whose majority will never come back under the old ids.
+    let mut net = Net::cluster(None);
+    let old = net.servers[0].1.cluster();
+    let alice = net.client(0, 1, "alice");
+    let addrs: Vec<SocketAddr> = net.servers.iter().map(|(a, _)| *a).collect();
+    for i in [1, 2] {
+        let join = addrs.iter().copied().filter(|b| *b != addrs[i]).collect();
+        let cfg = ServerConfig { discovery: false, join, ..ServerConfig::default() };
+        net.servers[i].1 = Server::new(cfg, ServerId((i as u128 + 11) << 8), addrs[i], None, 10 + i as u64, Instant(net.now));
+    }
+    net.pump();
+    // One cluster (not the old one) of the three, all following one leader.
+    let one = |n: &Net| {
+        let s0 = &n.servers[0].1;
+        let leader = n.servers.iter().find(|(_, s)| s.is_leader()).map(|(_, s)| s.node());
+        s0.cluster() != old
+            && leader.is_some()
+            && n.servers.iter().all(|(_, s)| {
+                s.cluster() == s0.cluster() && s.leader() == leader && s.committed_view().is_some_and(|v| v.members.len() == 3)
+            })
+    };
+    net.run_until(30_000, one);
+    // The survivor's user chats again (her client logs in again there) with a user of the others.
+    let bob = net.client(1, 2, "bob");
+    net.run_until(10_000, |n| n.clients[alice].1.is_online());
+    let id =
+        net.clients[alice].1.submit(Instant(net.now), Op::Chat { to: Target::User("bob".into()), text: "back".into() }).expect("a send");
+    net.run_until(10_000, |n| n.shown(bob, id));
+}

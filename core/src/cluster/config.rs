@@ -28,7 +28,9 @@ pub struct ServerConfig {
     pub election_timeout_ms: u64,
     /// Upper bound of the random back-off before an election starts.
     pub backoff_ms: u64,
-    /// Joining without an answer for this long makes a server found a cluster anew.
+    /// Joining without an answer for this long makes a server found a cluster anew; a member
+    /// (or restarted voter) that has had neither a leader nor a majority of its view in sight
+    /// for this long is stranded, and merges into another cluster with a leader that it hears of.
     pub join_give_up_ms: u64,
     /// Ring order (a cluster parameter).
     pub ring: RingOrder,

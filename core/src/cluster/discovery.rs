@@ -25,6 +25,7 @@ impl Server {
             return;
         }
         let my_founder = self.founded_by_my_vote() == Some(cluster);
+        let stranded = self.stranded();
         match &mut self.phase {
             // The candidate we accepted founded it: its view proposal is on its way.
             Phase::Founding if my_founder && self.election.deadline.is_some() => {}
@@ -43,6 +44,13 @@ impl Server {
                     *hint = leader;
                 }
             }
+            // Stranded (no leader, no majority of our view in sight for a while): our cluster
+            // cannot act, and may never again (its majority restarted without state). Merge
+            // into a cluster that can, whatever its size; a cluster with a leader never does
+            // this, so two clusters never swap members (design §5).
+            Phase::Member | Phase::Joining { .. } if stranded && leader.is_some() && cluster != self.durable.cluster => {
+                self.leave_for(cluster, leader);
+            }
             Phase::Member if cluster != self.durable.cluster => {
                 let mine = self.committed.as_ref().map_or(0, |v| v.members.len() as u32);
                 if (size, cluster) > (mine, self.durable.cluster) {
@@ -50,6 +58,36 @@ impl Server {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Whether this server is stranded in its cluster: a member (or a restarted voter) that has
+    /// had no leader and no majority of its latest view in sight for `join_give_up_ms`. Only a
+    /// stranded server leaves its cluster for a smaller one.
+    pub(super) fn stranded(&self) -> bool {
+        let eligible = self.phase == Phase::Member || (matches!(self.phase, Phase::Joining { .. }) && self.is_voter());
+        eligible && self.leader.is_none() && self.role != Role::Leader && self.now.since(self.quorum_at) > self.cfg.join_give_up_ms * 1000
+    }
+
+    /// Notes whether a leader or a majority of the latest view is in sight now (heard within
+    /// the suspicion timeout); stranded is measured from the last time one was. While
+    /// stranded, asks the join list and the discovery group for clusters (`Hello`) once per
+    /// beacon period, so a cluster that can take us answers even if its beacons miss us.
+    pub(super) fn watch_quorum(&mut self) {
+        let now = self.now;
+        let in_sight = self.latest.as_ref().is_none_or(|v| {
+            let heard = v
+                .members
+                .iter()
+                .filter(|m| m.node.id == self.me.node.id || self.fd.last_heard(m.node).is_some_and(|t| now.since(t) <= self.suspect_us()))
+                .count();
+            v.is_majority(heard)
+        });
+        if in_sight || self.leader.is_some() || self.role == Role::Leader {
+            self.quorum_at = now;
+        } else if self.stranded() && now >= self.next_hello {
+            self.next_hello = now.plus_ms(self.cfg.beacon_ms);
+            self.send_discovery(Body::Hello { addr: self.me.addr, founding: false });
         }
     }
 
@@ -118,6 +156,7 @@ impl Server {
 
     pub(super) fn enter_cluster(&mut self, cluster: ClusterId) {
         self.durable.cluster = cluster;
+        self.quorum_at = self.now;
         self.role = Role::Follower;
         self.set_latest(None);
         self.committed = None;

@@ -132,6 +132,9 @@ pub struct Server {
     joiners: BTreeMap<ServerId, Member>,
     leaving: BTreeSet<NodeId>,
     discovered: BTreeMap<NodeId, SocketAddr>,
+    /// Last time this server had a leader or a majority of its view in sight (or entered its
+    /// cluster): see [`Server::stranded`].
+    quorum_at: Instant,
     now: Instant,
     /// When this life started.
     started: Instant,
@@ -191,6 +194,7 @@ impl Server {
             joiners: BTreeMap::new(),
             leaving: BTreeSet::new(),
             discovered: BTreeMap::new(),
+            quorum_at: now,
             now,
             started: now,
             received: BTreeMap::new(),

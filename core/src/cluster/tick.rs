@@ -76,6 +76,7 @@ impl Server {
             self.send_discovery(Body::Hello { addr: self.me.addr, founding: true });
         }
         self.retry_hops();
+        self.watch_quorum();
         self.with_chat(|c, d, cx, out| c.tick(d, cx, out));
         if self.role == Role::Leader {
             self.leader_tick();

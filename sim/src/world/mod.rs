@@ -134,6 +134,7 @@ impl World {
             end: cfg.duration_ms * 1000,
             chat: Vec::new(),
             power_cuts: Vec::new(),
+            majority_losses: Vec::new(),
         };
         World {
             rates: schedule.rates.clone(),

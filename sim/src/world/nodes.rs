@@ -226,6 +226,15 @@ impl World {
                 }
                 true
             }
+            FaultAction::MajorityCrash(ref nodes) if nodes.iter().any(|&i| i < n && self.nodes[i].server.is_some()) => {
+                self.history.majority_losses.push(self.now);
+                for &i in nodes.iter().filter(|&&i| i < n) {
+                    if self.nodes[i].server.is_some() {
+                        self.crash(i);
+                    }
+                }
+                true
+            }
             FaultAction::PowerRestore if self.nodes.iter().any(|n| n.server.is_none()) => {
                 for i in 0..n {
                     if self.nodes[i].server.is_none() {
