@@ -139,9 +139,19 @@ impl Server {
         }
     }
 
+    /// A ring message for a candidate whose view is older than our latest: its ring is not
+    /// ours, so it could never gather the voters of the view we would accept. Tell the sender
+    /// our latest view (see the `ViewInfo` handler for why adopting it is safe).
+    fn share_newer_view(&mut self, from: SocketAddr, key: CandidateKey) {
+        if let Some(view) = self.latest.clone().filter(|v| key.view < v.stamp && self.role != Role::Leader) {
+            self.send(from, Body::ViewInfo { view }, false);
+        }
+    }
+
     pub(super) fn on_token(&mut self, sender: NodeId, from: SocketAddr, epoch: u64, key: CandidateKey) {
         self.fd.heard(sender, self.now);
         self.send_epoch(Dest::Addr(from), epoch, Body::RingAck { key, elected: false }, false);
+        self.share_newer_view(from, key);
         if epoch <= self.epoch() {
             self.counters.stale_epoch += 1;
             return;
@@ -188,6 +198,7 @@ impl Server {
     pub(super) fn on_elected(&mut self, sender: NodeId, from: SocketAddr, epoch: u64, key: CandidateKey) {
         self.fd.heard(sender, self.now);
         self.send_epoch(Dest::Addr(from), epoch, Body::RingAck { key, elected: true }, false);
+        self.share_newer_view(from, key);
         if key.node == self.me.node {
             return; // our announcement went round
         }

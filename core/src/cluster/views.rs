@@ -169,6 +169,16 @@ impl Server {
             .filter(|n| n.id != self.me.node.id && (self.leaving.contains(n) || self.fd.is_suspected(*n, now, remove_us)))
             .collect();
         let joiners: Vec<Member> = self.joiners.values().copied().filter(|j| !committed.contains(j.node)).collect();
+        // A joiner with another identity at a member's address means that member's process is
+        // gone (it restarted without its state, for example): it is removed first, at once,
+        // rather than after `remove_ms` behind the joiner, which would leave a view one member
+        // larger with one more dead voter in it.
+        let replaced = committed
+            .members
+            .iter()
+            .filter(|m| m.node.id != self.me.node.id)
+            .find(|m| joiners.iter().any(|j| j.addr == m.addr && j.node.id != m.node.id));
+        let silent: Vec<NodeId> = replaced.map(|m| m.node).into_iter().chain(silent).collect();
         let stamp = ViewStamp { epoch: self.epoch(), id: committed.stamp.id + 1 };
         let next = match next_change(&committed, &joiners, &silent) {
             Some(Change::Add(m)) => committed.with(stamp, m),
