@@ -272,7 +272,8 @@ pub async fn run<R: AsyncBufRead + Unpin>(opts: ClientOptions, input: R) -> i32 
         eprintln!("error: {e}");
         return 2;
     }
-    let mut queue: VecDeque<Op> = VecDeque::new();
+    // Operations not yet handed to the core, with when they were typed.
+    let mut queue: VecDeque<(Op, std::time::Instant)> = VecDeque::new();
     let mut inflight: BTreeMap<MsgId, Op> = BTreeMap::new();
     let mut lines = input.lines();
     let mut input_open = true;
@@ -354,15 +355,29 @@ pub async fn run<R: AsyncBufRead + Unpin>(opts: ClientOptions, input: R) -> i32 
                 }
             }
         }
+        // A client that cannot attach says so instead of holding what was typed for ever: what
+        // waited longer than the core gives a sent operation was never sent at all.
+        if !client.is_online() {
+            let give_up = Duration::from_millis(ClientConfig::default().give_up_ms);
+            while queue.front().is_some_and(|(_, at)| at.elapsed() >= give_up) {
+                let Some((op, _)) = queue.pop_front() else { break };
+                let reason = "not sent: no server took this client in time";
+                let mut j = json!({"event":"not_sent","reason":reason});
+                if let (Value::Object(m), Value::Object(o)) = (&mut j, out.op_json("not_sent", MsgId { client: 0, seq: 0 }, &op)) {
+                    m.extend(o.into_iter().filter(|(k, _)| k != "event" && k != "id"));
+                }
+                out.emit(j, format!("! [failed] {}: {reason}", out.describe(&op)));
+            }
+        }
         // Submit the next queued operation when the core is free.
         if client.is_online() && !client.is_busy() {
-            if let Some(op) = queue.pop_front() {
+            if let Some((op, at)) = queue.pop_front() {
                 match client.submit(now_us(origin), op.clone()) {
                     Ok(id) => {
                         out.emit(out.op_json("pending", id, &op), format!("  [pending] {}", out.describe(&op)));
                         inflight.insert(id, op);
                     }
-                    Err(ClientError::Busy | ClientError::NotLoggedIn) => queue.push_front(op),
+                    Err(ClientError::Busy | ClientError::NotLoggedIn) => queue.push_front((op, at)),
                     Err(e) => out.error(&e.to_string()),
                 }
             }
@@ -419,7 +434,7 @@ pub async fn run<R: AsyncBufRead + Unpin>(opts: ClientOptions, input: R) -> i32 
                                 if (!client.is_online() || client.is_busy()) && !opts.json {
                                     out.emit(Value::Null, format!("  [queued] {}", out.describe(&op)));
                                 }
-                                queue.push_back(op);
+                                queue.push_back((op, std::time::Instant::now()));
                             }
                             Some(Ok(kind @ (Command::Who | Command::Rooms))) => who_todo.push_back(kind),
                             Some(Ok(Command::Quit)) => break 'main,
@@ -438,7 +453,7 @@ pub async fn run<R: AsyncBufRead + Unpin>(opts: ClientOptions, input: R) -> i32 
     // A clean quit: the logout is retried until the server says what we acknowledged is
     // stable (the core bounds the wait), so the next login is not shown it again.
     client.logout(now_us(origin));
-    for op in queue {
+    for (op, _) in queue {
         out.error(&format!("not sent: {}", out.describe(&op)));
     }
     'quit: loop {

@@ -224,3 +224,46 @@ fn version_names_the_package_and_the_commit() {
     let (code, short, _) = run_cli(&["-V"]);
     assert_eq!((code, short), (Some(0), out));
 }
+
+/// A client that no server ever takes reports what was typed as not sent, instead of holding
+/// it for ever.
+#[test]
+fn a_client_that_cannot_attach_reports_what_it_holds_as_not_sent() {
+    use std::io::{BufRead, Write};
+    let port = free_port();
+    let server = format!("127.0.0.1:{port}");
+    let mut child = std::process::Command::new(BIN)
+        .args(["client", "--name", "ann", "--server", &server, "--discovery", "off", "--json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn ringchat client");
+    let mut stdin = child.stdin.take().expect("stdin");
+    writeln!(stdin, r#"{{"cmd":"send","to":"bob","text":"hello"}}"#).expect("write");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut seen = Vec::new();
+    let found = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(r#""event":"not_sent""#) => break Some(line),
+            Ok(line) => seen.push(line),
+            Err(_) => break None,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = found.unwrap_or_else(|| panic!("no not_sent event; saw {seen:?}"));
+    let v: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+    assert_eq!(v["to"], "bob", "{line}");
+    assert_eq!(v["text"], "hello", "{line}");
+}
