@@ -468,3 +468,18 @@ fn a_logout_the_server_knows_nothing_of_is_refused_and_a_confirmed_one_is_confir
     assert_eq!(lan.raw("10.0.0.8:1", logout.clone()), vec![ServerMsg::LoggedOut { client: 88 }]);
     assert_eq!(lan.raw("10.0.0.8:1", logout), vec![ServerMsg::LoggedOut { client: 88 }], "a retry is confirmed again");
 }
+
+/// A client whose causal context names more than any server holds (what it saw was only on
+/// servers that lost their disks) is still logged in, and shown what the cluster has.
+#[test]
+fn a_login_whose_context_names_what_no_server_holds_is_still_served() {
+    let mut lan = Lan::new();
+    raw_login(&mut lan, "10.0.0.8:1", 88, "carol", 5);
+    let mut ctx = Vc::new();
+    ctx.insert(lan.server.node(), 1_000_000);
+    let login = ClientMsg::Login { client: 89, name: "carol".into(), token: 5, ctx, attempt: 1 };
+    let got = lan.raw("10.0.0.9:1", login);
+    if !got.iter().any(|m| matches!(m, ServerMsg::LoginOk { client: 89, .. })) {
+        lan.run_until(5_000, |l| l.raw.iter().any(|(a, m)| *a == addr("10.0.0.9:1") && matches!(m, ServerMsg::LoginOk { client: 89, .. })));
+    }
+}

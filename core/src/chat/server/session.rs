@@ -125,13 +125,18 @@ impl ChatServer {
             if !view.is_majority(fresh) {
                 return false;
             }
-            let mut frontier = self.fresh_frontier(d, cx, view, t);
+            let frontier = self.fresh_frontier(d, cx, view, t);
             // What the client was shown is stable, so a majority holds it: an origin none of
             // them has heard of belongs to a history this cluster does not share (the client's
             // server merged into this cluster), and can never be delivered here.
             let s = self.sessions.get_mut(&client).expect("looked up above"); // invariant
             s.ctx.retain(|origin, _| frontier.contains_key(origin) && !d.causal.retired.contains_key(origin));
-            merge(&mut frontier, &s.ctx);
+            // For the same reason the frontier holds all the client was shown of each origin; a
+            // context that names more (what only servers that lost their disks held) is served
+            // with what the cluster still has, instead of waiting for ever.
+            for (origin, seen) in s.ctx.iter_mut() {
+                *seen = (*seen).min(frontier.get(origin).copied().unwrap_or(0));
+            }
             s.replay = Replay::Until(frontier);
         }
         let s = self.sessions.get_mut(&client).expect("looked up above"); // invariant
