@@ -20,4 +20,7 @@ pub enum PlantedBug {
     RoomsInDeliveryOrder,
     /// Order joins and leaves by their Lamport times alone, ignoring login fences.
     Unfenced,
+    /// Let plain (unsealed) view messages through a sealed server's opener, as a careless
+    /// compatibility path would: an outsider's forged view then reaches the core.
+    AcceptUnsealedViews,
 }
