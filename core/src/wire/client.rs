@@ -10,6 +10,8 @@ use std::net::SocketAddr;
 
 /// Bytes a `Find` is padded to: an `Assign` of [`MAX_MEMBERS`] IPv6 addresses fits.
 pub const FIND_ROOM: usize = 512;
+/// Bytes a `Login` is padded to: a `LoginRefused` naming the name in words fits.
+pub const LOGIN_ROOM: usize = 128;
 
 fn ok_name(s: &String) -> bool {
     !s.is_empty() && s.len() <= MAX_NAME
@@ -128,6 +130,7 @@ impl ClientMsg {
         match self {
             ClientMsg::Status | ClientMsg::Who { .. } => crate::limits::MAX_DATAGRAM,
             ClientMsg::Find { .. } => FIND_ROOM,
+            ClientMsg::Login { .. } => LOGIN_ROOM,
             _ => 0,
         }
     }

@@ -28,6 +28,9 @@
 //! - **O3** nothing it sends makes a server send to an address other than its own or a
 //!   server's (no reflection to an address written in a body).
 //!
+//! O2 and O3 apply to everything it sends but the relayed genuine datagrams of O1's exception
+//! (a delayed chat message may make a server show it to its clients).
+//!
 //! It draws from its own random stream (a function of the seed), so a run with the outsider
 //! off draws exactly what it drew before.
 
@@ -94,6 +97,8 @@ pub(super) enum Step {
 
 struct Recorded {
     bytes: Vec<u8>,
+    /// The receiver's life when it accepted the datagram.
+    life: Option<NodeId>,
     /// The server it was delivered to (`None`: heard as sent).
     to: Option<usize>,
     accepted_by: Option<ServerId>,
@@ -109,8 +114,8 @@ pub(super) struct Outsider {
     key_id: Option<[u8; 4]>,
     me: NodeId,
     wrong: Seal<StandIn>,
-    /// While one of its datagrams is fed: the receiving server and its size.
-    answering: Option<(usize, usize)>,
+    /// While one of its datagrams is fed: its kind and size.
+    answering: Option<(&'static str, usize)>,
     violations: Vec<Violation>,
     stop_at: u64,
 }
@@ -136,11 +141,14 @@ impl Outsider {
         }
     }
 
+    /// Keeps `r` on the tape. A third of the tape is replaced seldom, so some recordings
+    /// are tens of seconds old when replayed (across restarts of either side).
     fn record(&mut self, r: Recorded) {
         if self.tape.len() < TAPE {
             self.tape.push(r);
         } else {
-            let i = self.rng.random_range(0..TAPE);
+            let old = TAPE / 3;
+            let i = if self.rng.random_bool(0.05) { self.rng.random_range(0..old) } else { self.rng.random_range(old..TAPE) };
             self.tape[i] = r;
         }
     }
@@ -171,7 +179,7 @@ impl World {
     /// A plain datagram server `i` is about to seal and send (what the outsider "knows").
     pub(super) fn outsider_overhear_plain(&mut self, bytes: &[u8], kind: &'static str) {
         let Some(o) = self.outsider.as_mut() else { return };
-        if wire::is_peer(bytes) && (!o.plain.contains_key(kind) || o.rng.random_bool(0.3)) {
+        if wire::is_peer(bytes) && (!o.plain.contains_key(kind) || o.rng.random_bool(0.1)) {
             o.plain.insert(kind, bytes.to_vec());
         }
     }
@@ -182,7 +190,7 @@ impl World {
         if seal::frame::is_sealed(bytes) && bytes.len() > 5 {
             o.key_id = Some([bytes[1], bytes[2], bytes[3], bytes[4]]);
             if o.rng.random_bool(0.01) {
-                o.record(Recorded { bytes: bytes.to_vec(), to: None, accepted_by: None });
+                o.record(Recorded { bytes: bytes.to_vec(), life: None, to: None, accepted_by: None });
             }
         }
     }
@@ -190,9 +198,10 @@ impl World {
     /// A sealed datagram server `to` accepted: recorded now and then, to be replayed to it.
     pub(super) fn outsider_overhear_accepted(&mut self, to: usize, bytes: &[u8]) {
         let id = self.nodes[to].id;
+        let life = self.nodes[to].server.as_ref().map(|s| s.node());
         let Some(o) = self.outsider.as_mut() else { return };
         if o.rng.random_bool(0.02) {
-            o.record(Recorded { bytes: bytes.to_vec(), to: Some(to), accepted_by: Some(id) });
+            o.record(Recorded { bytes: bytes.to_vec(), life, to: Some(to), accepted_by: Some(id) });
         }
     }
 
@@ -201,7 +210,12 @@ impl World {
         let n = self.nodes.len();
         let is_server = self.by_addr.get(&addr).is_some_and(|&e| e < n);
         let Some(o) = self.outsider.as_mut() else { return };
-        let Some((_, size)) = o.answering else { return };
+        let Some((kind, size)) = o.answering else { return };
+        let what = match wire::decode(bytes) {
+            Ok(Packet::ToClient(m)) => m.kind(),
+            Ok(Packet::Peer(env)) => env.body.kind(),
+            _ => "sealed",
+        };
         if addr == outsider_addr() {
             let direct = matches!(wire::decode(bytes), Ok(Packet::ToClient(m)) if ringchat_core::cluster::unproven::is_direct_answer(&m));
             if direct && bytes.len() > size {
@@ -209,7 +223,8 @@ impl World {
                     .push(Violation::new("O2", format!("n{i} answered a {size}-byte unproven datagram with {} bytes", bytes.len())));
             }
         } else if !is_server {
-            o.violations.push(Violation::new("O3", format!("a datagram of the outsider made n{i} send {} bytes to {addr}", bytes.len())));
+            o.violations
+                .push(Violation::new("O3", format!("the outsider's {kind} made n{i} send {what} ({} bytes) to {addr}", bytes.len())));
         }
     }
 
@@ -239,8 +254,8 @@ impl World {
         let to = o.rng.random_range(0..n);
         let choice = o.rng.random_range(0..100);
         let made = match choice {
-            0..=14 => self.outsider_replay(to, false),
-            15..=24 => self.outsider_replay(to, true),
+            0..=14 => self.outsider_replay(false),
+            15..=24 => self.outsider_replay(true),
             25..=44 => self.outsider_mutate(),
             45..=69 => self.outsider_forge(),
             70..=74 => self.outsider_garbage(),
@@ -251,8 +266,9 @@ impl World {
         }
     }
 
-    /// A recorded datagram, verbatim: to the server that accepted it (`same`), or to `to`.
-    fn outsider_replay(&mut self, to: usize, same: bool) -> Option<(Vec<u8>, What, &'static str)> {
+    /// A recorded datagram, verbatim: to the server that accepted it (`same`: queued here), or
+    /// returned for the server the caller drew.
+    fn outsider_replay(&mut self, same: bool) -> Option<(Vec<u8>, What, &'static str)> {
         let o = self.outsider.as_mut()?;
         if o.tape.is_empty() {
             return None;
@@ -260,18 +276,17 @@ impl World {
         let r = &o.tape[o.rng.random_range(0..o.tape.len())];
         let bytes = r.bytes.clone();
         let what = What::Replay { accepted_by: r.accepted_by };
+        let life = r.life;
         match (same, r.to) {
             (true, Some(at)) => {
-                let kind = "outsider_replay_same";
+                let now_life = self.nodes[at].server.as_ref().map(|s| s.node());
+                let kind = if now_life.is_some() && now_life != life { "outsider_replay_after_restart" } else { "outsider_replay_same" };
                 let at_ = self.now + o.rng.random_range(100..3_000);
                 self.count_fault(kind);
                 self.queue.push(at_, Item::Outsider(Step::Deliver { to: at, bytes, what, kind }));
                 None
             }
-            _ => {
-                let _ = to;
-                Some((bytes, what, "outsider_replay_other"))
-            }
+            _ => Some((bytes, what, "outsider_replay_other")),
         }
     }
 
@@ -423,8 +438,11 @@ impl World {
                 What::Made => true,
             };
         let before = must_refuse.then(|| self.nodes[to].server.as_ref().map(fingerprint)).flatten();
+        // A genuine datagram relayed to a server that had not accepted it may make that server
+        // send anything (it is the network's own delay); everything else is checked (O2, O3).
+        let relay = server_channel(&bytes) && matches!(what, What::Replay { .. }) && !must_refuse;
         if let Some(o) = self.outsider.as_mut() {
-            o.answering = Some((to, bytes.len()));
+            o.answering = (!relay).then_some((kind, bytes.len()));
         }
         let fed = self.feed(to, super::outsider::outsider_addr(), &bytes);
         self.drain(to);
@@ -458,9 +476,24 @@ impl World {
         }
     }
 
-    /// The outsider checkers' violations (none when it is off).
+    /// The outsider checkers' violations; without an outsider, **U1**: no honest request was
+    /// rate-limited or went unanswered for its size (the hardening starves no honest client).
     pub(super) fn outsider_violations(&mut self) -> Vec<Violation> {
-        self.outsider.as_mut().map(|o| std::mem::take(&mut o.violations)).unwrap_or_default()
+        if let Some(o) = self.outsider.as_mut() {
+            return std::mem::take(&mut o.violations);
+        }
+        let mut out = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let Some(c) = n.server.as_ref().map(|s| s.counters()) else { continue };
+            if c.rate_limited > 0 || c.reply_too_large > 0 {
+                let detail = format!(
+                    "n{i} rate-limited {} and left {} answers unsent for their size, with no outsider",
+                    c.rate_limited, c.reply_too_large
+                );
+                out.push(Violation::new("U1", detail));
+            }
+        }
+        out
     }
 }
 
