@@ -1,7 +1,8 @@
 //! The outsider (issue 14): a host without the cluster key replays, mutates and forges
 //! datagrams in the simulator; nothing it sends on the server channel gets in (O1), no answer
 //! to it is larger than what it sent (O2), and it reflects nothing off a server (O3). The
-//! checkers catch a server that lets unsealed view messages in, and an unsealed cluster.
+//! checkers catch a server that lets unsealed view messages in, one that answers anyone in
+//! full or at an address written in a body, and an unsealed cluster.
 
 use ringchat_core::{PlantedBug, ServerConfig};
 use ringchat_sim::world::outsider_on;
@@ -44,6 +45,18 @@ fn a_server_that_lets_unsealed_views_in_is_caught() {
     let caught = (0..10)
         .find(|&s| with_outsider(s, Some(PlantedBug::AcceptUnsealedViews), false).report.violations.iter().any(|v| v.property == "O1"));
     assert!(caught.is_some(), "O1 never caught a server that opens plain view messages");
+}
+
+#[test]
+fn a_server_that_answers_anyone_in_full_or_elsewhere_is_caught() {
+    // Planted: answers to unproven requests ignore their size, and a hello is answered at the
+    // address its body names. Sealed, the outsider's short status requests show the first (O2);
+    // unsealed, its forged hellos show the second (O3).
+    let caught = |unsealed: bool, property: &str| {
+        (0..10).any(|s| with_outsider(s, Some(PlantedBug::AnswerAnyone), unsealed).report.violations.iter().any(|v| v.property == property))
+    };
+    assert!(caught(false, "O2"), "O2 never caught an answer larger than its request");
+    assert!(caught(true, "O3"), "O3 never caught an answer reflected to an address in a body");
 }
 
 #[test]

@@ -10,7 +10,12 @@ impl Server {
                 let mut report = self.status().report();
                 // The answer fits the request (see `unproven`): what is left of it after the
                 // fixed part is shared among the lists.
-                let room = self.answering.map_or(crate::limits::MAX_DATAGRAM, |(_, size)| size).min(crate::limits::MAX_DATAGRAM);
+                let planted = self.cfg.plant == Some(PlantedBug::AnswerAnyone);
+                let room = self
+                    .answering
+                    .filter(|_| !planted)
+                    .map_or(crate::limits::MAX_DATAGRAM, |(_, size)| size)
+                    .min(crate::limits::MAX_DATAGRAM);
                 let base =
                     wire::encode(&Packet::ToClient(ServerMsg::Status(report.clone()))).map_or(crate::limits::MAX_DATAGRAM, |b| b.len());
                 self.chat.fill_status(&self.durable.chat, &mut report, room.saturating_sub(base + 16));

@@ -11,7 +11,8 @@ impl Server {
             Phase::Member => {
                 let leader = self.leader.and_then(|l| self.addr_of(l).map(|addr| Member { node: l, addr }));
                 let view_size = self.committed.as_ref().map_or(0, |v| v.members.len() as u32);
-                self.send(from, Body::Welcome { leader, view_size }, false);
+                let to = if self.cfg.plant == Some(PlantedBug::AnswerAnyone) { addr } else { from }; // the planted bug
+                self.send(to, Body::Welcome { leader, view_size }, false);
             }
             Phase::Discovering { .. } | Phase::Founding if founding => {
                 self.discovered.insert(sender, addr);

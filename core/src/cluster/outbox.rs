@@ -48,6 +48,7 @@ impl Server {
     pub(super) fn send_client(&mut self, to: SocketAddr, msg: ServerMsg) {
         let kind = msg.kind();
         let budget = match self.answering {
+            Some(_) if self.cfg.plant == Some(PlantedBug::AnswerAnyone) => usize::MAX, // the planted bug
             Some((from, size)) if from == to && super::unproven::is_direct_answer(&msg) => size,
             _ => usize::MAX,
         };
