@@ -34,8 +34,7 @@ struct Opts {
 }
 
 fn parse_args() -> Result<Opts, String> {
-    let mut o =
-        Opts { trials: 20, servers: 3, bin: PathBuf::from(env!("CARGO_BIN_EXE_ringchat")), poll: Duration::from_millis(5), probes: 32 };
+    let mut o = Opts { trials: 20, servers: 3, bin: PathBuf::from(env!("CARGO_BIN_EXE_ringchat")), poll: Duration::from_millis(5), probes: 32 };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
@@ -159,14 +158,7 @@ fn probes(n: usize, live: &[u16], trial: usize) -> Option<Vec<(SyncClient, Strin
 
 /// After a kill at `t0`: polls `live` for a new leader every `poll` and submits a probe every
 /// 5 ms; returns (time to agreement, time to the first probe stored), each `None` if not within 10 s.
-fn after_kill(
-    sock: &UdpSocket,
-    live: &[u16],
-    old: NodeId,
-    ps: &mut [(SyncClient, String)],
-    t0: Instant,
-    poll: Duration,
-) -> (Option<(f64, NodeId)>, Option<f64>) {
+fn after_kill(sock: &UdpSocket, live: &[u16], old: NodeId, ps: &mut [(SyncClient, String)], t0: Instant, poll: Duration) -> (Option<(f64, NodeId)>, Option<f64>) {
     let (mut agreed, mut stored) = (None, None);
     let mut sent_after: std::collections::HashSet<ringchat_core::wire::MsgId> = Default::default();
     let (mut next_probe, mut next_poll, mut k) = (t0, t0, 0usize);
@@ -296,8 +288,7 @@ fn main() {
     );
     let mut st = stored_samples.clone();
     st.sort_by(f64::total_cmp);
-    let (sp50, sp99, smax) =
-        if st.is_empty() { (f64::NAN, f64::NAN, f64::NAN) } else { (percentile(&st, 50.0), percentile(&st, 99.0), st[st.len() - 1]) };
+    let (sp50, sp99, smax) = if st.is_empty() { (f64::NAN, f64::NAN, f64::NAN) } else { (percentile(&st, 50.0), percentile(&st, 99.0), st[st.len() - 1]) };
     println!(
         "kill -9 of the leader to the first chat message stored through a survivor (probe every 5 ms) over {} trials: p50 {sp50:.1} ms, p99 {sp99:.1} ms, max {smax:.1} ms",
         st.len()

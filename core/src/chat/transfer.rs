@@ -46,10 +46,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// Bounds a snapshot from the wire must respect.
     pub fn is_well_formed(&self) -> bool {
-        self.delivered.len() <= 4 * MAX_ORIGINS
-            && self.retired.len() <= crate::limits::MAX_RETIRED
-            && self.store.len() <= MAX_STORE
-            && self.store.iter().all(|m| m.is_well_formed())
+        self.delivered.len() <= 4 * MAX_ORIGINS && self.retired.len() <= crate::limits::MAX_RETIRED && self.store.len() <= MAX_STORE && self.store.iter().all(|m| m.is_well_formed())
     }
 }
 
