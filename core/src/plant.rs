@@ -20,4 +20,10 @@ pub enum PlantedBug {
     RoomsInDeliveryOrder,
     /// Order joins and leaves by their Lamport times alone, ignoring login fences.
     Unfenced,
+    /// Let plain (unsealed) view messages through a sealed server's opener, as a careless
+    /// compatibility path would: an outsider's forged view then reaches the core.
+    AcceptUnsealedViews,
+    /// Answer requests that proved nothing in full (whatever their size) and a hello at the
+    /// address its body names, as the cluster did before issue 14.
+    AnswerAnyone,
 }

@@ -259,6 +259,9 @@ impl Metrics {
             seal_stale,
             seal_wrong_receiver,
             unsealed,
+            rival_leader,
+            rate_limited,
+            reply_too_large,
         } = c;
         for (cause, n) in [
             ("malformed", malformed),
@@ -276,6 +279,9 @@ impl Metrics {
             ("seal_stale", seal_stale),
             ("seal_wrong_receiver", seal_wrong_receiver),
             ("unsealed", unsealed),
+            ("rival_leader", rival_leader),
+            ("rate_limited", rate_limited),
+            ("reply_too_large", reply_too_large),
         ] {
             catch_up(&self.rejected.get_or_create(&CauseLabel { cause }), *n);
         }

@@ -103,7 +103,7 @@ pub fn to_json(server: SocketAddr, r: &StatusReport) -> Value {
             })
         })
         .collect();
-    json!({
+    let mut v = json!({
         "server": server.to_string(),
         "id": id_hex(r.node),
         "incarnation": r.node.incarnation,
@@ -146,7 +146,14 @@ pub fn to_json(server: SocketAddr, r: &StatusReport) -> Value {
             "tokens_refused": c.tokens_refused,
             "elections_started": c.elections_started,
         },
-    })
+    });
+    // Added apart: one more field in the literal above passes serde_json's macro recursion limit.
+    if let Some(counters) = v.get_mut("counters").and_then(Value::as_object_mut) {
+        counters.insert("rival_leader".into(), c.rival_leader.into());
+        counters.insert("rate_limited".into(), c.rate_limited.into());
+        counters.insert("reply_too_large".into(), c.reply_too_large.into());
+    }
+    v
 }
 
 /// The report for people.
@@ -204,6 +211,8 @@ pub fn to_human(server: SocketAddr, r: &StatusReport) -> String {
         "seal: rejected wrong_key {}, bad_tag {}, replay {}, malformed {}, unsealed {}  ignored stale {}, wrong_receiver {}",
         c.seal_wrong_key, c.seal_bad_tag, c.seal_replay, c.seal_malformed, c.unsealed, c.seal_stale, c.seal_wrong_receiver
     );
+    let _ =
+        writeln!(s, "unproven: rate_limited {}, reply_too_large {}  rival_leader {}", c.rate_limited, c.reply_too_large, c.rival_leader);
     let _ = writeln!(s, "clients {}{}", r.clients_total, if r.clients.len() < r.clients_total as usize { " (first listed)" } else { "" });
     for (name, addr) in &r.clients {
         let _ = writeln!(s, "  {name:<24} {addr}");

@@ -90,6 +90,10 @@ pub struct SimArgs {
     /// stand-in cipher).
     #[arg(long)]
     pub unsealed: bool,
+    /// Put a host without the cluster key on the LAN: it replays, mutates and forges datagrams
+    /// and talks to servers as a client would (on by default in a share of swarm seeds).
+    #[arg(long)]
+    pub outsider: bool,
 }
 
 fn parse_schedule(path: &str) -> Result<Schedule, String> {
@@ -136,6 +140,7 @@ impl SimArgs {
             clients: self.clients as usize,
             life: self.life(),
             unsealed: self.unsealed,
+            outsider: self.outsider.then_some(true),
             ..SimConfig::default()
         }
     }
@@ -165,6 +170,8 @@ impl SimArgs {
             (life.power_loss, " --power-loss"),
             (life.careless, " --careless"),
             (life.majority_loss, " --majority-loss"),
+            (self.unsealed, " --unsealed"),
+            (self.outsider, " --outsider"),
         ]
         .iter()
         .filter(|(on, _)| *on)

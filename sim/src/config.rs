@@ -45,6 +45,9 @@ pub struct SimConfig {
     /// Run server traffic plain instead of through the seal (framing, key ids, counters, replay
     /// windows, incarnations) with the stand-in cipher. Off by default: the simulator seals.
     pub unsealed: bool,
+    /// A host without the key on the LAN (issue 14, see `world::outsider`): `Some` forces it
+    /// on or off; `None` draws it for a share of swarm seeds of sealed runs.
+    pub outsider: Option<bool>,
 }
 
 /// How simulated users behave: data, so a property test can draw it and shrink a failure.
@@ -87,6 +90,7 @@ impl Default for SimConfig {
             workload: Workload::default(),
             life: LifeFaults::default(),
             unsealed: false,
+            outsider: None,
         }
     }
 }

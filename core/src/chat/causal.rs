@@ -409,9 +409,13 @@ impl Causal {
             .collect()
     }
 
-    /// Stored messages of `origin` in `from..=to` (bounded by [`MAX_RANGE`]).
+    /// Stored messages of `origin` in `from..=to` (bounded by [`MAX_RANGE`]; none when the
+    /// range is reversed, as a peer may write it).
     pub fn range(&self, origin: NodeId, from: u64, to: u64) -> Vec<CausalMsg> {
         let to = to.min(from.saturating_add(MAX_RANGE - 1));
+        if to < from {
+            return Vec::new();
+        }
         self.store.range((origin, from)..=(origin, to)).map(|(_, m)| m.clone()).collect()
     }
 
@@ -478,6 +482,7 @@ mod tests {
         assert!(b.receive(m2, false).is_empty());
         let need = b.missing(&a.delivered);
         assert_eq!(need, vec![(node(1), 1, 2)]);
+        assert!(a.range(node(1), 2, 1).is_empty(), "a reversed range is empty, not a panic");
         let resent = a.range(node(1), 1, 2);
         assert_eq!(resent.len(), 2);
         let mut n = 0;

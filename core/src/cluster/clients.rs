@@ -8,9 +8,17 @@ impl Server {
         match msg {
             ClientMsg::Status => {
                 let mut report = self.status().report();
+                // The answer fits the request (see `unproven`): what is left of it after the
+                // fixed part is shared among the lists.
+                let planted = self.cfg.plant == Some(PlantedBug::AnswerAnyone);
+                let room = self
+                    .answering
+                    .filter(|_| !planted)
+                    .map_or(crate::limits::MAX_DATAGRAM, |(_, size)| size)
+                    .min(crate::limits::MAX_DATAGRAM);
                 let base =
                     wire::encode(&Packet::ToClient(ServerMsg::Status(report.clone()))).map_or(crate::limits::MAX_DATAGRAM, |b| b.len());
-                self.chat.fill_status(&self.durable.chat, &mut report, crate::limits::MAX_DATAGRAM.saturating_sub(base + 16));
+                self.chat.fill_status(&self.durable.chat, &mut report, room.saturating_sub(base + 16));
                 self.send_client(from, ServerMsg::Status(report));
             }
             ClientMsg::Find { client } => {

@@ -4,12 +4,15 @@
 use super::*;
 
 impl Server {
-    pub(super) fn on_hello(&mut self, sender: NodeId, addr: SocketAddr, founding: bool) {
+    /// A server says hello from `from`: a member answers there (the datagram's source, never
+    /// the address written in it: no reflection), a founder notes it at `addr`.
+    pub(super) fn on_hello(&mut self, sender: NodeId, from: SocketAddr, addr: SocketAddr, founding: bool) {
         match self.phase {
             Phase::Member => {
                 let leader = self.leader.and_then(|l| self.addr_of(l).map(|addr| Member { node: l, addr }));
                 let view_size = self.committed.as_ref().map_or(0, |v| v.members.len() as u32);
-                self.send(addr, Body::Welcome { leader, view_size }, false);
+                let to = if self.cfg.plant == Some(PlantedBug::AnswerAnyone) { addr } else { from }; // the planted bug
+                self.send(to, Body::Welcome { leader, view_size }, false);
             }
             Phase::Discovering { .. } | Phase::Founding if founding => {
                 self.discovered.insert(sender, addr);
@@ -121,18 +124,20 @@ impl Server {
         }
     }
 
-    pub(super) fn on_join_request(&mut self, sender: NodeId, addr: SocketAddr) {
+    /// A server asks to join from `from`, listening at `addr`: answers go to `from` (the
+    /// datagram's source, never the address written in it); a joiner is admitted at `addr`.
+    pub(super) fn on_join_request(&mut self, sender: NodeId, from: SocketAddr, addr: SocketAddr) {
         if self.role == Role::Leader {
             if self.committed.as_ref().is_some_and(|v| v.contains(sender)) {
                 let view = self.committed.clone().expect("checked above"); // invariant
-                self.send(addr, Body::ViewCommit { view }, true);
+                self.send(from, Body::ViewCommit { view }, true);
             } else {
                 self.joiners.insert(sender.id, Member { node: sender, addr });
             }
         } else if self.phase == Phase::Member {
             let leader = self.leader.and_then(|l| self.addr_of(l).map(|addr| Member { node: l, addr }));
             let view_size = self.committed.as_ref().map_or(0, |v| v.members.len() as u32);
-            self.send(addr, Body::Welcome { leader, view_size }, false);
+            self.send(from, Body::Welcome { leader, view_size }, false);
         }
     }
 

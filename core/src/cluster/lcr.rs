@@ -38,11 +38,19 @@ impl Server {
         self.proposal = None;
     }
 
-    /// `leader` (heard directly) leads `epoch` ≥ ours.
-    pub(super) fn learn_leader(&mut self, leader: NodeId, epoch: u64) {
+    /// `leader` (heard directly) leads `epoch` ≥ ours. Returns `false`, counted as
+    /// `rival_leader` and changing nothing, when this server itself leads that epoch: a
+    /// majority accepted only one leader per epoch, so the claim is a forgery or a bug
+    /// elsewhere, and the wire must not reach an assertion.
+    #[must_use]
+    pub(super) fn learn_leader(&mut self, leader: NodeId, epoch: u64) -> bool {
+        if self.role == Role::Leader && epoch == self.epoch() && leader != self.me.node {
+            self.counters.rival_leader += 1;
+            return false;
+        }
         self.adopt_epoch(epoch);
         if self.leader != Some(leader) {
-            assert!(self.role != Role::Leader, "two leaders in one epoch"); // invariant (S1)
+            // adopt_epoch stepped a leader down for a later epoch; in this one we do not lead.
             self.leader = Some(leader);
             self.role = Role::Follower;
             self.candidacy = None;
@@ -50,6 +58,7 @@ impl Server {
             let cluster = self.durable.cluster;
             self.emit(Event::LeaderLearned { cluster, epoch, leader });
         }
+        true
     }
 
     /// Whether this server hears a majority of its latest view (itself included).

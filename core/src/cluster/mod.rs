@@ -20,6 +20,7 @@ mod membership;
 mod outbox;
 mod output;
 mod tick;
+pub mod unproven;
 mod views;
 
 pub use admission::Admission;
@@ -27,6 +28,7 @@ pub use assign::assign;
 pub use config::ServerConfig;
 pub use durable::{ChatMark, Durable, ElectionPart, EpochRecord};
 pub use output::{Dest, Event, Transmit};
+pub use unproven::{RateLimit, MAX_SOURCES, RATE_BURST, RATE_PER_S};
 
 use crate::chat::server::{ChatDurable, ChatServer, ChatStats, Ctx as ChatCtx, Out as ChatOut};
 pub use crate::chat::server::{Journal, Recovered};
@@ -150,6 +152,10 @@ pub struct Server {
     events: VecDeque<Event>,
     counters: Counters,
     chat: ChatServer,
+    /// Per-source rate limits on requests that proved nothing (see `unproven`).
+    rate: RateLimit,
+    /// While a client datagram is handled: its source and size (answers to it are no larger).
+    answering: Option<(SocketAddr, usize)>,
 }
 
 impl Server {
@@ -206,6 +212,8 @@ impl Server {
             events: VecDeque::new(),
             counters: Counters::default(),
             chat: ChatServer::new(cfg.plant),
+            rate: RateLimit::default(),
+            answering: None,
             cfg,
         }
     }
@@ -351,7 +359,15 @@ impl Server {
         match packet {
             Ok(Packet::Peer(env)) if env.from == self.me.node => {} // our own discovery datagram looped back
             Ok(Packet::Peer(env)) => self.handle_envelope(from, env),
-            Ok(Packet::FromClient(msg)) => self.handle_client(from, msg),
+            Ok(Packet::FromClient(msg)) => {
+                if unproven::is_unproven_request(&msg) && !self.rate.allow(from, now) {
+                    self.counters.rate_limited += 1;
+                    return;
+                }
+                self.answering = Some((from, bytes.len()));
+                self.handle_client(from, msg);
+                self.answering = None;
+            }
             Ok(Packet::ToClient(_)) => self.counters.invalid += 1,
             Err(e) => self.count_decode_error(e),
         }
@@ -463,7 +479,7 @@ impl Server {
         let admission = Admission::of(&body);
         if admission == Admission::Discovery {
             match body {
-                Body::Hello { addr, founding } => self.on_hello(sender, addr, founding),
+                Body::Hello { addr, founding } => self.on_hello(sender, from, addr, founding),
                 Body::Welcome { leader, view_size } => self.consider_cluster(cluster, leader, view_size),
                 Body::Beacon { leader, view_size } => self.consider_cluster(cluster, Some(leader), view_size),
                 _ => {}
@@ -497,7 +513,7 @@ impl Server {
             return;
         }
         match body {
-            Body::JoinRequest { addr } => self.on_join_request(sender, addr),
+            Body::JoinRequest { addr } => self.on_join_request(sender, from, addr),
             Body::ViewPropose { view } => self.on_view(sender, epoch, view, false),
             Body::ViewCommit { view } => self.on_view(sender, epoch, view, true),
             Body::NotMember { committed } => self.on_not_member(committed),

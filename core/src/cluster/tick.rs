@@ -136,7 +136,9 @@ impl Server {
                 self.counters.stale_epoch += 1;
                 return;
             }
-            self.learn_leader(sender, epoch);
+            if !self.learn_leader(sender, epoch) {
+                return;
+            }
             if self.committed.as_ref().map_or(true, |c| c.stamp < committed) {
                 self.send(from, Body::ViewRequest, false);
             }

@@ -14,7 +14,9 @@ impl Server {
             return;
         }
         self.fd.heard(sender, self.now);
-        self.learn_leader(sender, epoch);
+        if !self.learn_leader(sender, epoch) {
+            return;
+        }
         let cluster = self.durable.cluster;
         self.emit(Event::LeaderActionApplied { cluster, epoch, seen: self.epoch() });
         if !commit {

@@ -4,18 +4,40 @@
 
 use super::cipher::Cipher;
 use super::sealer::{Inbound, Seal};
+use super::SealError;
 use crate::cluster::{Dest, Server, Transmit};
+use crate::id::NodeId;
 use crate::time::Instant;
 use std::net::SocketAddr;
 
+/// What [`feed`] did with a datagram (drivers may ignore it; the simulator's outsider checks it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fed {
+    /// Passed on plain: client traffic, or anything when the server runs unsealed.
+    Plain,
+    /// A sealed server datagram that opened, from this sender life.
+    Opened(NodeId),
+    /// Refused by the seal and counted; the server saw nothing of it.
+    Refused(SealError),
+}
+
 /// Opens one received datagram and feeds what it lets through to `server`; a refusal is
 /// counted in the server's counters (see [`super::SealError::count`]) and costs no reply.
-pub fn feed<C: Cipher>(server: &mut Server, seal: &mut Seal<C>, now: Instant, from: SocketAddr, bytes: &[u8]) {
+pub fn feed<C: Cipher>(server: &mut Server, seal: &mut Seal<C>, now: Instant, from: SocketAddr, bytes: &[u8]) -> Fed {
     seal.set_life(server.node());
     match seal.open(from, bytes) {
-        Ok(Inbound::Plain(b)) => server.handle_datagram(now, from, b),
-        Ok(Inbound::Opened(plain, _)) => server.handle_datagram(now, from, &plain),
-        Err(e) => server.count_refused(|c| e.count(c)),
+        Ok(Inbound::Plain(b)) => {
+            server.handle_datagram(now, from, b);
+            Fed::Plain
+        }
+        Ok(Inbound::Opened(plain, sender)) => {
+            server.handle_datagram(now, from, &plain);
+            Fed::Opened(sender)
+        }
+        Err(e) => {
+            server.count_refused(|c| e.count(c));
+            Fed::Refused(e)
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use super::keyring::KeyRing;
 use super::replay::{Freshness, SealMemory, Senders};
 use super::SealError;
 use crate::id::NodeId;
+use crate::plant::PlantedBug;
 use crate::wire;
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -45,6 +46,7 @@ pub struct Seal<C: Cipher> {
     book: BTreeMap<SocketAddr, NodeId>,
     keys: Vec<(KeyId, NodeId, C::Key)>,
     sealing: Option<(KeyId, C::Key)>,
+    plant: Option<PlantedBug>,
     _cipher: PhantomData<C>,
 }
 
@@ -62,6 +64,7 @@ impl<C: Cipher> Seal<C> {
             book: BTreeMap::new(),
             keys: Vec::new(),
             sealing: None,
+            plant: None,
             _cipher: PhantomData,
         }
     }
@@ -77,8 +80,15 @@ impl<C: Cipher> Seal<C> {
             book: BTreeMap::new(),
             keys: Vec::new(),
             sealing: None,
+            plant: None,
             _cipher: PhantomData,
         }
+    }
+
+    /// Plants a bug on purpose (checker tests only; see [`PlantedBug::AcceptUnsealedViews`]).
+    pub fn with_plant(mut self, plant: Option<PlantedBug>) -> Seal<C> {
+        self.plant = plant;
+        self
     }
 
     /// Whether server traffic is sealed.
@@ -163,6 +173,9 @@ impl<C: Cipher> Seal<C> {
     pub fn open<'a>(&mut self, from: SocketAddr, bytes: &'a [u8]) -> Result<Inbound<'a>, SealError> {
         let Some(ring) = &self.ring else { return Ok(Inbound::Plain(bytes)) };
         if !is_sealed(bytes) {
+            if self.plant == Some(PlantedBug::AcceptUnsealedViews) && is_view_message(bytes) {
+                return Ok(Inbound::Plain(bytes)); // the planted bug
+            }
             return if wire::is_peer(bytes) { Err(SealError::Unsealed) } else { Ok(Inbound::Plain(bytes)) };
         }
         let (h, aad, body, tag) = Header::parse(bytes)?;
@@ -209,4 +222,15 @@ impl<C: Cipher> Seal<C> {
         }
         Ok(Inbound::Opened(plain, h.sender))
     }
+}
+
+/// Whether `bytes` is a plain view message (propose, commit or info): what the planted bug lets in.
+fn is_view_message(bytes: &[u8]) -> bool {
+    matches!(
+        wire::decode(bytes),
+        Ok(wire::Packet::Peer(wire::Envelope {
+            body: wire::Body::ViewPropose { .. } | wire::Body::ViewCommit { .. } | wire::Body::ViewInfo { .. },
+            ..
+        }))
+    )
 }

@@ -8,6 +8,11 @@ use crate::wire::status::StatusReport;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
+/// Bytes a `Find` is padded to: an `Assign` of [`MAX_MEMBERS`] IPv6 addresses fits.
+pub const FIND_ROOM: usize = 512;
+/// Bytes a `Login` is padded to: a `LoginRefused` naming the name in words fits.
+pub const LOGIN_ROOM: usize = 128;
+
 fn ok_name(s: &String) -> bool {
     !s.is_empty() && s.len() <= MAX_NAME
 }
@@ -115,6 +120,18 @@ impl ClientMsg {
             ClientMsg::Logout { .. } => "logout",
             ClientMsg::Who { .. } => "who",
             ClientMsg::Find { .. } => "find",
+        }
+    }
+
+    /// The least size of this request on the wire (zero-padded by [`crate::wire::encode`]):
+    /// room for its largest direct answer, which a server sends only if it is no larger than
+    /// the request (no amplification).
+    pub fn answer_room(&self) -> usize {
+        match self {
+            ClientMsg::Status | ClientMsg::Who { .. } => crate::limits::MAX_DATAGRAM,
+            ClientMsg::Find { .. } => FIND_ROOM,
+            ClientMsg::Login { .. } => LOGIN_ROOM,
+            _ => 0,
         }
     }
 

@@ -63,14 +63,19 @@ impl std::fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
-/// Encodes a packet as `[VERSION] ++ postcard`.
+/// Encodes a packet as `[VERSION] ++ postcard`, and a client request whose answer is large
+/// padded with zeros to [`ClientMsg::answer_room`] (a server answers a datagram that proved
+/// nothing with at most as many bytes as it got, so the asker makes room for the answer).
 ///
 /// Returns `None` if it would not fit in [`MAX_DATAGRAM`] (the caller treats
 /// that as a bug of its own: every message kind is bounded by construction).
 pub fn encode(packet: &Packet) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(128);
     out.push(VERSION);
-    let out = postcard::to_extend(packet, out).ok()?;
+    let mut out = postcard::to_extend(packet, out).ok()?;
+    if let Packet::FromClient(m) = packet {
+        out.resize(out.len().max(m.answer_room()), 0);
+    }
     (out.len() <= MAX_DATAGRAM).then_some(out)
 }
 
@@ -101,7 +106,9 @@ pub fn decode(bytes: &[u8]) -> Result<Packet, DecodeError> {
         return Err(DecodeError::WrongVersion(version));
     }
     let (packet, tail): (Packet, &[u8]) = postcard::take_from_bytes(rest).map_err(|_| DecodeError::Malformed)?;
-    if !tail.is_empty() {
+    // Only a client request may carry padding, and only zeros (see [`encode`]).
+    let padded = matches!(packet, Packet::FromClient(_)) && tail.iter().all(|&b| b == 0);
+    if !tail.is_empty() && !padded {
         return Err(DecodeError::Malformed);
     }
     let valid = match &packet {
@@ -121,6 +128,7 @@ mod tests {
     use super::*;
     use crate::id::{ClusterId, NodeId, ServerId};
     use crate::view::{Member, View, ViewStamp};
+    use std::net::SocketAddr;
 
     fn sample() -> Packet {
         let from = NodeId { id: ServerId(42), incarnation: 3 };
@@ -173,6 +181,28 @@ mod tests {
         for len in 1..bytes.len() {
             assert!(decode(&bytes[..len]).is_err(), "prefix of {len} bytes decoded");
         }
+    }
+
+    #[test]
+    fn a_client_request_may_carry_zero_padding_and_nothing_else_may() {
+        let status = encode(&Packet::FromClient(ClientMsg::Status)).expect("fits");
+        assert_eq!(status.len(), MAX_DATAGRAM, "a status request makes room for the whole report");
+        assert_eq!(decode(&status), Ok(Packet::FromClient(ClientMsg::Status)));
+        let mut dirty = status.clone();
+        dirty[MAX_DATAGRAM - 1] = 1;
+        assert_eq!(decode(&dirty), Err(DecodeError::Malformed), "padding is zeros only");
+        let mut peer = encode(&sample()).expect("fits");
+        peer.extend_from_slice(&[0; 8]);
+        assert_eq!(decode(&peer), Err(DecodeError::Malformed), "server datagrams carry no padding");
+    }
+
+    #[test]
+    fn the_largest_assign_fits_in_a_find() {
+        let v6: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535".parse().expect("addr");
+        let servers = vec![v6; crate::limits::MAX_MEMBERS];
+        let assign = encode(&Packet::ToClient(ServerMsg::Assign { client: u64::MAX, servers })).expect("fits");
+        let find = encode(&Packet::FromClient(ClientMsg::Find { client: 1 })).expect("fits");
+        assert!(assign.len() <= find.len(), "assign {} > find {}", assign.len(), find.len());
     }
 
     #[test]

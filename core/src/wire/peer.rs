@@ -241,6 +241,7 @@ impl Body {
             Body::ChatBatch { msgs } => !msgs.is_empty() && msgs.len() <= MAX_BATCH && msgs.iter().all(|m| m.is_well_formed()),
             Body::NameClaim { name: n, .. } => name(n),
             Body::ChatPresence { users } => users.len() <= MAX_PRESENCE && users.iter().all(name),
+            Body::ChatNeed { from, to, .. } => from <= to,
             _ => true,
         }
     }

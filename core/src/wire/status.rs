@@ -40,6 +40,14 @@ pub struct Counters {
     pub seal_wrong_receiver: u64,
     /// Plain server datagrams that reached a sealed server.
     pub unsealed: u64,
+    /// Claims that another server leads the epoch this server leads (forged, or a bug
+    /// elsewhere), refused.
+    pub rival_leader: u64,
+    /// Datagrams from a source over its rate before it proved anything, dropped.
+    pub rate_limited: u64,
+    /// Replies not sent because they would have been larger than the unproven datagram
+    /// that asked for them (no amplification).
+    pub reply_too_large: u64,
 }
 
 impl Counters {
@@ -55,6 +63,8 @@ impl Counters {
             + self.seal_bad_tag
             + self.seal_replay
             + self.unsealed
+            + self.rival_leader
+            + self.rate_limited
     }
 
     /// Datagrams ignored in the normal course of a cluster's life: from servers still founding

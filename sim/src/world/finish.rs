@@ -43,6 +43,7 @@ impl World {
         }
         let mut violations = std::mem::take(&mut self.stuck);
         violations.extend(check::check_safety(&self.history));
+        violations.extend(self.outsider_violations());
         let live = check::check_liveness(&self.history, self.cfg.settle_bound_ms * 1000);
         violations.extend(live.violations);
         let chat = self.chat_report();

@@ -15,12 +15,14 @@ mod finish;
 mod measure;
 mod network;
 mod nodes;
+mod outsider;
 mod trace;
 
 pub use crate::config::{FaultMode, SimConfig, Workload};
 pub use crate::report::{ChatReport, ElectionRecord, Outcome, Percentiles, Report};
 pub use clients::client_addr;
 pub use network::server_addr;
+pub use outsider::{outsider_addr, outsider_on};
 
 use crate::check::Violation;
 use crate::faults::{FaultAction, FaultRates, Schedule};
@@ -44,6 +46,7 @@ enum Item {
     Heal,
     Act { c: usize },
     ClientTimer { c: usize, generation: u64 },
+    Outsider(outsider::Step),
 }
 
 /// The simulator.
@@ -78,6 +81,8 @@ pub struct World {
     /// Next periodic measurement, and the period (µs).
     next_sample: u64,
     sample_every: u64,
+    /// The host without the key (issue 14), when the run has one.
+    outsider: Option<outsider::Outsider>,
 }
 
 impl World {
@@ -155,7 +160,12 @@ impl World {
             stuck: Vec::new(),
             chat: clients::Chat::default(),
             life,
-            meter: Meter::new(Resources::bound(n, cfg.clients + usize::from(cfg.clients > 0), cfg.rooms)),
+            meter: Meter::new(Resources::bound(
+                n,
+                cfg.clients + usize::from(cfg.clients > 0) + if outsider_on(&cfg) { outsider::OUTSIDER_CLIENTS } else { 0 },
+                cfg.rooms,
+            )),
+            outsider: outsider_on(&cfg).then(|| outsider::Outsider::new(cfg.seed, (cfg.duration_ms * 1000).saturating_sub(12_000_000))),
             next_sample: 0,
             ring: (!cfg.unsealed).then(|| sim_ring(cfg.seed)),
             // Every simulated second or so with long-life faults; every 10 s otherwise (speed).
@@ -170,6 +180,7 @@ impl World {
             self.start(i);
         }
         self.setup_clients();
+        self.outsider_start();
         let end = self.cfg.duration_ms * 1000;
         while let Some((at, item)) = self.queue.pop() {
             if at > end {
@@ -190,6 +201,7 @@ impl World {
                 Item::Heal => self.heal(),
                 Item::Act { c } => self.act(c),
                 Item::ClientTimer { c, generation } => self.client_timer(c, generation),
+                Item::Outsider(step) => self.outsider_step(step),
             }
         }
         self.finish()

@@ -82,7 +82,9 @@ impl World {
             self.trace_line(Some(to), || format!("recv {kind} from n{from} ({}B)", bytes.len()));
         }
         let from_addr = self.nodes[from].addr;
-        self.feed(to, from_addr, &bytes);
+        if let Some(ringchat_core::seal::drive::Fed::Opened(_)) = self.feed(to, from_addr, &bytes) {
+            self.outsider_overhear_accepted(to, &bytes);
+        }
         self.drain(to);
     }
 }

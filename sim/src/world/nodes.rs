@@ -58,10 +58,13 @@ impl World {
         let local = node.local(self.now);
         let server = Server::new(cfg, node.id, node.addr, node.disk.clone(), seed, local);
         let life = server.node();
-        node.seal = Some(match &self.ring {
-            Some(ring) => Seal::new(life, ring.clone(), node.seal_memory.as_ref()),
-            None => Seal::insecure(life),
-        });
+        node.seal = Some(
+            match &self.ring {
+                Some(ring) => Seal::new(life, ring.clone(), node.seal_memory.as_ref()),
+                None => Seal::insecure(life),
+            }
+            .with_plant(self.cfg.server.plant),
+        );
         node.server = Some(server);
         node.paused = false;
         node.inbox.clear();
@@ -138,13 +141,16 @@ impl World {
                     }
                 }
             }
+            self.outsider_overhear_plain(&t.bytes, t.kind);
             let node = &mut self.nodes[i];
             if let (Some(server), Some(seal)) = (node.server.as_ref(), node.seal.as_mut()) {
                 seal::drive::seal_transmit(server, seal, &mut t);
             }
             self.hash.bytes(&t.bytes);
+            self.outsider_overhear(&t.bytes);
             match t.dest {
                 Dest::Addr(addr) => {
+                    self.outsider_sees_send(i, addr, &t.bytes);
                     if let Some(&to) = self.by_addr.get(&addr) {
                         self.route(i, to, &t.bytes, t.kind);
                     }
@@ -305,12 +311,14 @@ impl World {
         }
     }
 
-    /// Feeds one datagram to server `i` through its seal (the driver's part: open, then the core).
-    pub(super) fn feed(&mut self, i: usize, from: SocketAddr, bytes: &[u8]) {
+    /// Feeds one datagram to server `i` through its seal (the driver's part: open, then the
+    /// core); what the seal did with it, if the server runs.
+    pub(super) fn feed(&mut self, i: usize, from: SocketAddr, bytes: &[u8]) -> Option<seal::drive::Fed> {
         let node = &mut self.nodes[i];
         let local = node.local(self.now);
-        if let (Some(server), Some(seal)) = (node.server.as_mut(), node.seal.as_mut()) {
-            seal::drive::feed(server, seal, local, from, bytes);
+        match (node.server.as_mut(), node.seal.as_mut()) {
+            (Some(server), Some(seal)) => Some(seal::drive::feed(server, seal, local, from, bytes)),
+            _ => None,
         }
     }
 
