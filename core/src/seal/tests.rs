@@ -58,6 +58,20 @@ fn a_sealed_datagram_opens_once_with_its_plain_bytes() {
 const HEADER_LEN: usize = frame::HEADER;
 
 #[test]
+fn a_plain_server_datagram_with_an_overlong_kind_byte_cannot_slip_past_the_seal() {
+    // Found by the `decode` fuzz target: `80 00` (an overlong 0) in place of the kind byte made
+    // a plain server datagram look like client traffic to the seal, and decode as a server one.
+    let mut b = Seal::<ChaChaPoly>::new(life(2, 1), KeyRing::new(key(1)), None);
+    let mut bytes = datagram(life(1, 1), 1);
+    bytes.splice(1..2, [0x80, 0x00]);
+    let through = match b.open(addr(1), &bytes) {
+        Ok(Inbound::Plain(p)) => p.to_vec(),
+        other => panic!("expected plain client traffic, got {other:?}"),
+    };
+    assert!(!matches!(wire::decode(&through), Ok(Packet::Peer(_))), "a server datagram got past the seal unsealed");
+}
+
+#[test]
 fn a_wrong_key_is_refused_before_the_tag_is_tried() {
     fn check<C: Cipher>() {
         let mut a = Seal::<C>::new(life(1, 1), KeyRing::new(key(1)), None);
