@@ -107,6 +107,9 @@ fn check(d: &Durable) -> Result<(), String> {
     if !c.delivered.in_bounds() || !retired || !c.digests.values().all(Bounded::in_bounds) || !c.stored().all(Bounded::in_bounds) {
         return Err("a chat counter is out of bounds".into());
     }
+    if !d.chat.state.is_consistent() {
+        return Err("its chat state is inconsistent (inboxes and their pins disagree, or a counter is at its end)".into());
+    }
     Ok(())
 }
 

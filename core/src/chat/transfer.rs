@@ -44,9 +44,10 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Bounds a snapshot from the wire must respect: sizes, well-formed messages, and every
+    /// Bounds a snapshot from the wire must respect: sizes, well-formed messages, every
     /// counter within [`crate::limits::MAX_COUNTER`] (as for a datagram: a cut naming
-    /// `u64::MAX` of an origin would overflow the next comparison with a peer's sequence).
+    /// `u64::MAX` of an origin would overflow the next comparison with a peer's sequence), and
+    /// a consistent chat state (see [`ChatState::is_consistent`]).
     pub fn is_well_formed(&self) -> bool {
         use crate::wire::bounds::{counter, Bounded};
         self.delivered.len() <= 4 * MAX_ORIGINS
@@ -55,6 +56,7 @@ impl Snapshot {
             && self.retired.iter().all(|(o, v)| o.in_bounds() && counter(*v))
             && self.store.len() <= MAX_STORE
             && self.store.iter().all(|m| m.is_well_formed() && m.in_bounds())
+            && self.state.is_consistent()
     }
 }
 
