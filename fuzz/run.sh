@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-30}
-shift || true
+[ $# -gt 0 ] && shift
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
   mapfile -t targets < <(cargo fuzz list)
@@ -18,7 +18,9 @@ fi
 export RUSTC_BOOTSTRAP=1
 # -a: debug assertions and overflow checks, so an arithmetic overflow is a crash too.
 flags=(-a --sanitizer "${FUZZ_SANITIZER:-address}")
-cargo fuzz build "${flags[@]}" "${targets[@]:0:0}" >/dev/null
+if [ $# -eq 0 ]; then
+  cargo fuzz build "${flags[@]}"
+fi
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 for t in "${targets[@]}"; do

@@ -44,4 +44,3 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = server.durable();
 });
-

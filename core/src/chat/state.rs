@@ -271,7 +271,9 @@ impl ChatState {
         let c = &self.counters;
         pins == self.pins
             && self.copies.keys().all(|k| self.pins.contains_key(k))
-            && [self.order, self.lamport, c.duplicates_suppressed, c.inbox_full, c.inbox_max, c.bind_conflicts].into_iter().all(far_from_end)
+            && [self.order, self.lamport, c.duplicates_suppressed, c.inbox_full, c.inbox_max, c.bind_conflicts]
+                .into_iter()
+                .all(far_from_end)
     }
 
     /// Client processes with a deduplication window.

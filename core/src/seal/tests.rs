@@ -225,6 +225,29 @@ proptest! {
         let _ = b.open(addr(1), &bytes);
     }
 
+    /// Plain bytes the seal lets through go to the server's decoder: none may decode as a
+    /// server datagram, however the kind byte is written (the `decode` fuzz target found the
+    /// overlong `80 00`) and whatever follows it.
+    #[test]
+    fn what_the_seal_lets_through_plain_never_decodes_as_a_server_datagram(
+        continuation in proptest::collection::vec(prop_oneof![Just(0x80u8), 0x80u8..=0xff], 0..3),
+        kind in prop_oneof![Just(0u8), any::<u8>()],
+        mutate in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..2),
+    ) {
+        let mut b = Seal::<ChaChaPoly>::new(life(2, 1), KeyRing::new(key(1)), None);
+        let mut bytes = datagram(life(1, 1), 3);
+        let mut head = continuation;
+        head.push(kind);
+        bytes.splice(1..2, head);
+        for (at, x) in mutate {
+            let i = 2 + at % (bytes.len() - 2);
+            bytes[i] = x;
+        }
+        if let Ok(Inbound::Plain(p)) = b.open(addr(1), &bytes) {
+            prop_assert!(!matches!(wire::decode(p), Ok(Packet::Peer(_))), "{:02x?}", &p[..4]);
+        }
+    }
+
     #[test]
     fn mutated_datagrams_never_panic_nor_open(flips in proptest::collection::vec((any::<usize>(), 1u8..=255), 1..6), cut in any::<usize>()) {
         let (mut a, mut b) = pair::<ChaChaPoly>(KeyRing::new(key(1)));

@@ -160,7 +160,9 @@ fn main() {
 
     // snapshot: snapshots peers sent each other in the stormy runs, whole; and the chat state
     // of a server that received the calm run's traffic.
-    let mut offers: BTreeMap<(usize, u64), (u32, BTreeMap<u32, Vec<u8>>)> = BTreeMap::new();
+    // (sender, offer nonce) -> (chunks in the offer, chunks received by index).
+    type Chunks = BTreeMap<u32, Vec<u8>>;
+    let mut offers: BTreeMap<(usize, u64), (u32, Chunks)> = BTreeMap::new();
     let mut snapshots = 0;
     for (_, from, _, b) in &stormy {
         if let Ok(Packet::Peer(env)) = wire::decode(b) {
