@@ -27,7 +27,7 @@ for t in "${targets[@]}"; do
   mkdir -p "$scratch/$t" "corpus/$t"
   log="$scratch/$t.log"
   if cargo fuzz run "${flags[@]}" "$t" "$scratch/$t" "corpus/$t" -- -max_total_time="$secs" -print_final_stats=1 >"$log" 2>&1; then
-    runs=$(awk -F: '/stat::number_of_executed_units/ { gsub(/ /, "", $2); print $2 }' "$log")
+    runs=$(awk '/stat::number_of_executed_units/ { print $2 }' "$log")
     echo "fuzz: $t: ${runs:-?} runs in ${secs}s, no crash"
   else
     grep -E "panicked at|ERROR: |SUMMARY|Test unit written to" -A2 "$log" | head -20 >&2 || tail -20 "$log" >&2
