@@ -171,6 +171,8 @@ fn main() {
                 chunks.insert(index, bytes);
                 if chunks.len() as u32 == *t && snapshots < 3 {
                     let whole: Vec<u8> = chunks.values().flatten().copied().collect();
+                    let snap: Snapshot = postcard::from_bytes(&whole).expect("a snapshot a server sent decodes");
+                    assert!(snap.is_well_formed(), "a snapshot a server sent is refused by the checks on install");
                     write(&root.join("snapshot"), &format!("sim-{snapshots}"), &whole);
                     snapshots += 1;
                     chunks.clear();
@@ -182,13 +184,16 @@ fn main() {
     replay(id, &to_server, |i, s| {
         if [50, 400, 3_000, to_server.len()].contains(&i) {
             let d = s.durable();
-            write(&root.join("state_file"), &format!("after-{i}"), &ringchat_net::state::file_bytes(d).expect("encodes"));
+            let file = ringchat_net::state::file_bytes(d).expect("encodes");
+            assert_eq!(ringchat_net::state::decode(&file).as_ref(), Ok(d), "a server's own state file is refused");
+            write(&root.join("state_file"), &format!("after-{i}"), &file);
             let snap = Snapshot {
                 delivered: d.chat.causal.delivered.clone(),
                 retired: d.chat.causal.retired.clone(),
                 store: d.chat.causal.stored().cloned().collect(),
                 state: d.chat.state.clone(),
             };
+            assert!(snap.is_well_formed(), "a server's own state is refused by the checks on install");
             write(&root.join("snapshot"), &format!("state-after-{i}"), &postcard::to_stdvec(&snap).expect("encodes"));
         }
     });
