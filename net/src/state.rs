@@ -201,7 +201,7 @@ mod tests {
 
     #[test]
     fn a_state_file_with_counters_beyond_the_bound_is_refused_not_started_from() {
-        // Found by the `state_file` fuzz target: incarnation u64::MAX overflowed in
+        // Confirmed with the `state_file` fuzz target: incarnation u64::MAX overflowed in
         // `Server::new` (and wrapped to the impossible life 0 in a release build).
         assert!(decode(&file_bytes(&sample(MAX_COUNTER - 1)).expect("encodes")).is_ok());
         let e = decode(&file_bytes(&sample(u64::MAX)).expect("encodes")).expect_err("refused");
