@@ -134,12 +134,16 @@ pub fn memory_path(state: &Path) -> PathBuf {
 /// Reads the seal's memory; a missing file is an empty memory, a damaged one an error.
 pub fn load_memory(path: &Path) -> Result<Option<SealMemory>, String> {
     match std::fs::read(path) {
-        Ok(bytes) => postcard::from_bytes(&bytes)
-            .map(Some)
-            .map_err(|_| format!("seal memory {} is damaged; remove it to start afresh", path.display())),
+        Ok(bytes) => decode_memory(&bytes).map(Some).map_err(|e| format!("seal memory {} {e}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("cannot read seal memory {}: {}", path.display(), crate::io_msg(&e))),
     }
+}
+
+/// Decodes the seal's memory file; the error says what is wrong, to follow the file's name.
+/// Total: any bytes give a memory or an error.
+pub fn decode_memory(bytes: &[u8]) -> Result<SealMemory, String> {
+    postcard::from_bytes(bytes).map_err(|_| "is damaged; remove it to start afresh".to_string())
 }
 
 /// Writes the seal's memory atomically.

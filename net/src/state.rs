@@ -80,9 +80,14 @@ fn read(path: &Path) -> Result<Option<Loaded>, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("cannot read state file {}: {}", path.display(), crate::io_msg(&e))),
     };
-    let bad = || format!("state file {} is not a ringchat state file", path.display());
+    decode(&bytes).map(Some).map_err(|e| format!("state file {} {e}", path.display()))
+}
+
+/// Decodes a state file's bytes (magic, format version, the [`Durable`]); the error says what
+/// is wrong, to follow the file's name. Total: any bytes give a state or an error.
+pub fn decode(bytes: &[u8]) -> Result<Loaded, String> {
     if bytes.len() < 12 || &bytes[..8] != MAGIC {
-        return Err(bad());
+        return Err("is not a ringchat state file".into());
     }
     let mut v = [0u8; 4];
     v.copy_from_slice(&bytes[8..12]);
@@ -94,11 +99,40 @@ fn read(path: &Path) -> Result<Option<Loaded>, String> {
             (u64::from_le_bytes(n), &bytes[20..])
         }
         FORMAT_NO_LOG => (0, &bytes[12..]),
-        FORMAT => return Err(bad()),
-        _ => return Err(format!("state file {} has format {format}, expected {FORMAT}", path.display())),
+        FORMAT => return Err("is not a ringchat state file".into()),
+        _ => return Err(format!("has format {format}, expected {FORMAT}")),
     };
-    let durable: Durable = postcard::from_bytes(body).map_err(|e| format!("{}: {e}", bad()))?;
-    Ok(Some(Loaded { durable, log_from }))
+    let durable: Durable = postcard::from_bytes(body).map_err(|e| format!("is not a ringchat state file: {e}"))?;
+    check(&durable).map_err(|what| format!("is damaged: {what}"))?;
+    Ok(Loaded { durable, log_from })
+}
+
+/// What a server writes keeps every counter within the protocol's bound, and its view well
+/// formed; a file that does not (damaged on disk, or not written by a server) is refused
+/// rather than started from (an incarnation of `u64::MAX` would wrap to the impossible life 0).
+fn check(d: &Durable) -> Result<(), String> {
+    use ringchat_core::limits::MAX_COUNTER;
+    use ringchat_core::wire::bounds::{counter, Bounded};
+    if d.incarnation >= MAX_COUNTER {
+        return Err(format!("incarnation {} is not below {MAX_COUNTER}", d.incarnation));
+    }
+    for (cluster, r) in &d.epochs {
+        if !counter(r.epoch) || r.vote.is_some_and(|(e, n)| !counter(e) || !n.in_bounds()) {
+            return Err(format!("epoch or vote of cluster {cluster:?} out of bounds"));
+        }
+    }
+    if d.view.as_ref().is_some_and(|v| !v.is_well_formed() || !v.in_bounds()) {
+        return Err("its view is malformed".into());
+    }
+    let c = &d.chat.causal;
+    let retired = c.retired.iter().all(|(o, v)| o.in_bounds() && counter(*v));
+    if !c.delivered.in_bounds() || !retired || !c.digests.values().all(Bounded::in_bounds) || !c.stored().all(Bounded::in_bounds) {
+        return Err("a chat counter is out of bounds".into());
+    }
+    if !d.chat.state.is_consistent() {
+        return Err("its chat state is inconsistent (inboxes and their pins disagree, or a counter is at its end)".into());
+    }
+    Ok(())
 }
 
 /// Writes the state file atomically (temporary file, fsync, rename), naming `log_from` as the
@@ -110,6 +144,16 @@ pub fn save(path: &Path, log_from: u64, d: &Durable) -> Result<(), String> {
 /// The state's encoding, for [`write()`].
 pub fn encode(d: &Durable) -> Result<Vec<u8>, String> {
     postcard::to_stdvec(d).map_err(|e| format!("cannot encode state: {e}"))
+}
+
+/// A whole state file's bytes, as [`save`] writes them with a chat log from segment 0
+/// ([`decode`] reads them back).
+pub fn file_bytes(d: &Durable) -> Result<Vec<u8>, String> {
+    let mut out = Vec::from(&MAGIC[..]);
+    out.extend_from_slice(&FORMAT.to_le_bytes());
+    out.extend_from_slice(&0u64.to_le_bytes());
+    out.extend_from_slice(&encode(d)?);
+    Ok(out)
 }
 
 /// Writes an encoded state atomically: a temporary file, fsynced; the current file becomes the
@@ -148,6 +192,7 @@ pub fn sync_dir(path: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use ringchat_core::cluster::EpochRecord;
+    use ringchat_core::limits::MAX_COUNTER;
     use ringchat_core::{ClusterId, Member, NodeId, ServerId, View, ViewStamp};
 
     #[test]
@@ -183,6 +228,21 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         dir.join("s.state")
+    }
+
+    #[test]
+    fn a_state_file_with_counters_beyond_the_bound_is_refused_not_started_from() {
+        // Confirmed with the `state_file` fuzz target: incarnation u64::MAX overflowed in
+        // `Server::new` (and wrapped to the impossible life 0 in a release build).
+        assert!(decode(&file_bytes(&sample(MAX_COUNTER - 1)).expect("encodes")).is_ok());
+        let e = decode(&file_bytes(&sample(u64::MAX)).expect("encodes")).expect_err("refused");
+        assert!(e.contains("incarnation") && !e.contains('\n'), "{e}");
+        let mut epoch = sample(1);
+        epoch.epochs.insert(ClusterId(77), EpochRecord { epoch: u64::MAX, vote: None });
+        assert!(decode(&file_bytes(&epoch).expect("encodes")).is_err());
+        let mut chat = sample(1);
+        chat.chat.causal.delivered.insert(NodeId { id: ServerId(9), incarnation: 1 }, u64::MAX);
+        assert!(decode(&file_bytes(&chat).expect("encodes")).is_err());
     }
 
     #[test]

@@ -44,12 +44,19 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Bounds a snapshot from the wire must respect.
+    /// Bounds a snapshot from the wire must respect: sizes, well-formed messages, every
+    /// counter within [`crate::limits::MAX_COUNTER`] (as for a datagram: a cut naming
+    /// `u64::MAX` of an origin would overflow the next comparison with a peer's sequence), and
+    /// a consistent chat state (see [`ChatState::is_consistent`]).
     pub fn is_well_formed(&self) -> bool {
+        use crate::wire::bounds::{counter, Bounded};
         self.delivered.len() <= 4 * MAX_ORIGINS
+            && self.delivered.in_bounds()
             && self.retired.len() <= crate::limits::MAX_RETIRED
+            && self.retired.iter().all(|(o, v)| o.in_bounds() && counter(*v))
             && self.store.len() <= MAX_STORE
-            && self.store.iter().all(|m| m.is_well_formed())
+            && self.store.iter().all(|m| m.is_well_formed() && m.in_bounds())
+            && self.state.is_consistent()
     }
 }
 
@@ -258,5 +265,21 @@ mod tests {
         // Garbage that completes a "snapshot" does not decode: nothing is installed.
         assert!(matches!(t.chunk(addr(2), 5, 0, 1, vec![0xff; 10], Instant(0)), Got::Nothing));
         assert!(!t.fetching());
+    }
+
+    #[test]
+    fn a_snapshot_naming_a_counter_beyond_the_bound_is_refused() {
+        let origin = crate::id::NodeId { id: crate::id::ServerId(3), incarnation: 1 };
+        let ok = snapshot(1);
+        let mut over = ok.clone();
+        over.delivered.insert(origin, u64::MAX);
+        let mut retired = ok.clone();
+        retired.retired.insert(origin, crate::limits::MAX_COUNTER + 1);
+        for (snap, installs) in [(ok, true), (over, false), (retired, false)] {
+            let mut t = Transfer::default();
+            t.start(addr(2), Instant(0));
+            let got = t.chunk(addr(2), 5, 0, 1, postcard::to_stdvec(&snap).unwrap(), Instant(0));
+            assert_eq!(matches!(got, Got::Done(_)), installs, "{:?}", snap.delivered);
+        }
     }
 }

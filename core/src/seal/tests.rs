@@ -58,6 +58,20 @@ fn a_sealed_datagram_opens_once_with_its_plain_bytes() {
 const HEADER_LEN: usize = frame::HEADER;
 
 #[test]
+fn a_plain_server_datagram_with_an_overlong_kind_byte_cannot_slip_past_the_seal() {
+    // Found by the `decode` fuzz target: `80 00` (an overlong 0) in place of the kind byte made
+    // a plain server datagram look like client traffic to the seal, and decode as a server one.
+    let mut b = Seal::<ChaChaPoly>::new(life(2, 1), KeyRing::new(key(1)), None);
+    let mut bytes = datagram(life(1, 1), 1);
+    bytes.splice(1..2, [0x80, 0x00]);
+    let through = match b.open(addr(1), &bytes) {
+        Ok(Inbound::Plain(p)) => p.to_vec(),
+        other => panic!("expected plain client traffic, got {other:?}"),
+    };
+    assert!(!matches!(wire::decode(&through), Ok(Packet::Peer(_))), "a server datagram got past the seal unsealed");
+}
+
+#[test]
 fn a_wrong_key_is_refused_before_the_tag_is_tried() {
     fn check<C: Cipher>() {
         let mut a = Seal::<C>::new(life(1, 1), KeyRing::new(key(1)), None);
@@ -209,6 +223,29 @@ proptest! {
             bytes[0] = SEAL_VERSION;
         }
         let _ = b.open(addr(1), &bytes);
+    }
+
+    /// Plain bytes the seal lets through go to the server's decoder: none may decode as a
+    /// server datagram, however the kind byte is written (the `decode` fuzz target found the
+    /// overlong `80 00`) and whatever follows it.
+    #[test]
+    fn what_the_seal_lets_through_plain_never_decodes_as_a_server_datagram(
+        continuation in proptest::collection::vec(prop_oneof![Just(0x80u8), 0x80u8..=0xff], 0..3),
+        kind in prop_oneof![Just(0u8), any::<u8>()],
+        mutate in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..2),
+    ) {
+        let mut b = Seal::<ChaChaPoly>::new(life(2, 1), KeyRing::new(key(1)), None);
+        let mut bytes = datagram(life(1, 1), 3);
+        let mut head = continuation;
+        head.push(kind);
+        bytes.splice(1..2, head);
+        for (at, x) in mutate {
+            let i = 2 + at % (bytes.len() - 2);
+            bytes[i] = x;
+        }
+        if let Ok(Inbound::Plain(p)) = b.open(addr(1), &bytes) {
+            prop_assert!(!matches!(wire::decode(p), Ok(Packet::Peer(_))), "{:02x?}", &p[..4]);
+        }
     }
 
     #[test]

@@ -105,6 +105,12 @@ pub fn decode(bytes: &[u8]) -> Result<Packet, DecodeError> {
     if version != VERSION {
         return Err(DecodeError::WrongVersion(version));
     }
+    // The packet's kind is one byte. Postcard would also read an overlong varint (`80 00` for
+    // kind 0): refused, so that [`is_peer`], which the seal relies on to refuse plain server
+    // datagrams, agrees with what decodes as one.
+    if rest.first().is_some_and(|kind| *kind >= 0x80) {
+        return Err(DecodeError::Malformed);
+    }
     let (packet, tail): (Packet, &[u8]) = postcard::take_from_bytes(rest).map_err(|_| DecodeError::Malformed)?;
     // Only a client request may carry padding, and only zeros (see [`encode`]).
     let padded = matches!(packet, Packet::FromClient(_)) && tail.iter().all(|&b| b == 0);
@@ -158,6 +164,21 @@ mod tests {
         let client = encode(&Packet::FromClient(ClientMsg::Status)).expect("fits");
         assert!(!is_peer(&client));
         assert_eq!(peer_sender(&client), None);
+    }
+
+    #[test]
+    fn a_server_datagram_with_an_overlong_kind_byte_is_malformed_not_peer_traffic() {
+        // Found by the `decode` fuzz target: `80 00` is postcard's overlong varint for 0, so
+        // this decoded as a server datagram that `is_peer` (and so the seal) took for client traffic.
+        let mut bytes = encode(&sample()).expect("fits");
+        bytes.splice(1..2, [0x80, 0x00]);
+        assert!(!is_peer(&bytes));
+        assert_eq!(decode(&bytes), Err(DecodeError::Malformed));
+        for kind in [0x81u8, 0x82] {
+            let mut b = encode(&Packet::FromClient(ClientMsg::Status)).expect("fits");
+            b.splice(1..2, [kind, 0x00]);
+            assert_eq!(decode(&b), Err(DecodeError::Malformed));
+        }
     }
 
     #[test]

@@ -83,7 +83,13 @@ pub struct World {
     sample_every: u64,
     /// The host without the key (issue 14), when the run has one.
     outsider: Option<outsider::Outsider>,
+    /// Sees every datagram as it is delivered (see [`World::with_tap`]).
+    tap: Option<Tap>,
 }
+
+/// A callback that sees every delivered datagram: `(virtual µs, from, to, bytes)`, where an
+/// index below the number of servers is a server and one at or above it a client.
+pub type Tap = Box<dyn FnMut(u64, usize, usize, &[u8])>;
 
 impl World {
     /// A world ready to run `cfg`.
@@ -170,8 +176,17 @@ impl World {
             ring: (!cfg.unsealed).then(|| sim_ring(cfg.seed)),
             // Every simulated second or so with long-life faults; every 10 s otherwise (speed).
             sample_every: (cfg.duration_ms * 1000 / 600).max(if cfg.life.any() { 1_000_000 } else { 10_000_000 }),
+            tap: None,
             cfg,
         }
+    }
+
+    /// Shows every datagram delivered (to a server or a client, as it is on the wire) to
+    /// `tap`, which only observes: the run is the same with or without it. Used to write real
+    /// datagrams of every kind out as the fuzzers' seed corpus.
+    pub fn with_tap(mut self, tap: Tap) -> World {
+        self.tap = Some(tap);
+        self
     }
 
     /// Runs to the end and checks every property.

@@ -41,6 +41,9 @@ impl World {
     pub(super) fn deliver(&mut self, to: usize, from: usize, bytes: Vec<u8>, kind: &'static str, sent_at: u64) {
         self.hash.u64(((to as u64) << 32) | from as u64);
         self.hash.bytes(&bytes);
+        if let Some(tap) = &mut self.tap {
+            tap(self.now, from, to, &bytes);
+        }
         let n = self.nodes.len();
         if to >= n {
             return self.client_deliver(to - n, from, &bytes);
