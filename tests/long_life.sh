@@ -486,7 +486,9 @@ for ((i = 1; i <= NSRV; i++)); do
   pid=${PID[s$i]:-}
   [ -n "$pid" ] || continue
   rss=$(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status" 2>/dev/null)
-  log "resources: server $i resident ${rss:-?} kB, state file $(stat -c %s "$TMP/s$i.state" 2>/dev/null || echo '?') bytes, after $LIFE server lives"
+  chatlog=$(cat "$TMP"/.s$i.state.log.* 2>/dev/null | wc -c)
+  segments=$(ls "$TMP"/.s$i.state.log.* 2>/dev/null | wc -l)
+  log "resources: server $i resident ${rss:-?} kB, state file $(stat -c %s "$TMP/s$i.state" 2>/dev/null || echo '?') bytes, chat log $chatlog bytes in $segments segment(s), after $LIFE server lives"
 done
 
 # ---- 5. restart without state: one cluster with a leader ------------------------------------
