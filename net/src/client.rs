@@ -165,13 +165,18 @@ impl Out {
         }
     }
 
-    fn op_json(&self, event: &str, id: MsgId, op: &Op) -> Value {
-        match op {
-            Op::Chat { to: Target::User(u), text } => json!({"event":event,"id":id_str(id),"to":u,"room":null,"text":text}),
-            Op::Chat { to: Target::Room(r), text } => json!({"event":event,"id":id_str(id),"to":null,"room":r,"text":text}),
-            Op::Join(r) => json!({"event":event,"id":id_str(id),"join":r}),
-            Op::Leave(r) => json!({"event":event,"id":id_str(id),"leave":r}),
+    /// An operation's event: `event`, the id it was sent with (none if it never was), its fields.
+    fn op_json(&self, event: &str, id: Option<MsgId>, op: &Op) -> Value {
+        let mut v = match op {
+            Op::Chat { to: Target::User(u), text } => json!({"event":event,"to":u,"room":null,"text":text}),
+            Op::Chat { to: Target::Room(r), text } => json!({"event":event,"to":null,"room":r,"text":text}),
+            Op::Join(r) => json!({"event":event,"join":r}),
+            Op::Leave(r) => json!({"event":event,"leave":r}),
+        };
+        if let (Value::Object(m), Some(id)) = (&mut v, id) {
+            m.insert("id".into(), Value::String(id_str(id)));
         }
+        v
     }
 }
 
@@ -362,9 +367,9 @@ pub async fn run<R: AsyncBufRead + Unpin>(opts: ClientOptions, input: R) -> i32 
             while queue.front().is_some_and(|(_, at)| at.elapsed() >= give_up) {
                 let Some((op, _)) = queue.pop_front() else { break };
                 let reason = "not sent: no server took this client in time";
-                let mut j = json!({"event":"not_sent","reason":reason});
-                if let (Value::Object(m), Value::Object(o)) = (&mut j, out.op_json("not_sent", MsgId { client: 0, seq: 0 }, &op)) {
-                    m.extend(o.into_iter().filter(|(k, _)| k != "event" && k != "id"));
+                let mut j = out.op_json("not_sent", None, &op);
+                if let Value::Object(m) = &mut j {
+                    m.insert("reason".into(), reason.into());
                 }
                 out.emit(j, format!("! [failed] {}: {reason}", out.describe(&op)));
             }
@@ -374,7 +379,7 @@ pub async fn run<R: AsyncBufRead + Unpin>(opts: ClientOptions, input: R) -> i32 
             if let Some((op, at)) = queue.pop_front() {
                 match client.submit(now_us(origin), op.clone()) {
                     Ok(id) => {
-                        out.emit(out.op_json("pending", id, &op), format!("  [pending] {}", out.describe(&op)));
+                        out.emit(out.op_json("pending", Some(id), &op), format!("  [pending] {}", out.describe(&op)));
                         inflight.insert(id, op);
                     }
                     Err(ClientError::Busy | ClientError::NotLoggedIn) => queue.push_front((op, at)),

@@ -95,28 +95,10 @@ impl Prepared {
 /// Errors are one-line messages (without the `error: ` prefix).
 pub fn prepare(opts: Options) -> Result<Prepared, String> {
     let (previous, chat_log) = match &opts.state {
-        Some(path) => match crate::state::load(path)? {
-            Some(loaded) => {
-                let mut d = loaded.durable;
-                let log = crate::chatlog::ChatLog::read(path, loaded.log_from)?;
-                for n in &log.torn {
-                    warn!(
-                        "chat log segment {n} of {} ends in a cut-short record (a write a crash interrupted); reading up to it",
-                        path.display()
-                    );
-                }
-                let r = d.recover(log.messages);
-                info!(replayed = r.replayed, already = r.already, "chat log read");
-                if r.out_of_order > 0 {
-                    warn!(
-                        skipped = r.out_of_order,
-                        "chat log records that do not follow the state file were skipped; peers send them again"
-                    );
-                }
-                (Some(d), Some(crate::chatlog::ChatLog::open(path, loaded.log_from)?))
-            }
-            None => (None, Some(crate::chatlog::ChatLog::open(path, 0)?)),
-        },
+        Some(path) => {
+            let (previous, log) = crate::chatlog::restore(path)?;
+            (previous, Some(log))
+        }
         None => (None, None),
     };
     let group: Option<SocketAddrV4> = match opts.discovery {

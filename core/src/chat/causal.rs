@@ -161,6 +161,15 @@ impl Causal {
         }
     }
 
+    /// Brings back every retired origin that `msg` (its own sequence number or a dependency)
+    /// names beyond what was retired.
+    fn revive_named(&mut self, msg: &CausalMsg) {
+        self.revive(msg.origin, msg.seq);
+        for (o, v) in &msg.deps {
+            self.revive(*o, *v);
+        }
+    }
+
     /// Origin lives that may be retired (see [`Causal::retire_lives`]): lives that left the
     /// view (`members`, by life) of which every member holds all that was delivered here, with
     /// nothing of them waiting in the hold-back queue. At most [`MAX_ORIGINS`] at a time.
@@ -236,10 +245,7 @@ impl Causal {
             self.counters.duplicates += 1;
             return Vec::new();
         }
-        self.revive(msg.origin, msg.seq);
-        for (o, v) in &msg.deps {
-            self.revive(*o, *v);
-        }
+        self.revive_named(&msg);
         if no_holdback {
             self.delivered.insert(msg.origin, msg.seq);
             self.keep(msg.clone());
@@ -275,10 +281,7 @@ impl Causal {
     /// past is delivered, as it was when it was first delivered. A copy of it held back here
     /// is dropped.
     pub fn redeliver(&mut self, msg: CausalMsg) -> bool {
-        self.revive(msg.origin, msg.seq);
-        for (o, v) in &msg.deps {
-            self.revive(*o, *v);
-        }
+        self.revive_named(&msg);
         if !self.deliverable(&msg) {
             return false;
         }

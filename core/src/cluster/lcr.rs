@@ -152,7 +152,10 @@ impl Server {
     /// ours, so it could never gather the voters of the view we would accept. Tell the sender
     /// our latest view (see the `ViewInfo` handler for why adopting it is safe).
     fn share_newer_view(&mut self, from: SocketAddr, key: CandidateKey) {
-        if let Some(view) = self.latest.clone().filter(|v| key.view < v.stamp && self.role != Role::Leader) {
+        if self.role == Role::Leader {
+            return;
+        }
+        if let Some(view) = self.latest.as_ref().filter(|v| key.view < v.stamp).cloned() {
             self.send(from, Body::ViewInfo { view }, false);
         }
     }
