@@ -26,4 +26,7 @@ pub enum PlantedBug {
     /// Answer requests that proved nothing in full (whatever their size) and a hello at the
     /// address its body names, as the cluster did before issue 14.
     AnswerAnyone,
+    /// Take a login's key without checking its signature: anyone may log in as anyone whose
+    /// public key they know.
+    TrustAnyLogin,
 }

@@ -9,6 +9,8 @@ const LAYERS: &[(&str, u32)] = &[
     ("id", 0),
     ("limits", 0),
     ("plant", 0),
+    ("path", 0),
+    ("user", 1),
     ("time", 1),
     ("view", 1),
     ("wire", 2),

@@ -5,7 +5,9 @@
 
 use ringchat_core::client::{Client, ClientConfig, ClientEvent};
 use ringchat_core::cluster::{Dest, Server, ServerConfig};
+use ringchat_core::path::ClientPath;
 use ringchat_core::time::{Instant, Vc};
+use ringchat_core::user::{Signature, UserSecret};
 use ringchat_core::wire::{decode, encode, ClientMsg, MsgId, Op, Packet, RefusalReason, ServerMsg, Target};
 use ringchat_core::ServerId;
 use std::net::SocketAddr;
@@ -38,10 +40,10 @@ impl Lan {
     }
 
     /// An honest client (pinned to the server) logging in as `name`; returns its index.
-    fn client(&mut self, at: &str, id: u64, name: &str, token: u64) -> usize {
+    fn client(&mut self, at: &str, id: u64, name: &str, key: u8) -> usize {
         let cfg = ClientConfig { servers: vec![addr(SERVER)], find: false, ..ClientConfig::default() };
         let mut c = Client::new(cfg, id, 0, Instant(self.now));
-        c.login(Instant(self.now), name, token).expect("a good name");
+        c.login(Instant(self.now), name, user(key)).expect("a good name");
         self.clients.push((addr(at), c));
         let i = self.clients.len() - 1;
         self.pump();
@@ -161,9 +163,13 @@ impl Lan {
         id
     }
 
-    /// The clients the server lists as logged in, by `status`.
-    fn online(&mut self) -> Vec<(String, SocketAddr)> {
-        match self.raw("10.9.9.9:1", ClientMsg::Status).as_slice() {
+    /// The clients the server lists as logged in, by an operator's `status`.
+    fn online(&mut self) -> Vec<(String, Option<SocketAddr>)> {
+        let bytes = encode(&Packet::FromClient(ClientMsg::Status)).expect("fits");
+        let from = addr("10.9.9.9:1");
+        self.server.handle_client_datagram(Instant(self.now), ClientPath::plain(from), true, &bytes);
+        self.pump();
+        match self.take_raw("10.9.9.9:1").as_slice() {
             [ServerMsg::Status(r)] => r.clients.clone(),
             other => panic!("no status: {other:?}"),
         }
@@ -178,9 +184,20 @@ fn chat(to: &str, text: &str) -> Op {
     Op::Chat { to: Target::User(to.into()), text: text.into() }
 }
 
+/// The user of key number `n`.
+fn user(n: u8) -> UserSecret {
+    UserSecret::from_seed([n; 32])
+}
+
+/// A login of `client` as `name`, signed with key number `key` (unsealed: no channel to bind).
+fn login(client: u64, name: &str, key: u8, attempt: u64) -> ClientMsg {
+    let u = user(key);
+    ClientMsg::Login { client, name: name.into(), key: u.public(), sig: u.sign_login(&[0; 32], client, name), ctx: Vc::new(), attempt }
+}
+
 /// A raw login, run until the server answers `LoginOk`.
-fn raw_login(lan: &mut Lan, from: &str, client: u64, name: &str, token: u64) {
-    let login = ClientMsg::Login { client, name: name.into(), token, ctx: Vc::new(), attempt: 1 };
+fn raw_login(lan: &mut Lan, from: &str, client: u64, name: &str, key: u8) {
+    let login = login(client, name, key, 1);
     if !lan.raw(from, login).iter().any(|m| matches!(m, ServerMsg::LoginOk { .. })) {
         lan.run_until(5_000, |l| l.raw.iter().any(|(a, m)| *a == addr(from) && matches!(m, ServerMsg::LoginOk { .. })));
     }
@@ -249,10 +266,9 @@ fn login_with_anothers_client_id_leaves_the_session_alone() {
     let bob = lan.client("10.0.0.12:5000", 2, "bob", 12);
     let before = lan.online();
     let m = "10.6.6.6:666";
-    // Another name, or alice's name with a wrong token, under alice's client id: refused.
-    for (name, token) in [("mallory", 66), ("alice", 66)] {
-        let login = ClientMsg::Login { client: 1, name: name.into(), token, ctx: Vc::new(), attempt: 9 };
-        assert_eq!(lan.raw(m, login), refused(1, RefusalReason::NotYourSession));
+    // Another name, or alice's name with another key, under alice's client id: refused.
+    for (name, key) in [("mallory", 66), ("alice", 66)] {
+        assert_eq!(lan.raw(m, login(1, name, key, 9)), refused(1, RefusalReason::NotYourSession));
     }
     lan.run_for(1_000);
     assert!(lan.take_raw(m).is_empty());
@@ -264,9 +280,8 @@ fn login_with_anothers_client_id_leaves_the_session_alone() {
     lan.say(alice, "bob", "yes");
     lan.run_until(2_000, |l| !l.shown(bob).is_empty());
     assert!(lan.events.iter().all(|(_, e)| !matches!(e, ClientEvent::ServerRefused { .. })), "{:?}", lan.events);
-    // Alice herself (her name and token) moving to a new address, as after a NAT rebinding, is accepted.
-    let login = ClientMsg::Login { client: 1, name: "alice".into(), token: 11, ctx: Vc::new(), attempt: 9 };
-    let answer = lan.raw("10.0.0.11:6000", login);
+    // Alice herself (her name and key) moving to a new address, as after a NAT rebinding, is accepted.
+    let answer = lan.raw("10.0.0.11:6000", login(1, "alice", 11, 9));
     assert_eq!(answer, vec![ServerMsg::LoginOk { client: 1, attempt: 9 }]);
 }
 
@@ -283,8 +298,7 @@ fn send_before_login_is_refused() {
     let ping = ClientMsg::Ping { client: 7, attempt: 1, next: 1 };
     assert_eq!(lan.raw(m, ping), refused(7, RefusalReason::NotLoggedIn));
     // A login still waiting for its name to be bound is not logged in either.
-    let login = ClientMsg::Login { client: 7, name: "mallory".into(), token: 66, ctx: Vc::new(), attempt: 1 };
-    let answer = lan.raw(m, login);
+    let answer = lan.raw(m, login(7, "mallory", 66, 1));
     if !answer.iter().any(|s| matches!(s, ServerMsg::LoginOk { .. })) {
         assert_eq!(lan.raw(m, send.clone()), refused(7, RefusalReason::NotLoggedIn));
         lan.run_until(2_000, |l| l.raw.iter().any(|(a, s)| *a == addr(m) && matches!(s, ServerMsg::LoginOk { .. })));
@@ -477,9 +491,45 @@ fn a_login_whose_context_names_what_no_server_holds_is_still_served() {
     raw_login(&mut lan, "10.0.0.8:1", 88, "carol", 5);
     let mut ctx = Vc::new();
     ctx.insert(lan.server.node(), 1_000_000);
-    let login = ClientMsg::Login { client: 89, name: "carol".into(), token: 5, ctx, attempt: 1 };
-    let got = lan.raw("10.0.0.9:1", login);
+    let ClientMsg::Login { client, name, key, sig, attempt, .. } = login(89, "carol", 5, 1) else { unreachable!() };
+    let got = lan.raw("10.0.0.9:1", ClientMsg::Login { client, name, key, sig, ctx, attempt });
     if !got.iter().any(|m| matches!(m, ServerMsg::LoginOk { client: 89, .. })) {
         lan.run_until(5_000, |l| l.raw.iter().any(|(a, m)| *a == addr("10.0.0.9:1") && matches!(m, ServerMsg::LoginOk { client: 89, .. })));
     }
+}
+
+#[test]
+fn a_name_cannot_be_taken_without_its_key() {
+    let mut lan = Lan::new();
+    let alice = lan.client("10.0.0.11:5000", 1, "alice", 11);
+    let before = lan.online();
+    let m = "10.6.6.6:666";
+    // Mallory's own key under alice's name: the name belongs to alice's key.
+    let mut answer = lan.raw(m, login(5, "alice", 66, 1));
+    if answer.is_empty() {
+        lan.run_until(2_000, |l| l.raw.iter().any(|(a, _)| *a == addr(m)));
+        answer = lan.take_raw(m);
+    }
+    assert_eq!(answer, vec![ServerMsg::LoginRefused { client: 5, reason: "name \"alice\" belongs to another key".into() }]);
+    // Alice's public key with a signature that is not hers: refused before anything else.
+    let forged = match login(6, "alice", 11, 1) {
+        ClientMsg::Login { client, name, key, ctx, attempt, .. } => {
+            ClientMsg::Login { client, name, key, sig: Signature([1; 32], [2; 32]), ctx, attempt }
+        }
+        _ => unreachable!(),
+    };
+    let bad = |client| vec![ServerMsg::LoginRefused { client, reason: "the login's signature does not verify".into() }];
+    assert_eq!(lan.raw(m, forged), bad(6));
+    // Alice's genuine signature, replayed for another client id: refused too.
+    let replayed = match (login(1, "alice", 11, 1), login(7, "alice", 11, 1)) {
+        (ClientMsg::Login { sig, .. }, ClientMsg::Login { client, name, key, ctx, attempt, .. }) => {
+            ClientMsg::Login { client, name, key, sig, ctx, attempt }
+        }
+        _ => unreachable!(),
+    };
+    assert_eq!(lan.raw(m, replayed), bad(7));
+    assert_eq!(lan.server.counters().bad_signature, 2, "each refusal is counted");
+    lan.run_for(1_000);
+    assert_eq!(lan.online(), before, "nothing changed");
+    assert!(lan.clients[alice].1.is_online());
 }

@@ -17,6 +17,7 @@
 //!
 //! Prints one line per trial, p50/p99/max in ms of both, and one JSON line.
 
+use ringchat_core::seal::KeyRing;
 use ringchat_core::wire::StatusReport;
 use ringchat_core::NodeId;
 use ringchat_net::client::{SyncClient, SyncEvent};
@@ -83,10 +84,14 @@ fn free_ports(n: usize) -> Vec<u16> {
     out
 }
 
+/// The cluster's key ring (the bench is an operator: status needs it).
+static RING: std::sync::OnceLock<KeyRing> = std::sync::OnceLock::new();
+
 fn spawn(bin: &Path, dir: &Path, port: u16, ports: &[u16]) -> Proc {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{port}.log"))).expect("log file");
     let mut cmd = Command::new(bin);
     cmd.args(["server", "--bind", &addr(port).to_string(), "--discovery", "off", "--state"]).arg(dir.join(format!("{port}.state")));
+    cmd.arg("--key-file").arg(dir.join("cluster.key"));
     for p in ports {
         cmd.args(["--join", &addr(*p).to_string()]);
     }
@@ -95,7 +100,7 @@ fn spawn(bin: &Path, dir: &Path, port: u16, ports: &[u16]) -> Proc {
 }
 
 fn status(sock: &UdpSocket, port: u16) -> Option<StatusReport> {
-    ringchat_net::status::query_with(sock, addr(port), Duration::from_millis(50)).ok()
+    ringchat_net::status::query_with(sock, addr(port), RING.get(), Duration::from_millis(50)).ok()
 }
 
 /// All `ports` name one leader that is one of them and says it leads.
@@ -140,7 +145,9 @@ fn probes(n: usize, live: &[u16], trial: usize) -> Option<Vec<(SyncClient, Strin
     let mut ps: Vec<(SyncClient, String)> = (0..n)
         .map(|j| {
             let name = format!("probe{j}");
-            let c = SyncClient::new(&name, vec![addr(live[j % live.len()])], 1_000_000 + (trial * 1000 + j) as u64).expect("probe client");
+            let identity = RING.get().map(KeyRing::identity_public);
+            let c = SyncClient::new(&name, vec![addr(live[j % live.len()])], 1_000_000 + (trial * 1000 + j) as u64, identity)
+                .expect("probe client");
             (c, name)
         })
         .collect();
@@ -219,6 +226,8 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("ringchat-failover-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
+    ringchat_net::keys::keygen(&dir.join("cluster.key")).expect("key file");
+    let _ = RING.set(ringchat_net::keys::load(&dir.join("cluster.key")).expect("key file"));
     let sock = UdpSocket::bind("127.0.0.1:0").expect("status socket");
     let ports = free_ports(o.servers);
     let mut procs: Vec<Proc> = ports.iter().map(|&p| spawn(&o.bin, &dir, p, &ports)).collect();

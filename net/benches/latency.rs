@@ -163,13 +163,14 @@ fn main() {
 fn chat_samples(samples: usize, gap: Duration, sealed: bool, raw_echo: &RawEcho) -> (Vec<Duration>, Vec<Duration>, usize) {
     let cluster = Cluster::start_sealed(3, false, sealed);
     let (sa, sb) = (cluster.addrs[0], cluster.addrs[1]);
+    let identity = cluster.identity();
     // bob: attached to B only, reports the time his client took each message (before
     // its acknowledgement leaves).
     let (tx, rx) = mpsc::channel::<(String, Instant)>();
     let (ready_tx, ready_rx) = mpsc::channel::<()>();
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     let bob = std::thread::spawn(move || {
-        let mut bob = SyncClient::new("bob", vec![sb], 2).expect("bob");
+        let mut bob = SyncClient::new("bob", vec![sb], 2, identity).expect("bob");
         let mut ready = false;
         while stop_rx.try_recv().is_err() {
             for e in bob.step(Duration::from_millis(5)) {
@@ -187,7 +188,7 @@ fn chat_samples(samples: usize, gap: Duration, sealed: bool, raw_echo: &RawEcho)
         }
     });
     ready_rx.recv_timeout(Duration::from_secs(10)).expect("bob attached");
-    let mut alice = SyncClient::new("alice", vec![sa], 1).expect("alice");
+    let mut alice = SyncClient::new("alice", vec![sa], 1, identity).expect("alice");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !alice.is_online() {
         assert!(Instant::now() < deadline, "alice did not attach");

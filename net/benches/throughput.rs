@@ -43,6 +43,7 @@ struct Round {
 fn round(clients: usize, secs: u64, threads: usize, state: bool, sealed: bool) -> Round {
     let cluster = Cluster::start_sealed(3, state, sealed);
     let addrs = cluster.addrs.clone();
+    let identity = cluster.identity();
     let start = Instant::now() + Duration::from_secs(3);
     let handles: Vec<_> = (0..threads)
         .map(|t| {
@@ -53,7 +54,7 @@ fn round(clients: usize, secs: u64, threads: usize, state: bool, sealed: bool) -
                     .iter()
                     .map(|&i| {
                         let server = addrs[i % addrs.len()];
-                        let c = SyncClient::new(&format!("u{i}"), vec![server], 1000 + i as u64).expect("client");
+                        let c = SyncClient::new(&format!("u{i}"), vec![server], 1000 + i as u64, identity).expect("client");
                         (c, format!("u{}", (i + 1) % clients), None)
                     })
                     .collect();

@@ -6,6 +6,7 @@
 //! submits them one by one.
 
 use crate::driver::{Discovery, DEFAULT_BROADCAST, DEFAULT_GROUP};
+use crate::trust::{self, Link};
 use ringchat_core::client::{Client, ClientConfig, ClientError, ClientEvent};
 use ringchat_core::limits::{MAX_NAME, MAX_TEXT};
 use ringchat_core::wire::{self, Packet};
@@ -16,6 +17,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use tokio::net::UdpSocket;
@@ -35,8 +37,13 @@ pub struct ClientOptions {
     pub interface: Option<Ipv4Addr>,
     /// JSON lines in and out instead of the interactive syntax.
     pub json: bool,
-    /// The user's credential; default derived from the name.
-    pub token: Option<u64>,
+    /// The user's key file (default: `users/NAME.key` in the config directory; made on first use).
+    pub user_key: Option<PathBuf>,
+    /// The cluster's identity public key to trust (default: the one remembered for these
+    /// servers, or the one they present, trusted on first use).
+    pub cluster_key: Option<[u8; 32]>,
+    /// Talk plain, to a cluster run with `--insecure-no-key`.
+    pub insecure_no_key: bool,
 }
 
 /// A user command, from either syntax.
@@ -46,12 +53,6 @@ enum Command {
     Who,
     Rooms,
     Quit,
-}
-
-/// Default credential: FNV-1a of the name (names are first come, first served;
-/// `--token` makes a name private).
-fn token_of(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn id_str(id: MsgId) -> String {
@@ -242,6 +243,54 @@ fn client_socket(opts: &ClientOptions, group: Option<SocketAddrV4>) -> Result<Ud
     UdpSocket::from_std(std).map_err(|e| format!("cannot register the socket: {}", crate::io_msg(&e)))
 }
 
+/// How long a client waits for the cluster's identity when it trusts none yet.
+const FIRST_CONTACT: Duration = Duration::from_secs(30);
+
+/// The identity the client seals to: none when `--insecure-no-key`; the one given; the one
+/// remembered for these servers (refusing, as SSH does, a cluster that now presents another);
+/// else the one the servers present, trusted on first use with a warning and remembered.
+async fn cluster_identity(opts: &ClientOptions, sock: &UdpSocket, places: &[SocketAddr], out: &Out) -> Result<Option<[u8; 32]>, String> {
+    if opts.insecure_no_key {
+        out.emit(
+            json!({"event":"insecure"}),
+            "* WITHOUT A KEY (--insecure-no-key): anyone on this network can read and forge this chat".into(),
+        );
+        return Ok(None);
+    }
+    if let Some(k) = opts.cluster_key {
+        return Ok(Some(k));
+    }
+    if let Some(known) = trust::known_identity(places)? {
+        return match trust::ask_identity(sock, places, Duration::from_secs(1)).await {
+            Some(now) if now != known => Err(format!(
+                "the cluster at {} presents identity {}, not {} trusted before: someone may be impersonating it; \
+                 if its operator changed it, run with --cluster-key {}",
+                places.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                trust::hex32(&now),
+                trust::hex32(&known),
+                trust::hex32(&now)
+            )),
+            _ => Ok(Some(known)),
+        };
+    }
+    let Some(found) = trust::ask_identity(sock, places, FIRST_CONTACT).await else {
+        return Err(format!(
+            "no server answered with the cluster's identity within {} s: are the servers up? \
+             (give --cluster-key from `ringchat keygen`, or --insecure-no-key for an unsealed cluster)",
+            FIRST_CONTACT.as_secs()
+        ));
+    };
+    let hex = trust::hex32(&found);
+    out.emit(
+        json!({"event":"trusted","identity":hex}),
+        format!("* trusting the cluster's identity {hex} on first use: check it with your operator (ringchat keys list)"),
+    );
+    if let Err(e) = trust::remember_identity(places, &found) {
+        out.error(&format!("cannot remember the cluster's identity: {e}"));
+    }
+    Ok(Some(found))
+}
+
 /// Runs a client until `/quit`, end of input (after the queue drains) or Ctrl-C. Returns the exit code.
 pub async fn run<R: AsyncBufRead + Unpin>(opts: ClientOptions, input: R) -> i32 {
     let out = Out { json: opts.json, me: opts.name.clone() };
@@ -267,13 +316,57 @@ pub async fn run<R: AsyncBufRead + Unpin>(opts: ClientOptions, input: R) -> i32 
             return 1;
         }
     };
+    if let Err(e) = check_name(&opts.name) {
+        eprintln!("error: {e}");
+        return 2;
+    }
+    let user = match opts
+        .user_key
+        .clone()
+        .map_or_else(|| trust::user_key_path(&opts.name), Ok)
+        .and_then(|p| trust::user_secret(&p).map(|u| (p, u)))
+    {
+        Ok((path, (user, made))) => {
+            if made {
+                out.emit(
+                    json!({"event":"user_key","made":true,"path":path.display().to_string()}),
+                    format!("* made a key for {} in {} (the name will belong to it: keep the file)", opts.name, path.display()),
+                );
+            }
+            user
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let places: Vec<SocketAddr> = opts.servers.iter().copied().chain(group.map(SocketAddr::V4)).collect();
+    let identity = match cluster_identity(&opts, &sock, &places, &out).await {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let mut link = match Link::new(identity) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
     let origin = std::time::Instant::now();
-    let cfg = ClientConfig { servers: opts.servers.clone(), group: group.map(SocketAddr::V4), ..ClientConfig::default() };
+    let cfg = ClientConfig {
+        servers: opts.servers.clone(),
+        group: group.map(SocketAddr::V4),
+        channel: link.channel(),
+        ..ClientConfig::default()
+    };
     let random = uuid::Uuid::new_v4().as_u64_pair();
     let client_id: u64 = random.0 | 1;
     let start = (random.1 % 1024) as usize;
     let mut client = Client::new(cfg, client_id, start, now_us(origin));
-    if let Err(e) = client.login(now_us(origin), &opts.name, opts.token.unwrap_or_else(|| token_of(&opts.name))) {
+    if let Err(e) = client.login(now_us(origin), &opts.name, user) {
         eprintln!("error: {e}");
         return 2;
     }
@@ -388,13 +481,13 @@ pub async fn run<R: AsyncBufRead + Unpin>(opts: ClientOptions, input: R) -> i32 
             }
         }
         while let Some((to, bytes)) = client.poll_transmit() {
-            let _ = sock.send_to(&bytes, to).await;
+            let _ = sock.send_to(&link.seal(&bytes), to).await;
         }
         if let Some(server) = attached {
             while let Some(kind) = who_todo.pop_front() {
                 if let Some(bytes) = wire::encode(&Packet::FromClient(ClientMsg::Who { client: client_id })) {
                     who_asked.push_back(kind);
-                    let _ = sock.send_to(&bytes, server).await;
+                    let _ = sock.send_to(&link.seal(&bytes), server).await;
                 }
             }
         }
@@ -417,15 +510,15 @@ pub async fn run<R: AsyncBufRead + Unpin>(opts: ClientOptions, input: R) -> i32 
         };
         tokio::select! {
             r = sock.recv_from(&mut buf) => {
-                if let Ok((n, from)) = r {
-                    if let Ok(Packet::ToClient(ServerMsg::Who { client: c, users, rooms })) = wire::decode(&buf[..n]) {
+                if let Some((plain, from)) = r.ok().and_then(|(n, from)| link.open(&buf[..n]).map(|p| (p, from))) {
+                    if let Ok(Packet::ToClient(ServerMsg::Who { client: c, users, rooms })) = wire::decode(&plain) {
                         if c == client_id {
                             if let Some(kind) = who_asked.pop_front() {
                                 show_who(&out, kind, users, rooms);
                             }
                         }
                     }
-                    client.handle_datagram(now_us(origin), from, &buf[..n]);
+                    client.handle_datagram(now_us(origin), from, &plain);
                 }
             }
             line = lines.next_line(), if input_open => {
@@ -463,7 +556,7 @@ pub async fn run<R: AsyncBufRead + Unpin>(opts: ClientOptions, input: R) -> i32 
     }
     'quit: loop {
         while let Some((to, bytes)) = client.poll_transmit() {
-            let _ = sock.send_to(&bytes, to).await;
+            let _ = sock.send_to(&link.seal(&bytes), to).await;
         }
         while let Some(ev) = client.poll_event() {
             match ev {
@@ -487,8 +580,8 @@ pub async fn run<R: AsyncBufRead + Unpin>(opts: ClientOptions, input: R) -> i32 
         let deadline = tokio::time::Instant::from_std(origin + Duration::from_micros(t.0));
         tokio::select! {
             r = sock.recv_from(&mut buf) => {
-                if let Ok((n, from)) = r {
-                    client.handle_datagram(now_us(origin), from, &buf[..n]);
+                if let Some((plain, from)) = r.ok().and_then(|(n, from)| link.open(&buf[..n]).map(|p| (p, from))) {
+                    client.handle_datagram(now_us(origin), from, &plain);
                 }
             }
             _ = tokio::time::sleep_until(deadline) => client.handle_timeout(now_us(origin)),
@@ -532,20 +625,30 @@ pub struct SyncClient {
     buf: Vec<u8>,
     /// The receive wait the socket is set to (None: unknown).
     wait: Option<Duration>,
+    link: Link,
+}
+
+/// A benchmark user's key: a function of its name.
+fn bench_user(name: &str) -> ringchat_core::user::UserSecret {
+    use sha2::{Digest, Sha256};
+    ringchat_core::user::UserSecret::from_seed(Sha256::new().chain_update(b"ringchat bench user").chain_update(name).finalize().into())
 }
 
 /// Most datagrams one [`SyncClient::step`] handles.
 const STEP_DRAIN: usize = 64;
 
 impl SyncClient {
-    /// Binds a socket and starts logging in as `name` at `servers` (first one first, no `Find`).
-    pub fn new(name: &str, servers: Vec<SocketAddr>, id: u64) -> Result<SyncClient, String> {
+    /// Binds a socket and starts logging in as `name` at `servers` (first one first, no `Find`),
+    /// on a channel to the cluster of `identity` (`None`: an unsealed cluster). The user's key
+    /// is a function of the name (a benchmark's users need no files): never for real users.
+    pub fn new(name: &str, servers: Vec<SocketAddr>, id: u64, identity: Option<[u8; 32]>) -> Result<SyncClient, String> {
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| crate::io_msg(&e))?;
         let origin = std::time::Instant::now();
-        let cfg = ClientConfig { servers, find: false, ..ClientConfig::default() };
+        let link = Link::new(identity)?;
+        let cfg = ClientConfig { servers, find: false, channel: link.channel(), ..ClientConfig::default() };
         let mut client = Client::new(cfg, id, 0, now_us(origin));
-        client.login(now_us(origin), name, token_of(name)).map_err(|e| e.to_string())?;
-        let mut c = SyncClient { client, sock, origin, buf: vec![0u8; 65536], wait: None };
+        client.login(now_us(origin), name, bench_user(name)).map_err(|e| e.to_string())?;
+        let mut c = SyncClient { client, sock, origin, buf: vec![0u8; 65536], wait: None, link };
         c.flush();
         Ok(c)
     }
@@ -569,7 +672,7 @@ impl SyncClient {
 
     fn flush(&mut self) {
         while let Some((to, bytes)) = self.client.poll_transmit() {
-            let _ = self.sock.send_to(&bytes, to);
+            let _ = self.sock.send_to(&self.link.seal(&bytes), to);
         }
     }
 
@@ -601,7 +704,9 @@ impl SyncClient {
         let most = if wait.is_zero() { STEP_DRAIN } else { 1 };
         for _ in 0..most {
             let Ok((n, from)) = self.sock.recv_from(&mut self.buf) else { break };
-            self.client.handle_datagram(now_us(self.origin), from, &self.buf[..n]);
+            if let Some(plain) = self.link.open(&self.buf[..n]) {
+                self.client.handle_datagram(now_us(self.origin), from, &plain);
+            }
             self.take_events(&mut out);
         }
         // Acknowledgements leave after the events are taken: a message counts as shown when

@@ -51,10 +51,13 @@ pub fn run(exe: &Path, name: String, json: bool) -> i32 {
     // A key of its own, so the demo cluster is sealed with no set-up; removed on the way out.
     let key_file = KeyFile(std::env::temp_dir().join(format!("ringchat-demo-{}.key", std::process::id())));
     let _ = std::fs::remove_file(&key_file.0);
-    if let Err(e) = crate::keys::keygen(&key_file.0) {
-        eprintln!("error: {e}");
-        return 1;
-    }
+    let identity = match crate::keys::keygen(&key_file.0) {
+        Ok((_, identity)) => identity,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
     let mut servers = Servers(Vec::new());
     for a in &addrs {
         let mut cmd = Command::new(exe);
@@ -83,8 +86,17 @@ pub fn run(exe: &Path, name: String, json: bool) -> i32 {
             return 1;
         }
     };
-    let opts =
-        ClientOptions { name, servers: addrs, discovery: crate::driver::Discovery::Off, group: None, interface: None, json, token: None };
+    let opts = ClientOptions {
+        name,
+        servers: addrs,
+        discovery: crate::driver::Discovery::Off,
+        group: None,
+        interface: None,
+        json,
+        user_key: None,
+        cluster_key: Some(identity),
+        insecure_no_key: false,
+    };
     let code = rt.block_on(client::run(opts, tokio::io::BufReader::new(tokio::io::stdin())));
     drop(servers);
     drop(key_file);

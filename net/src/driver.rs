@@ -474,6 +474,7 @@ impl Node {
                 let keys: Vec<String> = ring.keys().iter().map(|k| k.id().to_string()).collect();
                 info!(primary = %ring.primary().id(), keys = %keys.join(","), "key ring loaded");
                 self.seal.set_ring(ring);
+                self.server.set_identity(self.seal.identity());
                 self.key_file = Some((path.clone(), text));
             }
             Err(e) => warn!("key file {}: {e}; keeping the key ring in use", path.display()),
@@ -672,6 +673,7 @@ async fn serve(p: Prepared) -> Result<(), String> {
     cfg.join = opts.join.clone();
     cfg.build = crate::VERSION.to_string();
     cfg.sealed = ring.is_some();
+    cfg.identity = ring.as_ref().map(KeyRing::identity_public);
     let clock = Clock { origin: tokio::time::Instant::now() };
     let seed = uuid::Uuid::new_v4().as_u128() as u64;
     let restarted = previous.is_some();

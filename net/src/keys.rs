@@ -34,10 +34,12 @@ pub fn save(path: &Path, ring: &KeyRing) -> Result<(), String> {
     write_private(path, ring.render().as_bytes()).map_err(|e| format!("cannot write key file {}: {e}", path.display()))
 }
 
-fn write_private(path: &Path, body: &[u8]) -> Result<(), String> {
+/// Writes `body` to `path` atomically, readable by its owner only.
+pub(crate) fn write_private(path: &Path, body: &[u8]) -> Result<(), String> {
     use std::io::Write;
+    // One temporary file per process: two processes writing one file race only at the rename.
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
+    tmp.push(format!(".{}.tmp", std::process::id()));
     let tmp = PathBuf::from(tmp);
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
@@ -51,15 +53,18 @@ fn write_private(path: &Path, body: &[u8]) -> Result<(), String> {
     std::fs::rename(&tmp, path).map_err(|e| crate::io_msg(&e))
 }
 
-/// `ringchat keygen FILE`: a new ring of one fresh primary key. Refuses to overwrite a file.
-pub fn keygen(path: &Path) -> Result<KeyId, String> {
+/// `ringchat keygen FILE`: a new ring of one fresh primary key and a fresh identity. Refuses
+/// to overwrite a file. Returns the key's id and the identity's public key (what clients are
+/// given to trust the cluster).
+pub fn keygen(path: &Path) -> Result<(KeyId, [u8; 32]), String> {
     if path.exists() {
         return Err(format!("{} exists; keygen does not overwrite a key file (use `ringchat keys install`)", path.display()));
     }
     let key = generate()?;
     let id = key.id();
-    save(path, &KeyRing::new(key))?;
-    Ok(id)
+    let ring = KeyRing::new(key).with_identity(*generate()?.bytes());
+    save(path, &ring)?;
+    Ok((id, ring.identity_public()))
 }
 
 /// A key id as `keys use` and `keys remove` take it: 8 hex digits (as `keys list` shows), or
@@ -119,8 +124,9 @@ pub fn edit(path: &Path, edit: Edit) -> Result<String, String> {
 pub fn list(path: &Path) -> Result<String, String> {
     let ring = load(path)?;
     let primary = ring.primary().id();
-    let lines: Vec<String> =
+    let mut lines: Vec<String> =
         ring.keys().iter().map(|k| format!("{}{}", k.id(), if k.id() == primary { "  primary (seals)" } else { "  opens" })).collect();
+    lines.push(format!("identity {}  (clients trust it: ringchat client --cluster-key)", crate::trust::hex32(&ring.identity_public())));
     Ok(lines.join("\n"))
 }
 
@@ -167,7 +173,7 @@ mod tests {
     #[test]
     fn a_rotation_edits_the_file_in_serf_order() {
         let path = temp("rotate.key");
-        let a = keygen(&path).expect("keygen");
+        let (a, identity) = keygen(&path).expect("keygen");
         assert!(keygen(&path).is_err(), "keygen does not overwrite");
         let line = edit(&path, Edit::Install(None)).expect("install");
         let b = load(&path).expect("load").keys()[1].id();
@@ -178,6 +184,7 @@ mod tests {
         let ring = load(&path).expect("load");
         assert_eq!((ring.primary().id(), ring.keys().len()), (b, 1));
         assert!(list(&path).expect("list").contains(&format!("{b}  primary")));
+        assert_eq!(ring.identity_public(), identity, "rotation leaves the identity clients trust alone");
     }
 
     #[test]

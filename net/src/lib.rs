@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod sd;
 pub mod state;
 pub mod status;
+pub mod trust;
 pub mod udp;
 
 /// The git commit this binary was built from: a short hash, `-dirty` if the work tree had

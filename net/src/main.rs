@@ -168,9 +168,23 @@ struct ClientArgs {
     /// JSON lines in on stdin, JSON lines out.
     #[arg(long)]
     json: bool,
-    /// Credential that proves the name is yours (default: derived from the name).
-    #[arg(long, value_name = "N")]
-    token: Option<u64>,
+    /// The user's key file (default: users/NAME.key in the config directory, made on first
+    /// use): the name belongs to the key that first logged in with it.
+    #[arg(long, value_name = "FILE")]
+    user_key: Option<PathBuf>,
+    /// The cluster's identity (64 hex digits, printed by `ringchat keygen` and `ringchat keys
+    /// list`): answers from servers without it are not believed. Without it, the identity
+    /// remembered for these servers is used, or the one they present is trusted on first use.
+    #[arg(long, value_name = "HEX", value_parser = parse_identity)]
+    cluster_key: Option<[u8; 32]>,
+    /// Talk plain to a cluster run with --insecure-no-key (anyone on the network can read and
+    /// forge this chat).
+    #[arg(long, conflicts_with = "cluster_key")]
+    insecure_no_key: bool,
+}
+
+fn parse_identity(s: &str) -> Result<[u8; 32], String> {
+    ringchat_net::trust::parse_hex32(s).ok_or_else(|| "expected 64 hex digits (ringchat keys list prints the identity)".into())
 }
 
 #[derive(Args, Debug)]
@@ -200,6 +214,10 @@ struct StatusArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// The cluster's key ring: a sealed cluster answers status to operators only (holders of
+    /// a key of its ring). Without it the request is plain, as an unsealed cluster takes it.
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
     /// Ask only the server found and show its own full report (clients, inboxes), not the table.
     #[arg(long)]
     only: bool,
@@ -313,8 +331,10 @@ fn server(a: ServerArgs) -> i32 {
 
 fn keygen_cmd(a: KeygenArgs) -> i32 {
     match ringchat_net::keys::keygen(&a.file) {
-        Ok(id) => {
+        Ok((id, identity)) => {
             println!("wrote key ring {} with key {id}: give every server a copy (--key-file), and keep it secret", a.file.display());
+            println!("cluster identity (public; give it to clients: ringchat client --cluster-key ...):");
+            println!("{}", ringchat_net::trust::hex32(&identity));
             0
         }
         Err(e) => {
@@ -362,6 +382,14 @@ fn init_logging(level: &str) {
 fn status_cmd(a: StatusArgs) -> i32 {
     use std::io::Write;
     let timeout = Duration::from_millis(a.timeout_ms);
+    let ring = match a.key_file.as_deref().map(ringchat_net::keys::load).transpose() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let operator = ring.as_ref();
     let discovery =
         a.discovery.unwrap_or(if a.server.is_some() && a.group.is_none() { DiscoveryArg::Off } else { DiscoveryArg::Multicast });
     let server = match (a.server, discovery) {
@@ -370,7 +398,7 @@ fn status_cmd(a: StatusArgs) -> i32 {
             eprintln!("error: no way to find a server: give --server IP:PORT or use --discovery multicast|broadcast");
             return 2;
         }
-        (None, d) => match status::find(discovery_of(d), a.group, a.interface, timeout) {
+        (None, d) => match status::find(discovery_of(d), a.group, a.interface, operator, timeout) {
             Ok(s) => s,
             Err(status::QueryError::Timeout) => {
                 let target = a.group.map_or_else(|| "the discovery group".to_string(), |g| g.to_string());
@@ -384,7 +412,7 @@ fn status_cmd(a: StatusArgs) -> i32 {
         },
     };
     let text = if a.only {
-        match status::query(server, timeout) {
+        match status::query(server, operator, timeout) {
             Ok(report) => {
                 if a.json {
                     status::to_json(server, &report).to_string()
@@ -392,10 +420,10 @@ fn status_cmd(a: StatusArgs) -> i32 {
                     status::to_human(server, &report)
                 }
             }
-            Err(e) => return status_error(server, a.timeout_ms, e),
+            Err(e) => return status_error(server, a.timeout_ms, operator.is_some(), e),
         }
     } else {
-        match status::survey(server, timeout) {
+        match status::survey(server, operator, timeout) {
             Ok(s) => {
                 if a.json {
                     status::survey_to_json(&s).to_string()
@@ -403,7 +431,7 @@ fn status_cmd(a: StatusArgs) -> i32 {
                     status::survey_to_human(&s)
                 }
             }
-            Err(e) => return status_error(server, a.timeout_ms, e),
+            Err(e) => return status_error(server, a.timeout_ms, operator.is_some(), e),
         }
     };
     // A closed pipe (`| head`) is not an error worth a panic.
@@ -411,8 +439,13 @@ fn status_cmd(a: StatusArgs) -> i32 {
     0
 }
 
-fn status_error(server: SocketAddr, timeout_ms: u64, e: status::QueryError) -> i32 {
+fn status_error(server: SocketAddr, timeout_ms: u64, operator: bool, e: status::QueryError) -> i32 {
     match e {
+        status::QueryError::Timeout if !operator => {
+            eprintln!(
+                "error: no status from {server} within {timeout_ms} ms (a sealed cluster answers operators only: give --key-file FILE)"
+            )
+        }
         status::QueryError::Timeout => eprintln!("error: no status from {server} within {timeout_ms} ms"),
         e => eprintln!("error: {e}"),
     }
@@ -435,7 +468,9 @@ fn client_cmd(a: ClientArgs) -> i32 {
         group: a.group,
         interface: a.interface,
         json: a.json,
-        token: a.token,
+        user_key: a.user_key,
+        cluster_key: a.cluster_key,
+        insecure_no_key: a.insecure_no_key,
     };
     rt.block_on(ringchat_net::client::run(opts, tokio::io::BufReader::new(tokio::io::stdin())))
 }

@@ -262,6 +262,7 @@ impl Metrics {
             rival_leader,
             rate_limited,
             reply_too_large,
+            bad_signature,
         } = c;
         for (cause, n) in [
             ("malformed", malformed),
@@ -282,6 +283,7 @@ impl Metrics {
             ("rival_leader", rival_leader),
             ("rate_limited", rate_limited),
             ("reply_too_large", reply_too_large),
+            ("bad_signature", bad_signature),
         ] {
             catch_up(&self.rejected.get_or_create(&CauseLabel { cause }), *n);
         }

@@ -11,15 +11,14 @@
 //! log, fsynced before any datagram of their input leaves, and the whole state is written
 //! again at most every second, off the event loop, so the log stays short (measured:
 //! writing the whole chat state every 5 ms cut loopback throughput tenfold; every 50 ms
-//! costs ~5%). Format 4 (no log) is still read.
+//! costs ~5%). Formats 4 and 5 (before names were bound to user keys) are refused with a
+//! one-line error that says what to do: their name bindings are to tokens no login can prove.
 
 use ringchat_core::Durable;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"RINGCHAT";
-const FORMAT: u32 = 5;
-/// The format before the chat log: no segment number in the header.
-const FORMAT_NO_LOG: u32 = 4;
+const FORMAT: u32 = 6;
 
 /// A state file as read: the state, and the first chat log segment to replay over it.
 #[derive(Debug, PartialEq, Eq)]
@@ -98,8 +97,13 @@ pub fn decode(bytes: &[u8]) -> Result<Loaded, String> {
             n.copy_from_slice(&bytes[12..20]);
             (u64::from_le_bytes(n), &bytes[20..])
         }
-        FORMAT_NO_LOG => (0, &bytes[12..]),
         FORMAT => return Err("is not a ringchat state file".into()),
+        4 | 5 => {
+            return Err(format!(
+                "was written by an older ringchat (format {format}: names bound to tokens, not user keys); \
+                 move it and its chat log (.NAME.log.*) aside to start this server afresh"
+            ))
+        }
         _ => return Err(format!("has format {format}, expected {FORMAT}")),
     };
     let durable: Durable = postcard::from_bytes(body).map_err(|e| format!("is not a ringchat state file: {e}"))?;

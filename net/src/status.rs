@@ -3,8 +3,10 @@
 //! for theirs (in parallel, within the same timeout), and render one table or one JSON object.
 
 use crate::driver::{Discovery, DEFAULT_BROADCAST, DEFAULT_GROUP};
+use crate::trust::Link;
+use ringchat_core::seal::KeyRing;
 use ringchat_core::wire::{self, Packet};
-use ringchat_core::wire::{ClientMsg, ServerMsg, StatusReport};
+use ringchat_core::wire::{ClientMsg, RefusalReason, ServerMsg, StatusReport};
 use ringchat_core::NodeId;
 use serde_json::{json, Value};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
@@ -17,6 +19,8 @@ pub enum QueryError {
     Socket(String),
     /// No answer within the timeout.
     Timeout,
+    /// The server answers status to operators only (holders of the cluster's key file).
+    NotOperator,
 }
 
 impl std::fmt::Display for QueryError {
@@ -24,21 +28,35 @@ impl std::fmt::Display for QueryError {
         match self {
             QueryError::Socket(e) => write!(f, "{e}"),
             QueryError::Timeout => write!(f, "no answer"),
+            QueryError::NotOperator => write!(f, "the cluster answers status to operators only: give --key-file FILE"),
         }
     }
 }
 
+/// Who asks for status: an operator, holding the cluster's key ring (a sealed cluster answers
+/// only them, on an operator channel), or anyone (`None`: plain, as an unsealed cluster takes).
+pub type Operator<'a> = Option<&'a KeyRing>;
+
+fn link_of(operator: Operator<'_>) -> Result<Link, QueryError> {
+    match operator {
+        Some(ring) => Link::operator(ring),
+        None => Link::new(None),
+    }
+    .map_err(QueryError::Socket)
+}
+
 /// Asks `server` for its status, re-sending the request a few times within
 /// `timeout` (a datagram may be lost). Anything that is not a status report is ignored.
-pub fn query(server: SocketAddr, timeout: Duration) -> Result<StatusReport, QueryError> {
+pub fn query(server: SocketAddr, operator: Operator<'_>, timeout: Duration) -> Result<StatusReport, QueryError> {
     let local: SocketAddr = if server.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
     let sock = UdpSocket::bind(local).map_err(|e| QueryError::Socket(format!("cannot bind {local}: {}", crate::io_msg(&e))))?;
-    query_with(&sock, server, timeout)
+    query_with(&sock, server, operator, timeout)
 }
 
 /// [`query`] from a socket the caller owns (pollers reuse one socket).
-pub fn query_with(sock: &UdpSocket, server: SocketAddr, timeout: Duration) -> Result<StatusReport, QueryError> {
-    let request = wire::encode(&Packet::FromClient(ClientMsg::Status)).ok_or(QueryError::Timeout)?;
+pub fn query_with(sock: &UdpSocket, server: SocketAddr, operator: Operator<'_>, timeout: Duration) -> Result<StatusReport, QueryError> {
+    let mut link = link_of(operator)?;
+    let plain = wire::encode(&Packet::FromClient(ClientMsg::Status)).ok_or(QueryError::Timeout)?;
     let start = Instant::now();
     let resend = (timeout / 4).clamp(Duration::from_millis(5), Duration::from_millis(200));
     let mut buf = [0u8; ringchat_core::limits::MAX_DATAGRAM + 1];
@@ -51,7 +69,7 @@ pub fn query_with(sock: &UdpSocket, server: SocketAddr, timeout: Duration) -> Re
         }
         if now >= next_send {
             // A send can fail (host unreachable, link down): keep trying until the deadline.
-            let _ = sock.send_to(&request, server);
+            let _ = sock.send_to(&link.seal(&plain), server);
             next_send = now + resend;
         }
         let wait = (next_send.min(start + timeout)).saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
@@ -59,11 +77,13 @@ pub fn query_with(sock: &UdpSocket, server: SocketAddr, timeout: Duration) -> Re
             return Err(QueryError::Socket("cannot set a read timeout".into()));
         }
         match sock.recv_from(&mut buf) {
-            Ok((n, _from)) => {
-                if let Ok(Packet::ToClient(ServerMsg::Status(report))) = wire::decode(&buf[..n]) {
-                    return Ok(report);
+            Ok((n, _from)) => match link.open(&buf[..n]).map(|p| wire::decode(&p)) {
+                Some(Ok(Packet::ToClient(ServerMsg::Status(report)))) => return Ok(report),
+                Some(Ok(Packet::ToClient(ServerMsg::Refused { reason: RefusalReason::OperatorOnly, .. }))) => {
+                    return Err(QueryError::NotOperator)
                 }
-            }
+                _ => {}
+            },
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
             // e.g. ECONNREFUSED from an ICMP port unreachable: the server may come up; retry.
             Err(_) => std::thread::sleep(Duration::from_millis(1).min(wait)),
@@ -117,7 +137,7 @@ pub fn to_json(server: SocketAddr, r: &StatusReport) -> Value {
         "view_id": r.view_id,
         "sealed": r.sealed,
         "members": members,
-        "clients": r.clients.iter().map(|(name, addr)| json!({"name": name, "addr": addr.to_string()})).collect::<Vec<Value>>(),
+        "clients": r.clients.iter().map(|(name, addr)| json!({"name": name, "addr": addr.map(|a| a.to_string())})).collect::<Vec<Value>>(),
         "clients_total": r.clients_total,
         "inboxes": r.inboxes.iter().map(|(user, n)| json!({"user": user, "size": n})).collect::<Vec<Value>>(),
         "inbox_total": r.inbox_total,
@@ -152,6 +172,7 @@ pub fn to_json(server: SocketAddr, r: &StatusReport) -> Value {
         counters.insert("rival_leader".into(), c.rival_leader.into());
         counters.insert("rate_limited".into(), c.rate_limited.into());
         counters.insert("reply_too_large".into(), c.reply_too_large.into());
+        counters.insert("bad_signature".into(), c.bad_signature.into());
     }
     v
 }
@@ -211,11 +232,14 @@ pub fn to_human(server: SocketAddr, r: &StatusReport) -> String {
         "seal: rejected wrong_key {}, bad_tag {}, replay {}, malformed {}, unsealed {}  ignored stale {}, wrong_receiver {}",
         c.seal_wrong_key, c.seal_bad_tag, c.seal_replay, c.seal_malformed, c.unsealed, c.seal_stale, c.seal_wrong_receiver
     );
-    let _ =
-        writeln!(s, "unproven: rate_limited {}, reply_too_large {}  rival_leader {}", c.rate_limited, c.reply_too_large, c.rival_leader);
+    let _ = writeln!(
+        s,
+        "unproven: rate_limited {}, reply_too_large {}, bad_signature {}  rival_leader {}",
+        c.rate_limited, c.reply_too_large, c.bad_signature, c.rival_leader
+    );
     let _ = writeln!(s, "clients {}{}", r.clients_total, if r.clients.len() < r.clients_total as usize { " (first listed)" } else { "" });
     for (name, addr) in &r.clients {
-        let _ = writeln!(s, "  {name:<24} {addr}");
+        let _ = writeln!(s, "  {name:<24} {}", addr.map_or_else(|| "(address shown to operators)".to_string(), |a| a.to_string()));
     }
     let _ = writeln!(
         s,
@@ -290,13 +314,13 @@ impl Survey {
 
 /// Asks `server` for its report, then every other member of its view for theirs, each within
 /// `timeout` (the members in parallel). Fails only if `server` does not answer.
-pub fn survey(server: SocketAddr, timeout: Duration) -> Result<Survey, QueryError> {
-    let report = query(server, timeout)?;
+pub fn survey(server: SocketAddr, operator: Operator<'_>, timeout: Duration) -> Result<Survey, QueryError> {
+    let report = query(server, operator, timeout)?;
     let me = Row { node: report.node, addr: server, report: Some(report.clone()), reach: Reach::Alive, asked: true };
     let others: Vec<(NodeId, SocketAddr, bool)> =
         report.members.iter().filter(|m| m.member.node.id != report.node.id).map(|m| (m.member.node, m.member.addr, m.alive)).collect();
     let answers: Vec<Option<StatusReport>> = std::thread::scope(|s| {
-        let asks: Vec<_> = others.iter().map(|(_, addr, _)| s.spawn(move || query(*addr, timeout).ok())).collect();
+        let asks: Vec<_> = others.iter().map(|(_, addr, _)| s.spawn(move || query(*addr, operator, timeout).ok())).collect();
         asks.into_iter().map(|h| h.join().ok().flatten()).collect()
     });
     let mut rows = vec![me];
@@ -317,8 +341,10 @@ pub fn find(
     discovery: Discovery,
     group: Option<SocketAddrV4>,
     interface: Option<Ipv4Addr>,
+    operator: Operator<'_>,
     timeout: Duration,
 ) -> Result<SocketAddr, QueryError> {
+    let mut link = link_of(operator)?;
     let target = match discovery {
         Discovery::Off => return Err(QueryError::Socket("no discovery to find a server with".into())),
         Discovery::Multicast => {
@@ -357,14 +383,15 @@ pub fn find(
             return Err(QueryError::Timeout);
         }
         if now >= next_send {
-            let _ = sock.send_to(&request, target);
+            let _ = sock.send_to(&link.seal(&request), target);
             next_send = now + resend;
         }
         let wait = (next_send.min(start + timeout)).saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
         sock.set_read_timeout(Some(wait)).map_err(|e| fail("cannot set a read timeout", e))?;
         match sock.recv_from(&mut buf) {
             Ok((n, from)) => {
-                if let Ok(Packet::ToClient(ServerMsg::Assign { client: c, .. })) = wire::decode(&buf[..n]) {
+                let plain = link.open(&buf[..n]).unwrap_or_default();
+                if let Ok(Packet::ToClient(ServerMsg::Assign { client: c, .. })) = wire::decode(&plain) {
                     if c == client {
                         return Ok(from);
                     }

@@ -27,7 +27,7 @@ struct JsonClient {
 impl JsonClient {
     fn start(name: &str, ports: &[u16]) -> JsonClient {
         let mut cmd = Command::new(BIN);
-        cmd.args(["client", "--json", "--name", name]);
+        cmd.args(["client", "--json", "--name", name]).env("RINGCHAT_HOME", home());
         for p in ports {
             cmd.args(["--server", &addr(*p).to_string()]);
         }
@@ -348,7 +348,8 @@ fn client_given_another_server_attaches_to_the_assigned_one() {
 
 #[test]
 fn demo_runs_a_cluster_and_a_client_and_quits_cleanly() {
-    let mut demo = JsonClient::spawn("demo", Command::new(BIN).args(["demo", "--json", "--name", "alice"]), false);
+    let mut demo =
+        JsonClient::spawn("demo", Command::new(BIN).args(["demo", "--json", "--name", "alice"]).env("RINGCHAT_HOME", home()), false);
     demo.attached();
     demo.submit_stored(json!({"cmd":"send","to":"alice","text":"note to self"}));
     demo.shown_text("note to self");
@@ -364,8 +365,9 @@ fn demo_runs_a_cluster_and_a_client_and_quits_cleanly() {
     assert!(status.success(), "{status}");
 }
 
-/// A raw socket that learned a live client's id sends in its name: it gets a typed
-/// refusal, nothing forged is shown, and the live client's messages still flow.
+/// A raw socket that learned a live client's id sends in its name, plain and on a channel of
+/// its own: it gets a typed refusal, nothing forged is shown, and the live client's messages
+/// still flow.
 #[test]
 fn impersonating_a_live_client_is_refused_and_loses_nothing() {
     use ringchat_core::time::Vc;
@@ -393,14 +395,20 @@ fn impersonating_a_live_client_is_refused_and_loses_nothing() {
         left_ms: 10_000,
     });
     let bytes = encode(&forged).expect("fits");
+    // Plain, it is refused unread (and counted); on a channel of its own (anyone may open one:
+    // the identity is public), it is refused as not its session.
+    raw.send_to(&bytes, addr(port)).expect("send");
+    c.wait_for("the plain forgery counted", WAIT, || status(port).filter(|r| r.counters.unsealed >= 1));
+    let mut channel = ringchat_net::trust::Link::new(Some(test_ring().identity_public())).expect("channel");
     // Resent until answered (loopback UDP may drop), each answered by at most one refusal.
     let deadline = Instant::now() + WAIT;
     let answer = loop {
         assert!(Instant::now() < deadline, "no answer to the forged send");
-        raw.send_to(&bytes, addr(port)).expect("send");
+        raw.send_to(&channel.seal(&bytes), addr(port)).expect("send");
         let mut buf = [0u8; 2048];
         if let Ok((n, _)) = raw.recv_from(&mut buf) {
-            break decode(&buf[..n]).expect("the server's answer decodes");
+            let plain = channel.open(&buf[..n]).expect("the answer is sealed for the forger's channel");
+            break decode(&plain).expect("the server's answer decodes");
         }
     };
     assert_eq!(answer, Packet::ToClient(ServerMsg::Refused { client, reason: RefusalReason::NotYourSession }));

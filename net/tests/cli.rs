@@ -74,7 +74,8 @@ fn bind_on_a_taken_port_fails_with_exit_1() {
 #[test]
 fn status_without_an_answer_fails_with_exit_1() {
     let port = free_port();
-    let (code, out, err) = run_cli(&["status", "--server", &format!("127.0.0.1:{port}"), "--timeout-ms", "200", "--json"]);
+    let (code, out, err) =
+        run_cli(&["status", "--key-file", &key_arg(), "--server", &format!("127.0.0.1:{port}"), "--timeout-ms", "200", "--json"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(out.is_empty());
     assert!(one_line(&err), "{err:?}");
@@ -233,7 +234,8 @@ fn a_client_that_cannot_attach_reports_what_it_holds_as_not_sent() {
     let port = free_port();
     let server = format!("127.0.0.1:{port}");
     let mut child = std::process::Command::new(BIN)
-        .args(["client", "--name", "ann", "--server", &server, "--discovery", "off", "--json"])
+        .args(["client", "--name", "ann", "--server", &server, "--discovery", "off", "--json", "--insecure-no-key"])
+        .env("RINGCHAT_HOME", home())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

@@ -20,7 +20,7 @@ fn three_servers_elect_one_leader() {
     assert_eq!(leader, highest);
 
     // The CLI's JSON carries the same facts.
-    let (code, out, err) = run_cli(&["status", "--server", &addr(c.ports[0]).to_string(), "--json"]);
+    let (code, out, err) = run_cli(&["status", "--key-file", &key_arg(), "--server", &addr(c.ports[0]).to_string(), "--json"]);
     assert_eq!(code, Some(0), "status --json failed: {err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
     assert_eq!(v["leader"].as_str(), Some(leader.id.full().as_str()));
@@ -41,7 +41,7 @@ fn three_servers_elect_one_leader() {
     assert_eq!(counters["ignored"].as_u64(), Some(total(&["foreign_cluster", "non_member", "stale_epoch"])), "{counters}");
 
     // The human form names the leader too.
-    let (code, out, _) = run_cli(&["status", "--server", &addr(c.ports[0]).to_string()]);
+    let (code, out, _) = run_cli(&["status", "--key-file", &key_arg(), "--server", &addr(c.ports[0]).to_string()]);
     assert_eq!(code, Some(0));
     assert!(out.contains(&format!("leader {leader}")), "{out}");
 }

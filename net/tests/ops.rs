@@ -26,7 +26,8 @@ fn metrics_of_a_three_server_cluster() {
 
     // A message through the leader's server: a stored acknowledgement and a show go out there.
     let at = reports.iter().position(|r| r.node == leader).expect("the leader is one of them");
-    let mut alice = ringchat_net::client::SyncClient::new("alice", vec![addr(c.ports[at])], 0xa11ce).expect("client");
+    let mut alice = ringchat_net::client::SyncClient::new("alice", vec![addr(c.ports[at])], 0xa11ce, Some(test_ring().identity_public()))
+        .expect("client");
     let deadline = Instant::now() + Duration::from_secs(10);
     let (mut stored, mut shown) = (false, false);
     let mut sent = false;
@@ -328,7 +329,7 @@ fn status_lists_every_member_of_the_cluster() {
     let mut c = Cluster::start("status3", 3);
     let (leader, _) = c.wait_for("one leader and one view of 3", Duration::from_secs(15), || agreement(&c.ports));
     let asked = addr(c.ports[0]).to_string();
-    let v = status_json(&["status", "--server", &asked, "--json"]);
+    let v = status_json(&["status", "--key-file", &key_arg(), "--server", &asked, "--json"]);
     let rows = v["endpoints"].as_array().expect("endpoints");
     assert_eq!(rows.len(), 3, "{v}");
     assert_eq!(rows.iter().filter(|r| r["leader"] == Value::Bool(true)).count(), 1, "{v}");
@@ -351,8 +352,8 @@ fn status_lists_every_member_of_the_cluster() {
 
     // Scripts that read the asked server's fields by key out of the text (tests/lan.sh does)
     // see the same values as with --only, which asks that server alone.
-    let text = run_cli(&["status", "--server", &asked, "--json"]).1;
-    let only = status_json(&["status", "--server", &asked, "--json", "--only"]);
+    let text = run_cli(&["status", "--key-file", &key_arg(), "--server", &asked, "--json"]).1;
+    let only = status_json(&["status", "--key-file", &key_arg(), "--server", &asked, "--json", "--only"]);
     assert!(only.get("endpoints").is_none());
     // As `sed 's/.*"KEY":"\([^"]*\)".*/\1/'` and `s/.*"KEY":\([0-9][0-9]*\).*/\1/` read them: the last
     // string (or number) value of KEY anywhere in the line; and the first string value of `id`.
@@ -376,7 +377,7 @@ fn status_lists_every_member_of_the_cluster() {
     assert_eq!(text.contains("\"is_leader\":true"), only["is_leader"] == Value::Bool(true));
 
     // The table for people: a header, one line per server, one leader.
-    let (code, out, err) = run_cli(&["status", "--server", &asked]);
+    let (code, out, err) = run_cli(&["status", "--key-file", &key_arg(), "--server", &asked]);
     assert_eq!(code, Some(0), "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[1].starts_with("ID") && lines[1].contains("ADDRESS") && lines[1].contains("STATE"), "{out}");
@@ -390,7 +391,7 @@ fn status_lists_every_member_of_the_cluster() {
     let dead_addr = addr(c.ports[dead]).to_string();
     c.procs[dead].kill();
     let t0 = Instant::now();
-    let v = status_json(&["status", "--server", &asked, "--json", "--timeout-ms", "300"]);
+    let v = status_json(&["status", "--key-file", &key_arg(), "--server", &asked, "--json", "--timeout-ms", "300"]);
     assert!(t0.elapsed() < Duration::from_secs(5));
     let rows = v["endpoints"].as_array().expect("endpoints");
     let row = rows.iter().find(|r| r["addr"] == dead_addr.as_str()).expect("the dead member is still in the view");
@@ -405,12 +406,13 @@ fn status_finds_the_cluster_through_the_discovery_target() {
     let c = Cluster::start("statusfind", 2);
     c.wait_for("one leader and one view of 2", Duration::from_secs(15), || agreement(&c.ports));
     let target = addr(c.ports[1]).to_string();
-    let v = status_json(&["status", "--discovery", "broadcast", "--group", &target, "--json"]);
+    let v = status_json(&["status", "--key-file", &key_arg(), "--discovery", "broadcast", "--group", &target, "--json"]);
     assert_eq!(v["endpoints"].as_array().map(Vec::len), Some(2), "{v}");
     assert_eq!(v["server"].as_str(), Some(target.as_str()));
     // Nobody there: one line, exit 1.
     let nobody = addr(free_port()).to_string();
-    let (code, _, err) = run_cli(&["status", "--discovery", "broadcast", "--group", &nobody, "--timeout-ms", "200"]);
+    let (code, _, err) =
+        run_cli(&["status", "--key-file", &key_arg(), "--discovery", "broadcast", "--group", &nobody, "--timeout-ms", "200"]);
     assert_eq!(code, Some(1), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }

@@ -65,8 +65,8 @@ fn a_process_without_the_key_cannot_join_nor_change_the_leader() {
     for (b, a) in before.iter().zip(&after) {
         assert_eq!((a.epoch, a.view_id, a.members.len()), (b.epoch, b.view_id, 3), "the view or epoch moved");
     }
-    for p in [p_wrong, p_plain] {
-        let r = status(p).expect("the intruder answers status");
+    for (p, r) in [(p_wrong, status_as(p_wrong, &wrong)), (p_plain, status(p_plain))] {
+        let r = r.unwrap_or_else(|| panic!("the intruder at {p} answers status"));
         assert!(r.members.iter().all(|m| !c.ports.contains(&m.member.addr.port())), "an intruder sees the cluster: {}", brief(&r));
     }
 }
@@ -92,7 +92,7 @@ fn wrong_key_and_tampered_datagrams_are_counted_in_status() {
     });
     assert!(after.counters.rejected() >= 3);
     assert_eq!((after.epoch, after.is_leader), (r.epoch, true));
-    let (code, out, _) = run_cli(&["status", "--server", &addr(port).to_string(), "--only"]);
+    let (code, out, _) = run_cli(&["status", "--key-file", &key_arg(), "--server", &addr(port).to_string(), "--only"]);
     assert_eq!(code, Some(0));
     assert!(out.contains("seal: rejected wrong_key 1, bad_tag 1"), "{out}");
 }
@@ -101,7 +101,7 @@ fn wrong_key_and_tampered_datagrams_are_counted_in_status() {
 fn an_unsealed_server_says_so_in_status() {
     let c = Cluster::start_with("unsealed", 1, |_| vec!["--insecure-no-key".into()]);
     let port = c.ports[0];
-    c.wait_for("a lone leader", WAIT, || status(port).filter(|r| r.is_leader && !r.sealed));
+    c.wait_for("a lone leader", WAIT, || status_plain(port).filter(|r| r.is_leader && !r.sealed));
     let (code, out, _) = run_cli(&["status", "--server", &addr(port).to_string()]);
     assert_eq!(code, Some(0));
     assert!(out.contains("UNSEALED"), "{out}");
@@ -217,7 +217,7 @@ struct JsonClient {
 impl JsonClient {
     fn start(name: &str, ports: &[u16]) -> JsonClient {
         let mut cmd = Command::new(BIN);
-        cmd.args(["client", "--json", "--name", name]);
+        cmd.args(["client", "--json", "--name", name]).env("RINGCHAT_HOME", home());
         for p in ports {
             cmd.args(["--server", &addr(*p).to_string()]);
         }
@@ -326,7 +326,10 @@ fn rotation_from_key_a_to_key_b_under_chat_load_loses_no_message() {
     texts.sort();
     texts.dedup();
     assert_eq!(texts.len(), sent, "a message was lost or shown twice");
-    let rs = counters_of(&c.ports).expect("every server answers");
+    // The operator now holds key B: status asked with A is refused, with B answered.
+    let rs: Vec<StatusReport> =
+        c.ports.iter().zip(&files).map(|(&p, f)| status_as(p, f)).collect::<Option<_>>().expect("every server answers key B's operator");
+    assert!(status_as(c.ports[0], &test_key_file()).is_none(), "a removed key still asks for status");
     for r in &rs {
         assert_eq!((r.counters.seal_wrong_key, r.counters.seal_bad_tag), (0, 0), "a rotation step refused a datagram: {}", brief(r));
     }

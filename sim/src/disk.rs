@@ -136,7 +136,7 @@ mod tests {
         let first = durable(1);
         disk.after_input(10, &first, Journal::default());
         let mut chat = first.clone();
-        chat.chat.state.names.insert("u1".into(), 5);
+        chat.chat.state.names.insert("u1".into(), ringchat_core::user::UserKey([5; 32]));
         // Only the chat part changed; the mark does not see names alone, nor is a write due.
         disk.after_input(20, &chat, Journal::default());
         assert!(disk.at_crash(20).is_some_and(|d| d.chat.state.names.is_empty()), "a chat change is not durable at once");

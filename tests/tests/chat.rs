@@ -69,6 +69,13 @@ fn a_name_bound_twice_is_caught() {
 }
 
 #[test]
+fn a_login_taken_without_checking_its_signature_is_caught() {
+    // Planted: servers take a login's key without its signature; the impostor claims its
+    // victim's public key and is let in as the victim.
+    assert!(first_breaking(0..40, PlantedBug::TrustAnyLogin, "N1").is_some(), "N1 never caught a login with a forged signature");
+}
+
+#[test]
 fn retry_after_failover_is_shown_once() {
     // Retries through another server happen and are suppressed, and C2 holds.
     let mut suppressed = 0;

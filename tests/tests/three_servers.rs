@@ -3,6 +3,7 @@
 //! a random schedule rarely hits, made deterministic.
 
 use ringchat_core::client::{Client, ClientConfig, ClientEvent};
+use ringchat_core::user::UserSecret;
 use ringchat_core::wire::CausalMsg;
 use ringchat_core::wire::{decode, encode, Body, Envelope, Packet};
 use ringchat_core::wire::{ClientMsg, Op, ServerMsg};
@@ -81,7 +82,7 @@ impl Net {
     fn start_client(&mut self, at: usize, id: u64, name: &str) -> usize {
         let cfg = ClientConfig { servers: vec![self.servers[at].0], find: false, ..ClientConfig::default() };
         let mut c = Client::new(cfg, id, 0, Instant(self.now));
-        c.login(Instant(self.now), name, 42).expect("a good name");
+        c.login(Instant(self.now), name, UserSecret::from_seed([42; 32])).expect("a good name");
         self.clients.push((addr(id as usize, 9000), c));
         self.dead.push(false);
         self.clients.len() - 1
@@ -255,7 +256,9 @@ fn late_leave_of_an_old_process(plant: Option<PlantedBug>) -> Vec<Vec<String>> {
     // The old process is a bare socket: its leave is a retry from its first datagram on.
     let old = addr(50, 9000);
     let to = net.servers[1].0;
-    let login = ClientMsg::Login { client: 1, name: "u2".into(), token: 42, ctx: Default::default(), attempt: 1 };
+    let user = UserSecret::from_seed([42; 32]);
+    let sig = user.sign_login(&[0; 32], 1, "u2");
+    let login = ClientMsg::Login { client: 1, name: "u2".into(), key: user.public(), sig, ctx: Default::default(), attempt: 1 };
     net.wire.push_back((old, to, encode(&Packet::FromClient(login)).expect("fits")));
     net.run_until(2_000, |n| n.raw.iter().any(|(a, m)| *a == old && matches!(m, ServerMsg::LoginOk { .. })));
     let leave = MsgId { client: 1, seq: 1 };

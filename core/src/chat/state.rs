@@ -3,6 +3,7 @@
 //! of messages not yet acknowledged by the user.
 
 use crate::limits::{DEDUP_WINDOW, INBOX_HEADROOM, MAX_INBOX, MAX_RECIPIENTS, MAX_ROOM_MEMBERS};
+use crate::user::UserKey;
 use crate::wire::chat::{Item, Key, MsgId, Target};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -88,7 +89,7 @@ pub struct Plants {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatState {
     /// Name → credential of its holder.
-    pub names: BTreeMap<String, u64>,
+    pub names: BTreeMap<String, UserKey>,
     /// Name → key of the binding message that counts.
     pub name_keys: BTreeMap<String, Key>,
     /// Room → user → standing (leaves are kept: an older concurrent join must not win).
@@ -186,12 +187,12 @@ impl ChatState {
             }
             // Its fence raised the Lamport clock above; a retirement is the causal layer's.
             Item::Login { .. } | Item::Retire { .. } => Applied::Other,
-            Item::Bind { name, token, .. } => {
+            Item::Bind { name, key: user, .. } => {
                 match self.names.get(name) {
-                    Some(t) if *t != *token && !rebind => self.counters.bind_conflicts += 1,
-                    Some(t) if *t == *token => {}
+                    Some(t) if *t != *user && !rebind => self.counters.bind_conflicts += 1,
+                    Some(t) if *t == *user => {}
                     _ => {
-                        self.names.insert(name.clone(), *token);
+                        self.names.insert(name.clone(), *user);
                         self.name_keys.insert(name.clone(), key);
                     }
                 }

@@ -199,11 +199,11 @@ mod tests {
 
     fn snapshot(n: usize) -> Snapshot {
         let mut state = ChatState::default();
-        state.names.insert("alice".into(), 7);
+        state.names.insert("alice".into(), crate::user::UserKey([7; 32]));
         let delivered = Vc::new();
         // Enough names to need several chunks.
         for i in 0..n {
-            state.names.insert(format!("user{i:05}"), i as u64);
+            state.names.insert(format!("user{i:05}"), crate::user::UserKey([(i % 256) as u8; 32]));
         }
         Snapshot { delivered, retired: BTreeMap::new(), store: Vec::new(), state }
     }

@@ -18,7 +18,9 @@
 //! `poll_event`, then call `handle_timeout` at `poll_timeout`.
 
 use crate::limits::{MAX_ACK_IDS, MAX_EARLY, MAX_NAME, MAX_ORIGINS, MAX_SHOWN, MAX_TEXT};
+use crate::path::ChannelId;
 use crate::time::{keep_newest_lives, merge, Instant, Vc};
+use crate::user::{Signature, UserKey, UserSecret};
 use crate::wire::{self, Packet};
 use crate::wire::{ClientMsg, MsgId, Op, RefusalReason, Rejection, ServerMsg, Target};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -47,6 +49,9 @@ pub struct ClientConfig {
     pub give_up_ms: u64,
     /// Granularity of the client's periodic work.
     pub tick_ms: u64,
+    /// The channel the driver seals this client's datagrams on (`None`: an unsealed
+    /// cluster): every login signs it.
+    pub channel: Option<ChannelId>,
 }
 
 impl Default for ClientConfig {
@@ -60,6 +65,7 @@ impl Default for ClientConfig {
             retry_ms: 400,
             give_up_ms: 10_000,
             tick_ms: 50,
+            channel: None,
         }
     }
 }
@@ -195,7 +201,8 @@ pub struct Client {
     cfg: ClientConfig,
     id: u64,
     name: String,
-    token: u64,
+    /// The user's key and its signature of this process's logins (signed once per `login`).
+    proof: Option<(UserKey, Signature)>,
     state: State,
     /// Servers to try: the known addresses, or the latest assignment.
     list: Vec<SocketAddr>,
@@ -234,7 +241,7 @@ impl Client {
             cfg,
             id,
             name: String::new(),
-            token: 0,
+            proof: None,
             state: State::Offline,
             server,
             tried: 0,
@@ -287,13 +294,31 @@ impl Client {
         &self.ctx
     }
 
-    /// Starts logging in as `name`, proving it with `token`.
-    pub fn login(&mut self, now: Instant, name: &str, token: u64) -> Result<(), ClientError> {
+    /// Starts logging in as `name`, the user of key `user` (the first login binds the name to
+    /// the key; every later one signs with it).
+    pub fn login(&mut self, now: Instant, name: &str, user: UserSecret) -> Result<(), ClientError> {
         if name.is_empty() || name.len() > MAX_NAME {
             return Err(ClientError::BadName);
         }
+        let binding = self.cfg.channel.map_or([0; 32], |c| c.0);
+        let sig = user.sign_login(&binding, self.id, name);
+        self.start_login(now, name, user.public(), sig)
+    }
+
+    /// Logs in as `name` claiming `key` with the signature `sig`, whatever they are: what an
+    /// impostor who knows a user's public key but not its secret can send (the simulator's
+    /// impostor; checker tests). An honest client uses [`Client::login`].
+    #[doc(hidden)]
+    pub fn login_claiming(&mut self, now: Instant, name: &str, key: UserKey, sig: Signature) -> Result<(), ClientError> {
+        if name.is_empty() || name.len() > MAX_NAME {
+            return Err(ClientError::BadName);
+        }
+        self.start_login(now, name, key, sig)
+    }
+
+    fn start_login(&mut self, now: Instant, name: &str, key: UserKey, sig: Signature) -> Result<(), ClientError> {
         self.name = name.to_string();
-        self.token = token;
+        self.proof = Some((key, sig));
         if self.cfg.find {
             self.new_attempt();
             self.start_find(now);
@@ -391,7 +416,8 @@ impl Client {
     fn send_login(&mut self, now: Instant) {
         self.last_login = now;
         let attempt = self.attempt;
-        let msg = ClientMsg::Login { client: self.id, name: self.name.clone(), token: self.token, ctx: self.ctx.clone(), attempt };
+        let Some((key, sig)) = self.proof else { return };
+        let msg = ClientMsg::Login { client: self.id, name: self.name.clone(), key, sig, ctx: self.ctx.clone(), attempt };
         self.send(msg);
     }
 

@@ -5,7 +5,7 @@ use super::*;
 fn oversize_text_is_refused_before_anything_is_sent() {
     let addr: SocketAddr = "10.0.0.1:7000".parse().expect("addr");
     let mut c = Client::new(ClientConfig { servers: vec![addr], ..ClientConfig::default() }, 1, 0, Instant(0));
-    c.login(Instant(0), "ann", 7).expect("login");
+    c.login(Instant(0), "ann", UserSecret::from_seed([7; 32])).expect("login");
     while c.poll_transmit().is_some() {}
     let text = "x".repeat(MAX_TEXT + 1);
     let err = c.submit(Instant(0), Op::Chat { to: Target::User("bob".into()), text }).unwrap_err();
@@ -54,7 +54,7 @@ fn client_follows_assignment() {
     let group: SocketAddr = "239.255.77.77:7777".parse().expect("addr");
     let cfg = ClientConfig { servers: vec![given], group: Some(group), ..ClientConfig::default() };
     let mut c = Client::new(cfg, 9, 0, Instant(0));
-    c.login(Instant(0), "ann", 7).expect("login");
+    c.login(Instant(0), "ann", UserSecret::from_seed([7; 32])).expect("login");
     // It asks the given server and the group first, and logs in nowhere yet.
     let out = sent(&mut c);
     assert_eq!(out, vec![(given, ClientMsg::Find { client: 9 }), (group, ClientMsg::Find { client: 9 })]);
@@ -84,7 +84,7 @@ fn client_follows_assignment() {
 fn eve_logged_in() -> (SocketAddr, Client) {
     let a = addr(1);
     let mut c = Client::new(ClientConfig { servers: vec![a], find: false, ..ClientConfig::default() }, 4, 0, Instant(0));
-    c.login(Instant(0), "eve", 1).expect("login");
+    c.login(Instant(0), "eve", UserSecret::from_seed([1; 32])).expect("login");
     let ClientMsg::Login { attempt, .. } = sent(&mut c)[0].1.clone() else { panic!("no login") };
     c.handle_datagram(Instant(1000), a, &reply(ServerMsg::LoginOk { client: 4, attempt }));
     assert_eq!(events(&mut c), vec![ClientEvent::LoggedIn { server: a }]);
@@ -114,7 +114,7 @@ fn a_refused_client_logs_in_again_or_says_why() {
 fn pinned_client_logs_in_directly_and_cycles() {
     let (a, b) = (addr(1), addr(2));
     let mut c = Client::new(ClientConfig { servers: vec![a, b], find: false, ..ClientConfig::default() }, 3, 1, Instant(0));
-    c.login(Instant(0), "dee", 1).expect("login");
+    c.login(Instant(0), "dee", UserSecret::from_seed([1; 32])).expect("login");
     let out = sent(&mut c);
     assert!(matches!(out.as_slice(), [(to, ClientMsg::Login { .. })] if *to == b), "{out:?}");
     let out = run(&mut c, 1, 4000);
@@ -127,7 +127,7 @@ fn client_refinds_when_assigned_servers_are_gone() {
     let (given, b, d) = (addr(1), addr(2), addr(4));
     let cfg = ClientConfig { servers: vec![given], ..ClientConfig::default() };
     let mut c = Client::new(cfg, 5, 0, Instant(0));
-    c.login(Instant(0), "bob", 1).expect("login");
+    c.login(Instant(0), "bob", UserSecret::from_seed([1; 32])).expect("login");
     sent(&mut c);
     c.handle_datagram(Instant(1000), given, &reply(ServerMsg::Assign { client: 5, servers: vec![b, d] }));
     // Neither assigned server answers: it tries b, then d, then asks again,
@@ -155,7 +155,7 @@ fn client_refinds_when_assigned_servers_are_gone() {
     assert!(matches!(out.as_slice(), [(to, ClientMsg::Login { .. })] if *to == e), "{out:?}");
     // Without any answer at all, it falls back to logging in at what it knows, then asks again.
     let mut lone = Client::new(ClientConfig { servers: vec![given], ..ClientConfig::default() }, 6, 0, Instant(0));
-    lone.login(Instant(0), "cy", 1).expect("login");
+    lone.login(Instant(0), "cy", UserSecret::from_seed([1; 32])).expect("login");
     sent(&mut lone);
     let out = run(&mut lone, 1, 3000);
     assert!(out.iter().any(|(to, m)| *to == given && matches!(m, ClientMsg::Login { .. })), "{out:?}");

@@ -4,8 +4,27 @@
 use super::*;
 
 impl Server {
-    pub(super) fn handle_client(&mut self, from: SocketAddr, msg: ClientMsg) {
+    pub(super) fn handle_client(&mut self, from: ClientPath, operator: bool, msg: ClientMsg) {
         match msg {
+            // A sealed cluster reports to operators only; an unsealed one to anyone, without
+            // its clients' addresses.
+            ClientMsg::Status if self.cfg.sealed && !operator => {
+                self.send_client(from, ServerMsg::Refused { client: 0, reason: RefusalReason::OperatorOnly });
+            }
+            // The user proves the key on this channel: the signature binds the channel, so it
+            // is worth nothing on another one (see `crate::user`).
+            ClientMsg::Login { client, ref name, key, sig, .. }
+                if self.cfg.plant != Some(PlantedBug::TrustAnyLogin) && !key.verifies_login(&from.binding(), client, name, &sig) =>
+            {
+                self.counters.bad_signature += 1;
+                let reason = "the login's signature does not verify".to_string();
+                self.send_client(from, ServerMsg::LoginRefused { client, reason });
+            }
+            ClientMsg::Identity => {
+                if let Some(public) = self.cfg.identity {
+                    self.send_client(from, ServerMsg::Identity { public });
+                }
+            }
             ClientMsg::Status => {
                 let mut report = self.status().report();
                 // The answer fits the request (see `unproven`): what is left of it after the
@@ -18,7 +37,7 @@ impl Server {
                     .min(crate::limits::MAX_DATAGRAM);
                 let base =
                     wire::encode(&Packet::ToClient(ServerMsg::Status(report.clone()))).map_or(crate::limits::MAX_DATAGRAM, |b| b.len());
-                self.chat.fill_status(&self.durable.chat, &mut report, room.saturating_sub(base + 16));
+                self.chat.fill_status(&self.durable.chat, &mut report, room.saturating_sub(base + 16), operator);
                 self.send_client(from, ServerMsg::Status(report));
             }
             ClientMsg::Find { client } => {

@@ -50,6 +50,10 @@ pub struct ServerConfig {
     /// protocol setting.
     #[serde(skip)]
     pub sealed: bool,
+    /// The public key of the identity client channels are sealed to, when sealed: the answer
+    /// to a client's plain `Identity` request (trust on first use). Not a protocol setting.
+    #[serde(skip)]
+    pub identity: Option<[u8; 32]>,
     /// A bug planted on purpose (checker tests only; `None` in every real configuration).
     #[doc(hidden)]
     #[serde(skip)]
@@ -76,6 +80,7 @@ impl Default for ServerConfig {
             expect: None,
             build: String::new(),
             sealed: false,
+            identity: None,
             plant: None,
         }
     }

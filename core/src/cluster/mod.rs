@@ -33,11 +33,14 @@ pub use unproven::{RateLimit, MAX_SOURCES, RATE_BURST, RATE_PER_S};
 use crate::chat::server::{ChatDurable, ChatServer, ChatStats, Ctx as ChatCtx, Out as ChatOut};
 pub use crate::chat::server::{Journal, Recovered};
 use crate::id::{ClusterId, NodeId, ServerId};
+use crate::path::ClientPath;
 use crate::plant::PlantedBug;
 use crate::time::Instant;
 use crate::view::{Member, View, ViewStamp};
 pub use crate::wire::Counters;
-use crate::wire::{self, Body, CandidateKey, CausalMsg, ClientMsg, DecodeError, Envelope, MemberReport, Packet, ServerMsg, StatusReport};
+use crate::wire::{
+    self, Body, CandidateKey, CausalMsg, ClientMsg, DecodeError, Envelope, MemberReport, Packet, RefusalReason, ServerMsg, StatusReport,
+};
 use election::{Candidacy, Election, PendingHop, TokenVerdict};
 use failure_detector::FailureDetector;
 use membership::{next_change, Change, Proposal};
@@ -155,7 +158,7 @@ pub struct Server {
     /// Per-source rate limits on requests that proved nothing (see `unproven`).
     rate: RateLimit,
     /// While a client datagram is handled: its source and size (answers to it are no larger).
-    answering: Option<(SocketAddr, usize)>,
+    answering: Option<(ClientPath, usize)>,
 }
 
 impl Server {
@@ -263,6 +266,12 @@ impl Server {
         &self.counters
     }
 
+    /// Sets the public key of the identity client channels are sealed to (the answer to a
+    /// client's `Identity` request), as the seal's key ring says.
+    pub fn set_identity(&mut self, identity: Option<[u8; 32]>) {
+        self.cfg.identity = identity;
+    }
+
     /// Counts a datagram refused before it reached the server (by the `seal` layer above this
     /// one); nothing else changes.
     pub fn count_refused(&mut self, count: impl FnOnce(&mut Counters)) {
@@ -345,6 +354,16 @@ impl Server {
 
     /// Feeds one datagram received from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.receive(now, from, None, bytes);
+    }
+
+    /// Handles a client datagram that arrived on a sealed channel (opened by the seal):
+    /// `from` names the channel, `operator` whether the channel proved a cluster key.
+    pub fn handle_client_datagram(&mut self, now: Instant, from: ClientPath, operator: bool, bytes: &[u8]) {
+        self.receive(now, from.addr, Some((from, operator)), bytes);
+    }
+
+    fn receive(&mut self, now: Instant, from: SocketAddr, channel: Option<(ClientPath, bool)>, bytes: &[u8]) {
         self.now = now;
         if self.phase == Phase::Left {
             return;
@@ -357,15 +376,17 @@ impl Server {
         };
         *self.received.entry(kind).or_insert(0) += 1;
         match packet {
-            Ok(Packet::Peer(env)) if env.from == self.me.node => {} // our own discovery datagram looped back
+            Ok(Packet::Peer(_)) if channel.is_some() => self.counters.invalid += 1, // the seal refuses these first
+            Ok(Packet::Peer(env)) if env.from == self.me.node => {}                 // our own discovery datagram looped back
             Ok(Packet::Peer(env)) => self.handle_envelope(from, env),
             Ok(Packet::FromClient(msg)) => {
                 if unproven::is_unproven_request(&msg) && !self.rate.allow(from, now) {
                     self.counters.rate_limited += 1;
                     return;
                 }
-                self.answering = Some((from, bytes.len()));
-                self.handle_client(from, msg);
+                let (path, operator) = channel.unwrap_or((ClientPath::plain(from), false));
+                self.answering = Some((path, bytes.len()));
+                self.handle_client(path, operator, msg);
                 self.answering = None;
             }
             Ok(Packet::ToClient(_)) => self.counters.invalid += 1,
@@ -543,7 +564,7 @@ impl Server {
             Body::SnapshotChunk { nonce, index, total, bytes } => {
                 self.with_chat(|c, d, cx, out| c.on_snapshot_chunk(d, cx, from, nonce, index, total, bytes, out))
             }
-            Body::NameClaim { name, token } => self.with_chat(|c, d, cx, out| c.on_claim(d, cx, name, token, out)),
+            Body::NameClaim { name, key } => self.with_chat(|c, d, cx, out| c.on_claim(d, cx, name, key, out)),
             Body::Token { key } => self.on_token(sender, from, epoch, key),
             Body::RingAck { key, elected } => {
                 self.fd.heard(sender, self.now);

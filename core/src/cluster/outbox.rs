@@ -15,7 +15,7 @@ impl Server {
         // Every message kind is bounded by construction (views hold at most MAX_MEMBERS).
         // A chat message over the limit (too many origins) is counted, not sent.
         match wire::encode(&Packet::Peer(env)) {
-            Some(bytes) => self.out.push_back(Transmit { dest, bytes, kind, retransmit }),
+            Some(bytes) => self.out.push_back(Transmit { dest, bytes, kind, retransmit, channel: None }),
             None => self.counters.invalid += 1,
         }
     }
@@ -27,7 +27,7 @@ impl Server {
         self.send(last, body, false);
         let bytes = self.out.back().map(|t| t.bytes.clone()).unwrap_or_default();
         for &addr in rest {
-            self.out.push_back(Transmit { dest: Dest::Addr(addr), bytes: bytes.clone(), kind, retransmit: false });
+            self.out.push_back(Transmit { dest: Dest::Addr(addr), bytes: bytes.clone(), kind, retransmit: false, channel: None });
         }
     }
 
@@ -45,7 +45,7 @@ impl Server {
     }
 
     /// Sends a reply to a client (or to `ringchat status`).
-    pub(super) fn send_client(&mut self, to: SocketAddr, msg: ServerMsg) {
+    pub(super) fn send_client(&mut self, to: ClientPath, msg: ServerMsg) {
         let kind = msg.kind();
         let budget = match self.answering {
             Some(_) if self.cfg.plant == Some(PlantedBug::AnswerAnyone) => usize::MAX, // the planted bug
@@ -54,7 +54,7 @@ impl Server {
         };
         match wire::encode(&Packet::ToClient(msg)) {
             Some(bytes) if bytes.len() > budget => self.counters.reply_too_large += 1,
-            Some(bytes) => self.out.push_back(Transmit { dest: Dest::Addr(to), bytes, kind, retransmit: false }),
+            Some(bytes) => self.out.push_back(Transmit { dest: Dest::Addr(to.addr), bytes, kind, retransmit: false, channel: to.channel }),
             None => self.counters.invalid += 1,
         }
     }

@@ -24,6 +24,8 @@ pub struct Transmit {
     pub kind: &'static str,
     /// A retransmission of something already sent (not counted as a first send).
     pub retransmit: bool,
+    /// For a client on a sealed channel: the channel the seal seals it for.
+    pub channel: Option<crate::path::ChannelId>,
 }
 
 /// Protocol events, for the application and for the simulator's checkers.

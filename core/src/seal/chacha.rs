@@ -39,6 +39,10 @@ impl Cipher for ChaChaPoly {
         ChaCha20Poly1305::new(&okm.into())
     }
 
+    fn key_from(okm: [u8; 32]) -> ChaCha20Poly1305 {
+        ChaCha20Poly1305::new(&okm.into())
+    }
+
     fn seal(key: &ChaCha20Poly1305, counter: u64, aad: &[u8], buf: &mut [u8]) -> [u8; TAG] {
         // Fails only for inputs over 256 GiB; a datagram is at most MAX_DATAGRAM bytes.
         key.encrypt_inout_detached(&nonce(counter), aad, buf.into()).map(|t| t.into()).unwrap_or([0u8; TAG])

@@ -19,6 +19,9 @@ pub trait Cipher {
     /// The key of `sender`'s life under `cluster`.
     fn derive(cluster: &ClusterKey, sender: NodeId) -> Self::Key;
 
+    /// A key from 32 bytes already derived (a client channel's keys, see [`super::channel`]).
+    fn key_from(okm: [u8; 32]) -> Self::Key;
+
     /// Encrypts `buf` in place under `counter` (the nonce) and returns the tag over `aad` and
     /// the ciphertext.
     fn seal(key: &Self::Key, counter: u64, aad: &[u8], buf: &mut [u8]) -> [u8; TAG];

@@ -13,8 +13,10 @@ use std::net::SocketAddr;
 /// What [`feed`] did with a datagram (drivers may ignore it; the simulator's outsider checks it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fed {
-    /// Passed on plain: client traffic, or anything when the server runs unsealed.
+    /// Passed on plain: anything when the server runs unsealed, else an `Identity` request.
     Plain,
+    /// A client datagram that opened on its channel.
+    Client,
     /// A sealed server datagram that opened, from this sender life.
     Opened(NodeId),
     /// Refused by the seal and counted; the server saw nothing of it.
@@ -34,6 +36,10 @@ pub fn feed<C: Cipher>(server: &mut Server, seal: &mut Seal<C>, now: Instant, fr
             server.handle_datagram(now, from, &plain);
             Fed::Opened(sender)
         }
+        Ok(Inbound::Client(plain, path, operator)) => {
+            server.handle_client_datagram(now, path, operator, &plain);
+            Fed::Client
+        }
         Err(e) => {
             server.count_refused(|c| e.count(c));
             Fed::Refused(e)
@@ -41,21 +47,36 @@ pub fn feed<C: Cipher>(server: &mut Server, seal: &mut Seal<C>, now: Instant, fr
     }
 }
 
-/// The server's next datagram, sealed if it goes to a server (see [`seal_transmit`]).
+/// The server's next datagram, sealed (see [`seal_transmit`]). A datagram the seal will not
+/// send (plain, to a client with no channel) is skipped and counted as `invalid`.
 pub fn poll_transmit<C: Cipher>(server: &mut Server, seal: &mut Seal<C>) -> Option<Transmit> {
-    let mut t = server.poll_transmit()?;
-    seal_transmit(server, seal, &mut t);
-    Some(t)
+    loop {
+        let mut t = server.poll_transmit()?;
+        if seal_transmit(server, seal, &mut t) {
+            return Some(t);
+        }
+        server.count_refused(|c| c.invalid += 1);
+    }
 }
 
-/// Seals a datagram `server` handed out, if it goes to a server. A unicast is addressed to the
-/// life last authenticated at its address, else to the member at that address in the
-/// server's installed view, else to any receiver; group sends are for any receiver.
-pub fn seal_transmit<C: Cipher>(server: &Server, seal: &mut Seal<C>, t: &mut Transmit) {
+/// Seals a datagram `server` handed out; `false` if it must not be sent. To a client, on its
+/// channel. To a server, a unicast is addressed to the life last authenticated at its
+/// address, else to the member at that address in the server's installed view, else to any
+/// receiver; group sends are for any receiver.
+pub fn seal_transmit<C: Cipher>(server: &Server, seal: &mut Seal<C>, t: &mut Transmit) -> bool {
     if !seal.is_sealed() {
-        return;
+        return true;
     }
     seal.set_life(server.node());
+    if !crate::wire::is_peer(&t.bytes) {
+        return match seal.seal_client(std::mem::take(&mut t.bytes), t.channel) {
+            Some(b) => {
+                t.bytes = b;
+                true
+            }
+            None => false,
+        };
+    }
     let receiver = match t.dest {
         Dest::Group => None,
         Dest::Addr(a) => {
@@ -63,4 +84,5 @@ pub fn seal_transmit<C: Cipher>(server: &Server, seal: &mut Seal<C>, t: &mut Tra
         }
     };
     t.bytes = seal.seal(std::mem::take(&mut t.bytes), receiver);
+    true
 }

@@ -8,12 +8,19 @@
 //!
 //! ```text
 //! # ringchat key ring: keep it secret. The primary key seals; every key listed opens.
-//! primary 5f0c...(64 hex digits)
-//! key     9a41...(64 hex digits)
+//! primary  5f0c...(64 hex digits)
+//! key      9a41...(64 hex digits)
+//! identity 27be...(64 hex digits)
 //! ```
 //!
 //! Blank lines and lines starting with `#` are ignored; exactly one `primary` line; at most
-//! [`MAX_KEYS`] keys; no key twice. Parsing is total and every refusal names its line.
+//! [`MAX_KEYS`] keys; no key twice; at most one `identity` line. Parsing is total and every
+//! refusal names its line.
+//!
+//! The `identity` is the cluster's X25519 secret that client channels are sealed to (see
+//! [`super::channel`]); rotation leaves it alone, so clients keep trusting the cluster. A
+//! file written before it existed has none: its identity is then derived from the first key
+//! of the file, and every rotation command writes it out, so removing that key later keeps it.
 
 use super::frame::KeyId;
 use sha2::{Digest, Sha256};
@@ -119,12 +126,38 @@ impl std::error::Error for RingError {}
 pub struct KeyRing {
     primary: KeyId,
     keys: Vec<ClusterKey>,
+    identity: [u8; 32],
+}
+
+/// The identity a ring without an `identity` line uses: derived from its first key.
+fn derived_identity(first: &ClusterKey) -> [u8; 32] {
+    let d = Sha256::new().chain_update(b"ringchat identity from key").chain_update(first.bytes()).finalize();
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&d);
+    out
 }
 
 impl KeyRing {
     /// A ring of one key, primary.
     pub fn new(primary: ClusterKey) -> KeyRing {
-        KeyRing { primary: primary.id(), keys: vec![primary] }
+        let identity = derived_identity(&primary);
+        KeyRing { primary: primary.id(), keys: vec![primary], identity }
+    }
+
+    /// The ring with `secret` as its identity (see the module's documentation).
+    pub fn with_identity(mut self, secret: [u8; 32]) -> KeyRing {
+        self.identity = secret;
+        self
+    }
+
+    /// The identity's X25519 secret.
+    pub fn identity(&self) -> &[u8; 32] {
+        &self.identity
+    }
+
+    /// The identity's public key: what a client is given to trust the cluster.
+    pub fn identity_public(&self) -> [u8; 32] {
+        super::channel::public_of(&self.identity)
     }
 
     /// The key that seals.
@@ -180,6 +213,7 @@ impl KeyRing {
             return Err(RingError::TooLarge);
         }
         let mut primary = None;
+        let mut identity = None;
         let mut keys: Vec<ClusterKey> = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -191,6 +225,12 @@ impl KeyRing {
                 return Err(RingError::BadLine(i + 1));
             };
             let key = ClusterKey::from_hex(hex).ok_or(RingError::BadLine(i + 1))?;
+            if kind == "identity" {
+                if identity.replace(key.bytes).is_some() {
+                    return Err(RingError::BadLine(i + 1));
+                }
+                continue;
+            }
             match kind {
                 "primary" if primary.is_some() => return Err(RingError::TwoPrimaries(i + 1)),
                 "primary" => primary = Some(key.id()),
@@ -206,7 +246,8 @@ impl KeyRing {
             keys.push(key);
         }
         let primary = primary.ok_or(RingError::NoPrimary)?;
-        Ok(KeyRing { primary, keys })
+        let identity = identity.or_else(|| keys.first().map(derived_identity)).unwrap_or_default();
+        Ok(KeyRing { primary, keys, identity })
     }
 
     /// The ring as a key ring file ([`KeyRing::parse`] reads it back).
@@ -216,9 +257,10 @@ impl KeyRing {
              # Rotate with `ringchat keys install|use|remove`; see the README.\n",
         );
         for k in &self.keys {
-            let kind = if k.id() == self.primary { "primary" } else { "key    " };
+            let kind = if k.id() == self.primary { "primary " } else { "key     " };
             out.push_str(&format!("{kind} {}\n", k.to_hex()));
         }
+        out.push_str(&format!("identity {}\n", ClusterKey::new(self.identity).to_hex()));
         out
     }
 }
@@ -238,6 +280,19 @@ mod tests {
         ring.use_key(key(2).id()).expect("uses");
         assert_eq!(KeyRing::parse(&ring.render()), Ok(ring.clone()));
         assert_eq!(ring.primary().id(), key(2).id());
+    }
+
+    #[test]
+    fn the_identity_outlives_the_key_it_was_derived_from() {
+        let hex = key(1).to_hex();
+        let old = KeyRing::parse(&format!("primary {hex}\n")).expect("parses");
+        let mut ring = KeyRing::parse(&old.render()).expect("reads back");
+        ring.install(key(2)).expect("installs");
+        ring.use_key(key(2).id()).expect("uses");
+        ring.remove(key(1).id()).expect("removes");
+        assert_eq!(KeyRing::parse(&ring.render()).expect("reads back").identity_public(), old.identity_public());
+        let two = format!("primary {hex}\nidentity {hex}\nidentity {hex}\n");
+        assert_eq!(KeyRing::parse(&two), Err(RingError::BadLine(3)));
     }
 
     #[test]

@@ -7,10 +7,12 @@
 //! [`replay`] (windows and the memory kept on disk), [`sealer`] (a server's [`Seal`]) and
 //! [`drive`] (the two calls a driver makes around a [`crate::Server`]).
 //!
-//! Client traffic stays plain for now: [`Seal::open`] lets through plain datagrams that are not
-//! server datagrams, and [`Seal::seal`] leaves datagrams to clients as they are.
+//! Client traffic is sealed too, on the client's [`channel`] to the cluster's identity key:
+//! [`Seal::open`] refuses plain client datagrams on a sealed cluster but for the one request
+//! that asks for the identity's public key (trust on first use).
 
 pub mod chacha;
+pub mod channel;
 pub mod cipher;
 pub mod drive;
 pub mod frame;

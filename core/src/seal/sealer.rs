@@ -1,12 +1,14 @@
 //! [`Seal`]: one server's sealing state. It seals what the server sends to other servers and
 //! opens what they send it, before anything is decoded.
 
+use super::channel::{is_client_sealed, ServerChannels};
 use super::cipher::Cipher;
 use super::frame::{is_sealed, Header, KeyId, HEADER, TAG};
 use super::keyring::KeyRing;
 use super::replay::{Freshness, SealMemory, Senders};
 use super::SealError;
 use crate::id::NodeId;
+use crate::path::{ChannelId, ClientPath};
 use crate::plant::PlantedBug;
 use crate::wire;
 use std::collections::BTreeMap;
@@ -25,6 +27,9 @@ pub enum Inbound<'a> {
     Plain(&'a [u8]),
     /// A sealed server datagram that opened: the plain datagram inside, and its sender.
     Opened(Vec<u8>, NodeId),
+    /// A client datagram that opened on its channel: the plain datagram, where it came from,
+    /// and whether the channel proved a cluster key (an operator's).
+    Client(Vec<u8>, ClientPath, bool),
 }
 
 /// One server's sealing state: its key ring (or none: the loud insecure mode), its send
@@ -46,6 +51,7 @@ pub struct Seal<C: Cipher> {
     book: BTreeMap<SocketAddr, NodeId>,
     keys: Vec<(KeyId, NodeId, C::Key)>,
     sealing: Option<(KeyId, C::Key)>,
+    channels: Option<ServerChannels<C>>,
     plant: Option<PlantedBug>,
     _cipher: PhantomData<C>,
 }
@@ -56,6 +62,7 @@ impl<C: Cipher> Seal<C> {
     pub fn new(me: NodeId, ring: KeyRing, memory: Option<&SealMemory>) -> Seal<C> {
         let senders = memory.map(Senders::restore).unwrap_or_default();
         Seal {
+            channels: Some(ServerChannels::new(*ring.identity())),
             ring: Some(ring),
             me,
             counter: 0,
@@ -80,6 +87,7 @@ impl<C: Cipher> Seal<C> {
             book: BTreeMap::new(),
             keys: Vec::new(),
             sealing: None,
+            channels: None,
             plant: None,
             _cipher: PhantomData,
         }
@@ -106,6 +114,9 @@ impl<C: Cipher> Seal<C> {
     pub fn set_ring(&mut self, ring: KeyRing) {
         self.keys.retain(|(id, _, _)| ring.get(*id).is_some());
         self.sealing = None;
+        if self.channels.as_ref().is_none_or(|c| c.public() != ring.identity_public()) {
+            self.channels = Some(ServerChannels::new(*ring.identity()));
+        }
         self.ring = Some(ring);
     }
 
@@ -145,13 +156,36 @@ impl<C: Cipher> Seal<C> {
         self.book.get(&addr).copied()
     }
 
-    /// Seals a datagram the server wants sent, for `receiver` (`None`: any receiver).
-    /// Datagrams to clients (and everything, when insecure) leave as they are.
+    /// The public key of the identity clients seal to, if sealed.
+    pub fn identity(&self) -> Option<[u8; 32]> {
+        self.channels.as_ref().map(ServerChannels::public)
+    }
+
+    /// Client channels remembered.
+    pub fn channel_count(&self) -> usize {
+        self.channels.as_ref().map_or(0, ServerChannels::len)
+    }
+
+    /// Seals a datagram to a client on `channel`. A datagram to a client with no channel
+    /// leaves plain only if it is the answer to an `Identity` request; anything else is
+    /// dropped (`None`): a sealed cluster says nothing else in clear. Unsealed, everything
+    /// leaves as it is.
+    pub fn seal_client(&mut self, plain: Vec<u8>, channel: Option<ChannelId>) -> Option<Vec<u8>> {
+        let Some(chans) = self.channels.as_mut() else { return Some(plain) };
+        match channel {
+            Some(c) => {
+                let counter = self.counter;
+                self.counter += 1;
+                Some(chans.seal(&plain, c, self.me, counter))
+            }
+            None => wire::is_identity_answer(&plain).then_some(plain),
+        }
+    }
+
+    /// Seals a datagram the server wants sent to a server, for `receiver` (`None`: any
+    /// receiver). Unsealed, it leaves as it is.
     pub fn seal(&mut self, plain: Vec<u8>, receiver: Option<NodeId>) -> Vec<u8> {
         let Some(ring) = &self.ring else { return plain };
-        if !wire::is_peer(&plain) {
-            return plain;
-        }
         let primary = ring.primary();
         let key = match &self.sealing {
             Some((id, key)) if *id == primary.id() => key,
@@ -172,11 +206,20 @@ impl<C: Cipher> Seal<C> {
     /// decoding; only a verified datagram changes the replay state.
     pub fn open<'a>(&mut self, from: SocketAddr, bytes: &'a [u8]) -> Result<Inbound<'a>, SealError> {
         let Some(ring) = &self.ring else { return Ok(Inbound::Plain(bytes)) };
+        if is_client_sealed(bytes) {
+            let chans = self.channels.as_mut().ok_or(SealError::WrongKey)?;
+            let (plain, channel, operator) = chans.open(bytes, |id| ring.get(id))?;
+            if wire::is_peer(&plain) {
+                return Err(SealError::Mismatch);
+            }
+            return Ok(Inbound::Client(plain, ClientPath { addr: from, channel: Some(channel) }, operator));
+        }
         if !is_sealed(bytes) {
             if self.plant == Some(PlantedBug::AcceptUnsealedViews) && is_view_message(bytes) {
                 return Ok(Inbound::Plain(bytes)); // the planted bug
             }
-            return if wire::is_peer(bytes) { Err(SealError::Unsealed) } else { Ok(Inbound::Plain(bytes)) };
+            // The one plain request a sealed cluster takes: which identity to trust.
+            return if wire::is_identity_request(bytes) { Ok(Inbound::Plain(bytes)) } else { Err(SealError::Unsealed) };
         }
         let (h, aad, body, tag) = Header::parse(bytes)?;
         if h.sender.id == self.me.id && h.sender.incarnation < self.me.incarnation {

@@ -2,7 +2,9 @@
 
 use super::*;
 use crate::id::{ClusterId, NodeId, ServerId};
-use crate::wire::{self, Body, Envelope, Packet};
+use crate::path::ClientPath;
+use crate::wire::{self, Body, ClientMsg, Envelope, Packet, ServerMsg};
+use channel::ClientChannel;
 use proptest::prelude::*;
 use std::net::SocketAddr;
 
@@ -38,6 +40,7 @@ fn opened(r: Result<Inbound<'_>, SealError>) -> Result<Vec<u8>, SealError> {
     match r? {
         Inbound::Opened(p, _) => Ok(p),
         Inbound::Plain(p) => Ok(p.to_vec()),
+        Inbound::Client(p, _, _) => Ok(p),
     }
 }
 
@@ -64,11 +67,11 @@ fn a_plain_server_datagram_with_an_overlong_kind_byte_cannot_slip_past_the_seal(
     let mut b = Seal::<ChaChaPoly>::new(life(2, 1), KeyRing::new(key(1)), None);
     let mut bytes = datagram(life(1, 1), 1);
     bytes.splice(1..2, [0x80, 0x00]);
-    let through = match b.open(addr(1), &bytes) {
-        Ok(Inbound::Plain(p)) => p.to_vec(),
-        other => panic!("expected plain client traffic, got {other:?}"),
-    };
-    assert!(!matches!(wire::decode(&through), Ok(Packet::Peer(_))), "a server datagram got past the seal unsealed");
+    match b.open(addr(1), &bytes) {
+        Err(SealError::Unsealed) => {} // plain client traffic is refused too, now
+        Ok(Inbound::Plain(p)) => assert!(!matches!(wire::decode(p), Ok(Packet::Peer(_))), "a server datagram got past the seal"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
 }
 
 #[test]
@@ -185,14 +188,81 @@ fn rotation_from_a_to_b_opens_both_while_both_are_installed() {
 }
 
 #[test]
-fn plain_server_datagrams_are_refused_and_client_datagrams_pass() {
+fn plain_datagrams_are_refused_but_the_identity_request() {
     let (_, mut b) = pair::<ChaChaPoly>(KeyRing::new(key(1)));
     assert_eq!(opened(b.open(addr(1), &datagram(life(1, 1), 1))), Err(SealError::Unsealed));
-    let client = wire::encode(&Packet::FromClient(crate::wire::ClientMsg::Status)).expect("fits");
-    assert_eq!(b.open(addr(1), &client), Ok(Inbound::Plain(&client[..])));
+    let status = wire::encode(&Packet::FromClient(ClientMsg::Status)).expect("fits");
+    assert_eq!(opened(b.open(addr(1), &status)), Err(SealError::Unsealed), "plain client traffic is refused");
+    let ask = wire::encode(&Packet::FromClient(ClientMsg::Identity)).expect("fits");
+    assert_eq!(b.open(addr(1), &ask), Ok(Inbound::Plain(&ask[..])));
+    // Nothing but the identity's answer leaves plain to a client.
+    let answer = wire::encode(&Packet::ToClient(ServerMsg::Identity { public: b.identity().expect("sealed") })).expect("fits");
+    assert_eq!(b.seal_client(answer.clone(), None), Some(answer));
+    let pong = wire::encode(&Packet::ToClient(ServerMsg::Pong { client: 1 })).expect("fits");
+    assert_eq!(b.seal_client(pong, None), None);
     let mut insecure = Seal::<ChaChaPoly>::insecure(life(2, 1));
     let plain = datagram(life(1, 1), 1);
     assert_eq!(insecure.seal(plain.clone(), None), plain);
+    assert_eq!(insecure.open(addr(1), &status), Ok(Inbound::Plain(&status[..])));
+}
+
+fn client_msg(m: ClientMsg) -> Vec<u8> {
+    wire::encode(&Packet::FromClient(m)).expect("fits")
+}
+
+#[test]
+fn a_client_channel_opens_at_every_server_of_its_identity_and_answers_open_only_on_it() {
+    fn check<C: Cipher>() {
+        let ring = KeyRing::new(key(1));
+        let (mut a, mut b) = pair::<C>(ring.clone());
+        let mut alice = ClientChannel::<C>::new(ring.identity_public(), [3; 32], None);
+        let mut eve = ClientChannel::<C>::new(ring.identity_public(), [4; 32], None);
+        let ping = client_msg(ClientMsg::Ping { client: 9, attempt: 1, next: 1 });
+        let sealed = alice.seal(&ping);
+        assert!(!sealed.windows(ping.len()).any(|w| w == ping), "the wire does not show the plain bytes");
+        for server in [&mut a, &mut b] {
+            match server.open(addr(9), &sealed) {
+                Ok(Inbound::Client(p, path, false)) => {
+                    assert_eq!(p, ping);
+                    assert_eq!(path, ClientPath { addr: addr(9), channel: Some(alice.id()) });
+                }
+                other => panic!("a channel datagram must open at every server: {other:?}"),
+            }
+        }
+        assert_eq!(opened(a.open(addr(9), &sealed)), Err(SealError::Replay), "a replay on the channel is refused");
+        let pong = wire::encode(&Packet::ToClient(ServerMsg::Pong { client: 9 })).expect("fits");
+        let answer = a.seal_client(pong.clone(), Some(alice.id())).expect("sealed for the channel");
+        assert_eq!(eve.open(&answer), Err(SealError::BadTag), "another channel cannot read it");
+        assert_eq!(alice.open(&answer), Ok(pong.clone()));
+        assert_eq!(alice.open(&answer), Err(SealError::Replay), "a replayed answer is refused");
+        let mut flipped = a.seal_client(pong.clone(), Some(alice.id())).expect("sealed");
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert_eq!(alice.open(&flipped), Err(SealError::BadTag));
+        // A cluster with another identity neither opens the channel nor speaks on it.
+        let other = KeyRing::new(key(2));
+        let mut stranger = Seal::<C>::new(life(3, 1), other, None);
+        assert_eq!(opened(stranger.open(addr(9), &alice.seal(&ping))), Err(SealError::WrongKey));
+        let forged = stranger.seal_client(pong, Some(alice.id())).expect("sealed");
+        assert_eq!(alice.open(&forged), Err(SealError::BadTag), "answers only from holders of the identity");
+    }
+    check::<ChaChaPoly>();
+    check::<StandIn>();
+}
+
+#[test]
+fn an_operator_channel_needs_a_key_of_the_ring() {
+    let ring = KeyRing::new(key(1));
+    let (mut a, _) = pair::<ChaChaPoly>(ring.clone());
+    let status = client_msg(ClientMsg::Status);
+    let mut operator = ClientChannel::<ChaChaPoly>::new(ring.identity_public(), [5; 32], Some(&key(1)));
+    assert!(matches!(a.open(addr(9), &operator.seal(&status)), Ok(Inbound::Client(_, _, true))));
+    let mut guess = ClientChannel::<ChaChaPoly>::new(ring.identity_public(), [6; 32], Some(&key(2)));
+    assert_eq!(opened(a.open(addr(9), &guess.seal(&status))), Err(SealError::WrongKey), "a key not in the ring");
+    let mut user = ClientChannel::<ChaChaPoly>::new(ring.identity_public(), [7; 32], None);
+    assert!(matches!(a.open(addr(9), &user.seal(&status)), Ok(Inbound::Client(_, _, false))));
+    // A server datagram inside a client channel is refused.
+    assert_eq!(opened(a.open(addr(9), &user.seal(&datagram(life(2, 1), 1)))), Err(SealError::Mismatch));
 }
 
 #[test]

@@ -122,12 +122,12 @@ pub enum Item {
         /// The process's fence: a Lamport time of the server that started it.
         fence: u64,
     },
-    /// The leader of `epoch` binds `name` to the holder of `token`.
+    /// The leader of `epoch` binds `name` to the holder of `key`'s secret.
     Bind {
         /// User name.
         name: String,
-        /// The user's credential.
-        token: u64,
+        /// The user's public key.
+        key: crate::user::UserKey,
         /// Epoch of the leader that bound it.
         epoch: u64,
     },

@@ -2,6 +2,7 @@
 
 use crate::limits::{MAX_ACK_IDS, MAX_MEMBERS, MAX_NAME, MAX_ORIGINS, MAX_TEXT, MAX_WHO};
 use crate::time::Vc;
+use crate::user::{Signature, UserKey};
 use crate::wire::bounds::Bounded;
 use crate::wire::chat::{MsgId, Target};
 use crate::wire::status::StatusReport;
@@ -11,7 +12,9 @@ use std::net::SocketAddr;
 /// Bytes a `Find` is padded to: an `Assign` of [`MAX_MEMBERS`] IPv6 addresses fits.
 pub const FIND_ROOM: usize = 512;
 /// Bytes a `Login` is padded to: a `LoginRefused` naming the name in words fits.
-pub const LOGIN_ROOM: usize = 128;
+pub const LOGIN_ROOM: usize = 160;
+/// Bytes an `Identity` request is padded to: its answer fits.
+pub const IDENTITY_ROOM: usize = 64;
 
 fn ok_name(s: &String) -> bool {
     !s.is_empty() && s.len() <= MAX_NAME
@@ -28,8 +31,10 @@ pub enum ClientMsg {
         client: u64,
         /// User name.
         name: String,
-        /// The user's credential (proves the name is ours).
-        token: u64,
+        /// The user's public key (what the name is bound to).
+        key: UserKey,
+        /// The user's signature of this login on this channel (see [`crate::user`]).
+        sig: Signature,
         /// Vector of what this client has been shown (and had stored).
         ctx: Vc,
         /// Login attempt number; the server echoes it so stale shows of an earlier login are ignored.
@@ -90,6 +95,9 @@ pub enum ClientMsg {
         /// Client id (the assignment is a function of it).
         client: u64,
     },
+    /// Which identity key do this cluster's servers hold? The one request a sealed cluster
+    /// takes plain (trust on first use), answered with [`ServerMsg::Identity`].
+    Identity,
 }
 
 /// An operation a client submits.
@@ -120,6 +128,7 @@ impl ClientMsg {
             ClientMsg::Logout { .. } => "logout",
             ClientMsg::Who { .. } => "who",
             ClientMsg::Find { .. } => "find",
+            ClientMsg::Identity => "identity",
         }
     }
 
@@ -130,6 +139,7 @@ impl ClientMsg {
         match self {
             ClientMsg::Status | ClientMsg::Who { .. } => crate::limits::MAX_DATAGRAM,
             ClientMsg::Find { .. } => FIND_ROOM,
+            ClientMsg::Identity => IDENTITY_ROOM,
             ClientMsg::Login { .. } => LOGIN_ROOM,
             _ => 0,
         }
@@ -139,7 +149,7 @@ impl ClientMsg {
     pub fn is_well_formed(&self) -> bool {
         match self {
             ClientMsg::Logout { acks, .. } => acks.len() <= MAX_ACK_IDS && acks.iter().all(Bounded::in_bounds),
-            ClientMsg::Status | ClientMsg::Ping { .. } | ClientMsg::Who { .. } | ClientMsg::Find { .. } => true,
+            ClientMsg::Status | ClientMsg::Ping { .. } | ClientMsg::Who { .. } | ClientMsg::Find { .. } | ClientMsg::Identity => true,
             ClientMsg::Login { name, ctx, .. } => ok_name(name) && ctx.len() <= MAX_ORIGINS && ctx.in_bounds(),
             ClientMsg::Send { id, op, ctx, .. } => {
                 ctx.len() <= MAX_ORIGINS
@@ -256,6 +266,12 @@ pub enum ServerMsg {
         /// Why.
         reason: Rejection,
     },
+    /// Answer to [`ClientMsg::Identity`]: the public key of the identity client channels are
+    /// sealed to (sent plain; a client trusts it on first use only, with a warning).
+    Identity {
+        /// The identity's X25519 public key.
+        public: [u8; 32],
+    },
 }
 
 /// Why a server rejected an operation. New kinds are only ever appended.
@@ -277,7 +293,7 @@ impl std::fmt::Display for Rejection {
 /// Why a server refused a client message. New kinds are only ever appended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RefusalReason {
-    /// The client id's session at this server was made from another address.
+    /// The client id's session at this server belongs to another channel (or, unsealed, address).
     NotYourSession,
     /// Acknowledged ids that were never shown to this session (they were dropped).
     NeverShown {
@@ -286,14 +302,18 @@ pub enum RefusalReason {
     },
     /// A send, acknowledgement or ping for a session that is not logged in here: log in again.
     NotLoggedIn,
+    /// A status request from a channel that proved no key of the cluster (sealed clusters
+    /// answer status to operators only).
+    OperatorOnly,
 }
 
 impl std::fmt::Display for RefusalReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RefusalReason::NotYourSession => write!(f, "this client id belongs to a session from another address"),
+            RefusalReason::NotYourSession => write!(f, "this client id belongs to another session"),
             RefusalReason::NeverShown { count } => write!(f, "acknowledged {count} message(s) never shown to this session"),
             RefusalReason::NotLoggedIn => write!(f, "not logged in at this server"),
+            RefusalReason::OperatorOnly => write!(f, "status is for operators: give ringchat status the cluster's key file"),
         }
     }
 }
@@ -314,6 +334,7 @@ impl ServerMsg {
             ServerMsg::Refused { .. } => "refused",
             ServerMsg::Rejected { .. } => "rejected",
             ServerMsg::LoggedOut { .. } => "logged_out",
+            ServerMsg::Identity { .. } => "identity",
         }
     }
 
@@ -336,10 +357,10 @@ impl ServerMsg {
             ServerMsg::Assign { servers, .. } => !servers.is_empty() && servers.len() <= MAX_MEMBERS,
             ServerMsg::Refused { reason, .. } => match reason {
                 RefusalReason::NeverShown { count } => *count >= 1 && *count as usize <= MAX_ACK_IDS,
-                RefusalReason::NotYourSession | RefusalReason::NotLoggedIn => true,
+                RefusalReason::NotYourSession | RefusalReason::NotLoggedIn | RefusalReason::OperatorOnly => true,
             },
             ServerMsg::Rejected { id, .. } => id.in_bounds(),
-            ServerMsg::LoggedOut { .. } => true,
+            ServerMsg::LoggedOut { .. } | ServerMsg::Identity { .. } => true,
         }
     }
 }

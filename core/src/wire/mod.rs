@@ -21,7 +21,7 @@ use bounds::Bounded;
 use serde::{Deserialize, Serialize};
 
 /// Protocol version carried in the first byte of every datagram.
-pub const VERSION: u8 = 5;
+pub const VERSION: u8 = 6;
 
 /// Every datagram: between servers, from a client, or to a client.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -62,6 +62,17 @@ impl std::fmt::Display for DecodeError {
 }
 
 impl std::error::Error for DecodeError {}
+
+/// Whether `bytes` is a plain `Identity` request (the one plain client datagram a sealed
+/// cluster takes). Total.
+pub fn is_identity_request(bytes: &[u8]) -> bool {
+    matches!(decode(bytes), Ok(Packet::FromClient(ClientMsg::Identity)))
+}
+
+/// Whether `bytes` is a plain `Identity` answer. Total.
+pub fn is_identity_answer(bytes: &[u8]) -> bool {
+    matches!(decode(bytes), Ok(Packet::ToClient(ServerMsg::Identity { .. })))
+}
 
 /// Encodes a packet as `[VERSION] ++ postcard`, and a client request whose answer is large
 /// padded with zeros to [`ClientMsg::answer_room`] (a server answers a datagram that proved

@@ -178,8 +178,8 @@ pub enum Body {
     NameClaim {
         /// The name.
         name: String,
-        /// The claimant's credential.
-        token: u64,
+        /// The claimant's public key (its login's signature verified at the server that asks).
+        key: crate::user::UserKey,
     },
     /// What the sender has delivered, sent as soon as it delivers something new
     /// (at most once per `HOLDS_GAP_US`): lets peers count

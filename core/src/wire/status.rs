@@ -48,6 +48,8 @@ pub struct Counters {
     /// Replies not sent because they would have been larger than the unproven datagram
     /// that asked for them (no amplification).
     pub reply_too_large: u64,
+    /// Logins whose signature did not verify under the key they name, refused.
+    pub bad_signature: u64,
 }
 
 impl Counters {
@@ -65,6 +67,7 @@ impl Counters {
             + self.unsealed
             + self.rival_leader
             + self.rate_limited
+            + self.bad_signature
     }
 
     /// Datagrams ignored in the normal course of a cluster's life: from servers still founding
@@ -117,8 +120,9 @@ pub struct StatusReport {
     pub sealed: bool,
     /// Refusal counters.
     pub counters: Counters,
-    /// Clients logged in here, as (name, address): as many as fit the datagram.
-    pub clients: Vec<(String, SocketAddr)>,
+    /// Clients logged in here, as (name, address; the address for an operator only): as many
+    /// as fit the datagram.
+    pub clients: Vec<(String, Option<SocketAddr>)>,
     /// Clients logged in here in all.
     pub clients_total: u32,
     /// Unacknowledged inbox entries per user, largest first: as many as fit the datagram.

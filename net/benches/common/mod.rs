@@ -21,6 +21,8 @@ pub struct Cluster {
     pub procs: Vec<Child>,
     pub addrs: Vec<SocketAddr>,
     pub dir: Option<PathBuf>,
+    /// The key ring, when sealed (status asks as an operator).
+    pub ring: Option<ringchat_core::seal::KeyRing>,
 }
 
 impl Drop for Cluster {
@@ -56,9 +58,10 @@ impl Cluster {
         });
         let key = std::env::temp_dir().join(format!("ringchat-bench-{}-{}.key", std::process::id(), ports[0]));
         let _ = std::fs::remove_file(&key);
-        if sealed {
+        let ring = sealed.then(|| {
             ringchat_net::keys::keygen(&key).expect("bench key file");
-        }
+            ringchat_net::keys::load(&key).expect("bench key file")
+        });
         let mut procs = Vec::new();
         for a in &addrs {
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringchat"));
@@ -77,11 +80,12 @@ impl Cluster {
             cmd.env("RUST_LOG", "warn").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
             procs.push(cmd.spawn().expect("spawn ringchat server"));
         }
-        let c = Cluster { procs, addrs, dir };
+        let c = Cluster { procs, addrs, dir, ring };
         // Wait for one leader and a view of n (status polling with a deadline).
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let rs: Option<Vec<_>> = c.addrs.iter().map(|a| ringchat_net::status::query(*a, Duration::from_millis(300)).ok()).collect();
+            let rs: Option<Vec<_>> =
+                c.addrs.iter().map(|a| ringchat_net::status::query(*a, c.ring.as_ref(), Duration::from_millis(300)).ok()).collect();
             if let Some(rs) = rs {
                 if rs.iter().all(|r| r.leader.is_some() && r.leader == rs[0].leader && r.members.len() == n) {
                     break;
@@ -91,6 +95,13 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(20));
         }
         c
+    }
+}
+
+impl Cluster {
+    /// The identity clients seal to (`None`: unsealed).
+    pub fn identity(&self) -> Option<[u8; 32]> {
+        self.ring.as_ref().map(ringchat_core::seal::KeyRing::identity_public)
     }
 }
 

@@ -90,6 +90,24 @@ pub fn test_key_file() -> PathBuf {
         .clone()
 }
 
+/// The ring of [`test_key_file`] (an operator's credential for `status`).
+pub fn test_ring() -> ringchat_core::seal::KeyRing {
+    ringchat_net::keys::load(&test_key_file()).expect("test key file")
+}
+
+/// [`test_key_file`] as a command-line argument.
+pub fn key_arg() -> String {
+    test_key_file().display().to_string()
+}
+
+/// The clients' config directory for this test process (user keys, trusted identities), so
+/// tests never touch the real one.
+pub fn home() -> PathBuf {
+    let dir = log_dir().join(format!("home-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
 /// A key ring file of its own for `name` in the test directory (a fresh random key).
 pub fn new_key_file(name: &str) -> PathBuf {
     let path = log_dir().join(format!("{name}-{}.key", std::process::id()));
@@ -178,8 +196,24 @@ pub fn brief(r: &StatusReport) -> String {
 }
 
 /// One status query (a few resends within 300 ms).
+/// The status of the server at `port`, asked as an operator of the test key ring, else plain
+/// (an unsealed server answers only that).
 pub fn status(port: u16) -> Option<StatusReport> {
-    ringchat_net::status::query(addr(port), Duration::from_millis(300)).ok()
+    let ring = test_ring();
+    ringchat_net::status::query(addr(port), Some(&ring), Duration::from_millis(200))
+        .or_else(|_| ringchat_net::status::query(addr(port), None, Duration::from_millis(200)))
+        .ok()
+}
+
+/// The status of the server at `port`, asked as an operator of the ring in `key_file`.
+pub fn status_as(port: u16, key_file: &std::path::Path) -> Option<StatusReport> {
+    let ring = ringchat_net::keys::load(key_file).ok()?;
+    ringchat_net::status::query(addr(port), Some(&ring), Duration::from_millis(300)).ok()
+}
+
+/// [`status`] asked plain, as anyone (what an unsealed server answers).
+pub fn status_plain(port: u16) -> Option<StatusReport> {
+    ringchat_net::status::query(addr(port), None, Duration::from_millis(300)).ok()
 }
 
 /// `Some(reports)` when every server in `ports` answers, all name the same leader,
@@ -215,7 +249,14 @@ pub fn agreement(ports: &[u16]) -> Option<(NodeId, Vec<StatusReport>)> {
 pub fn run_cli(args: &[&str]) -> (Option<i32>, String, String) {
     let mut child = {
         let _guard = fork_lock();
-        Command::new(BIN).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn ringchat")
+        Command::new(BIN)
+            .args(args)
+            .env("RINGCHAT_HOME", home())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ringchat")
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

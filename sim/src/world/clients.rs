@@ -11,6 +11,9 @@ use crate::history::{ChatHappening, ChatOp};
 use crate::report::ChatReport;
 use rand::{Rng, RngCore};
 use ringchat_core::client::{Client, ClientConfig, ClientError, ClientEvent};
+use ringchat_core::seal::channel::ClientChannel;
+use ringchat_core::seal::StandIn;
+use ringchat_core::user::UserSecret;
 use ringchat_core::wire::Op;
 use ringchat_core::wire::{MsgId, Target};
 use ringchat_core::Instant;
@@ -22,6 +25,8 @@ pub(super) struct Proc {
     pub user: usize,
     pub addr: SocketAddr,
     pub client: Option<Client>,
+    /// The process life's channel to the cluster (`None`: the run is unsealed).
+    pub channel: Option<ClientChannel<StandIn>>,
     pub life: u64,
     pub token: u64,
     pub timer_at: Option<u64>,
@@ -67,6 +72,22 @@ pub(super) fn user_name(u: usize) -> String {
     format!("u{u}")
 }
 
+/// 32 bytes drawn from `seed` and `n` alone (keys the simulator makes without touching the
+/// run's random stream).
+pub(super) fn seed_bytes(seed: u64, n: u64) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, chunk) in out.chunks_mut(8).enumerate() {
+        chunk.copy_from_slice(&ringchat_core::id::mix64(seed ^ ringchat_core::id::mix64(n ^ i as u64)).to_le_bytes());
+    }
+    out
+}
+
+/// The user key a simulated user (or impostor) holds: a function of its token, so every
+/// process of one user holds the same key and an impostor holds another.
+pub(super) fn user_secret(token: u64) -> UserSecret {
+    UserSecret::from_seed(seed_bytes(0x05E7, token))
+}
+
 impl World {
     pub(super) fn setup_clients(&mut self) {
         let m = self.cfg.clients;
@@ -82,6 +103,7 @@ impl World {
                 user: c,
                 addr,
                 client: None,
+                channel: None,
                 life: 0,
                 token,
                 timer_at: None,
@@ -110,7 +132,11 @@ impl World {
         let p = &mut self.chat.procs[c];
         p.life += 1;
         let id = ((c as u64 + 1) << 32) | p.life;
-        p.client = Some(Client::new(ClientConfig { servers, group, ..ClientConfig::default() }, id, 0, Instant(self.now)));
+        // The life's ephemeral key comes from the seed and the process id, not the run's
+        // random stream, so sealing changes no other draw.
+        p.channel = self.ring.as_ref().map(|ring| ClientChannel::new(ring.identity_public(), seed_bytes(self.cfg.seed ^ 0xC4A7, id), None));
+        let channel = p.channel.as_ref().map(ClientChannel::id);
+        p.client = Some(Client::new(ClientConfig { servers, group, channel, ..ClientConfig::default() }, id, 0, Instant(self.now)));
         p.last_shown = None;
     }
 
@@ -121,9 +147,25 @@ impl World {
         let now = self.now;
         let p = &mut self.chat.procs[c];
         p.name = name.clone();
+        let Some(process) = p.client.as_ref().map(Client::id) else { return };
+        // The impostor tries its victim's name with its own key (every other life: only a
+        // leader that rebinds names takes it, the planted `RebindNames`), or claims the
+        // victim's public key (no secret) with a signature of its own (only a server that
+        // forgets to check signatures takes it, the planted `TrustAnyLogin`).
+        let claims = p.impostor && name != user_name(p.user) && process % 2 == 0;
+        let victim = claims.then(|| self.chat.procs.iter().find(|q| !q.impostor && q.name == name)).flatten();
+        let claim = victim.map(|v| user_secret(v.token).public());
+        let p = &mut self.chat.procs[c];
         let Some(cl) = p.client.as_mut() else { return };
-        let process = cl.id();
-        if cl.login(Instant(now), &name, token).is_ok() {
+        let started = match claim {
+            Some(key) => {
+                let binding = p.channel.as_ref().map_or([0; 32], |ch| ch.id().0);
+                let sig = user_secret(token).sign_login(&binding, process, &name);
+                cl.login_claiming(Instant(now), &name, key, sig)
+            }
+            None => cl.login(Instant(now), &name, user_secret(token)),
+        };
+        if started.is_ok() {
             let user = p.user;
             self.history.push_chat(now, process, user, ChatHappening::Login { name, token });
         }
@@ -272,7 +314,19 @@ impl World {
     pub(super) fn client_deliver(&mut self, c: usize, from: usize, bytes: &[u8]) {
         let from_addr = self.nodes[from].addr;
         let now = self.now;
-        let Some(cl) = self.chat.procs[c].client.as_mut() else { return };
+        let p = &mut self.chat.procs[c];
+        let Some(cl) = p.client.as_mut() else { return };
+        let opened;
+        let bytes = match p.channel.as_mut() {
+            Some(ch) => match ch.open(bytes) {
+                Ok(plain) => {
+                    opened = plain;
+                    &opened[..]
+                }
+                Err(_) => return self.count_fault("channel_refused"),
+            },
+            None => bytes,
+        };
         cl.handle_datagram(Instant(now), from_addr, bytes);
         if self.cfg.trace {
             if let Ok(ringchat_core::wire::Packet::ToClient(m)) = ringchat_core::wire::decode(bytes) {
@@ -298,8 +352,13 @@ impl World {
         let e = self.nodes.len() + c;
         let mut quit = false;
         loop {
-            let Some(cl) = self.chat.procs[c].client.as_mut() else { return };
+            let p = &mut self.chat.procs[c];
+            let Some(cl) = p.client.as_mut() else { return };
             let Some((addr, bytes)) = cl.poll_transmit() else { break };
+            let bytes = match p.channel.as_mut() {
+                Some(ch) => ch.seal(&bytes),
+                None => bytes,
+            };
             self.hash.bytes(&bytes);
             if addr == GROUP {
                 for to in 0..self.nodes.len() {

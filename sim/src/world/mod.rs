@@ -171,7 +171,10 @@ impl World {
                 cfg.clients + usize::from(cfg.clients > 0) + if outsider_on(&cfg) { outsider::OUTSIDER_CLIENTS } else { 0 },
                 cfg.rooms,
             )),
-            outsider: outsider_on(&cfg).then(|| outsider::Outsider::new(cfg.seed, (cfg.duration_ms * 1000).saturating_sub(12_000_000))),
+            outsider: outsider_on(&cfg).then(|| {
+                let identity = (!cfg.unsealed).then(|| sim_ring(cfg.seed).identity_public());
+                outsider::Outsider::new(cfg.seed, (cfg.duration_ms * 1000).saturating_sub(12_000_000), identity)
+            }),
             next_sample: 0,
             ring: (!cfg.unsealed).then(|| sim_ring(cfg.seed)),
             // Every simulated second or so with long-life faults; every 10 s otherwise (speed).

@@ -47,6 +47,7 @@ impl World {
         let mut cfg = self.cfg.server.clone();
         cfg.ring = self.cfg.ring;
         cfg.sealed = !self.cfg.unsealed;
+        cfg.identity = self.ring.as_ref().map(|r| r.identity_public());
         if self.life.disk_loss > 0.0 && cfg.expect.is_none() {
             // An operator who replaces disks runs with `--expect N` (the README's advice): a
             // server that comes back blank while cut off then waits instead of founding a
@@ -144,7 +145,9 @@ impl World {
             self.outsider_overhear_plain(&t.bytes, t.kind);
             let node = &mut self.nodes[i];
             if let (Some(server), Some(seal)) = (node.server.as_ref(), node.seal.as_mut()) {
-                seal::drive::seal_transmit(server, seal, &mut t);
+                if !seal::drive::seal_transmit(server, seal, &mut t) {
+                    continue;
+                }
             }
             self.hash.bytes(&t.bytes);
             self.outsider_overhear(&t.bytes);

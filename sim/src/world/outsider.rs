@@ -41,8 +41,10 @@ use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ringchat_core::id::{mix64, ClusterId, NodeId, ServerId};
 use ringchat_core::limits::MAX_COUNTER;
+use ringchat_core::seal::channel::{ClientChannel, SERVER_SEALED};
 use ringchat_core::seal::drive::Fed;
 use ringchat_core::seal::{self, ClusterKey, KeyRing, Seal, StandIn, SEAL_VERSION};
+use ringchat_core::user::UserSecret;
 use ringchat_core::view::{Member, View, ViewStamp};
 use ringchat_core::wire::{self, Body, CandidateKey, ClientMsg, Envelope, MsgId, Op, Packet, Target};
 use ringchat_core::Server;
@@ -118,16 +120,21 @@ pub(super) struct Outsider {
     answering: Option<(&'static str, usize)>,
     violations: Vec<Violation>,
     stop_at: u64,
+    /// Its own channel to the cluster (it knows the public identity, as any user does).
+    channel: Option<ClientChannel<StandIn>>,
 }
 
 impl Outsider {
     /// The outsider of seed `seed`, acting until `stop_at` (µs).
-    pub(super) fn new(seed: u64, stop_at: u64) -> Outsider {
+    pub(super) fn new(seed: u64, stop_at: u64, identity: Option<[u8; 32]>) -> Outsider {
         let mut rng = ChaCha8Rng::seed_from_u64(mix64(seed ^ 0x0075_1DE5));
         let me = NodeId { id: ServerId(((rng.next_u64() as u128) << 64) | rng.next_u64() as u128 | 1), incarnation: 1 };
         let mut wrong_key = [0u8; 32];
         rng.fill_bytes(&mut wrong_key);
         let wrong = Seal::new(me, KeyRing::new(ClusterKey::new(wrong_key)), None);
+        let mut ephemeral = [0u8; 32];
+        rng.fill_bytes(&mut ephemeral);
+        let channel = identity.map(|i| ClientChannel::new(i, ephemeral, None));
         Outsider {
             rng,
             tape: Vec::new(),
@@ -138,6 +145,7 @@ impl Outsider {
             answering: None,
             violations: Vec::new(),
             stop_at,
+            channel,
         }
     }
 
@@ -217,7 +225,10 @@ impl World {
             _ => "sealed",
         };
         if addr == outsider_addr() {
-            let direct = matches!(wire::decode(bytes), Ok(Packet::ToClient(m)) if ringchat_core::cluster::unproven::is_direct_answer(&m));
+            // An answer on its own channel is sealed for it: it opens it to see what it is.
+            let opened = o.channel.as_mut().filter(|_| bytes.first() == Some(&SERVER_SEALED)).and_then(|ch| ch.open(bytes).ok());
+            let plain = opened.as_deref().unwrap_or(bytes);
+            let direct = matches!(wire::decode(plain), Ok(Packet::ToClient(m)) if ringchat_core::cluster::unproven::is_direct_answer(&m));
             if direct && bytes.len() > size {
                 o.violations
                     .push(Violation::new("O2", format!("n{i} answered a {size}-byte unproven datagram with {} bytes", bytes.len())));
@@ -389,7 +400,9 @@ impl World {
         Some((b, What::Made, "outsider_garbage"))
     }
 
-    /// Client traffic (not sealed yet): requests anyone may send, and its own logins.
+    /// Client traffic, on its own channel (a third of it plain, which a sealed cluster
+    /// refuses): requests anyone may send, sessions it does not own, and its own logins
+    /// (some with signatures that do not verify).
     fn outsider_client(&mut self) -> Option<(Vec<u8>, What, &'static str)> {
         let o = self.outsider.as_mut()?;
         let rng = &mut o.rng;
@@ -411,16 +424,32 @@ impl World {
                 left_ms: rng.random(),
             },
             7 => {
-                let k = (client & 3) as usize;
-                ClientMsg::Login { client, name: format!("zq{k}"), token: mix64(client), ctx: Default::default(), attempt: 1 }
+                let name = format!("zq{}", client & 3);
+                let user = UserSecret::from_seed([(client & 3) as u8 ^ 0x5A; 32]);
+                let binding = o.channel.as_ref().map_or([0; 32], |c| c.id().0);
+                let mut sig = user.sign_login(&binding, client, &name);
+                if rng.random_bool(0.3) {
+                    sig.0[0] ^= 1; // a signature that does not verify
+                }
+                ClientMsg::Login { client, name, key: user.public(), sig, ctx: Default::default(), attempt: 1 }
             }
             _ => {
-                // An unpadded status request: the answer must not be larger.
-                let b = wire::encode(&Packet::FromClient(ClientMsg::Status))?;
-                return Some((b[..3].to_vec(), What::Made, "outsider_client"));
+                // An unpadded request: the answer must not be larger. Plain, a status request;
+                // on its channel, a find (a sealed cluster answers status to operators only).
+                let Some(ch) = o.channel.as_mut() else {
+                    let b = wire::encode(&Packet::FromClient(ClientMsg::Status))?;
+                    return Some((b[..3].to_vec(), What::Made, "outsider_client"));
+                };
+                let mut b = vec![wire::VERSION];
+                b.extend(postcard::to_allocvec(&Packet::FromClient(ClientMsg::Find { client })).ok()?);
+                return Some((ch.seal(&b), What::Made, "outsider_client"));
             }
         };
-        Some((wire::encode(&Packet::FromClient(msg))?, What::Made, "outsider_client"))
+        let bytes = wire::encode(&Packet::FromClient(msg))?;
+        match o.channel.as_mut() {
+            Some(ch) if o.rng.random_bool(0.67) => Some((ch.seal(&bytes), What::Made, "outsider_client")),
+            _ => Some((bytes, What::Made, "outsider_client")),
+        }
     }
 
     fn outsider_deliver(&mut self, to: usize, bytes: Vec<u8>, what: What, kind: &'static str) {
@@ -531,7 +560,7 @@ fn made_up_body(rng: &mut ChaCha8Rng, env: &Envelope, members: &[Member], me: No
         18 => Body::SnapshotGet { nonce: big(rng), from: 0 },
         19 => Body::SnapshotChunk { nonce: big(rng), index: 0, total: 1, bytes: vec![0xFF; 64] },
         20 => Body::ChatNeed { origin: pick(rng).node, from: 1, to: big(rng) },
-        21 => Body::NameClaim { name: "u0".into(), token: big(rng) },
+        21 => Body::NameClaim { name: "u0".into(), key: ringchat_core::user::UserKey([rng.random(); 32]) },
         22 => Body::ChatHolds { delivered: [(pick(rng).node, big(rng))].into_iter().collect() },
         23 => Body::ChatPresence { users: vec!["u0".into(), "zq0".into()] },
         24 => {

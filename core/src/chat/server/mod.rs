@@ -63,8 +63,8 @@ pub struct Ctx<'a> {
 pub enum Out {
     /// To a peer server (`true` = retransmission).
     Peer(SocketAddr, Body, bool),
-    /// To a client.
-    Client(SocketAddr, ServerMsg),
+    /// To a client, on its path.
+    Client(crate::path::ClientPath, ServerMsg),
 }
 
 /// Most send-to-stored times kept for the driver (see [`ChatServer::take_stored_latencies`]).
@@ -228,8 +228,10 @@ impl ChatServer {
     }
 
     /// Fills the chat part of a status report, listing what fits in `budget` bytes.
-    pub fn fill_status(&self, d: &ChatDurable, report: &mut StatusReport, budget: usize) {
-        let online: Vec<(&String, SocketAddr)> = self.sessions.values().filter(|s| s.login.is_done()).map(|s| (&s.name, s.addr)).collect();
+    /// Clients' addresses are listed for an operator only.
+    pub fn fill_status(&self, d: &ChatDurable, report: &mut StatusReport, budget: usize, addresses: bool) {
+        let online: Vec<(&String, Option<SocketAddr>)> =
+            self.sessions.values().filter(|s| s.login.is_done()).map(|s| (&s.name, addresses.then_some(s.path.addr))).collect();
         report.clients_total = online.len() as u32;
         report.snapshots = self.transfer.installed;
         report.store = d.causal.store_len() as u32;

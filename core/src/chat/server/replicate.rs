@@ -7,6 +7,7 @@ use crate::id::{NodeId, ServerId};
 use crate::limits::MAX_PRESENCE;
 use crate::plant::PlantedBug;
 use crate::time::Vc;
+use crate::user::UserKey;
 use crate::view::Member;
 use crate::wire::{Body, CausalMsg, Item, Key};
 use std::collections::BTreeSet;
@@ -274,7 +275,7 @@ impl ChatServer {
     }
 
     /// A name claim forwarded to us (we act only as leader, once caught up with a majority).
-    pub fn on_claim(&mut self, d: &mut ChatDurable, cx: &Ctx, name: String, token: u64, out: &mut Vec<Out>) {
+    pub fn on_claim(&mut self, d: &mut ChatDurable, cx: &Ctx, name: String, key: UserKey, out: &mut Vec<Out>) {
         if !cx.is_leader || d.state.names.contains_key(&name) && self.plant != Some(PlantedBug::RebindNames) {
             return;
         }
@@ -289,6 +290,6 @@ impl ChatServer {
         if !view.is_majority(caught_up) {
             return;
         }
-        self.broadcast(d, cx, Item::Bind { name, token, epoch: cx.epoch }, out);
+        self.broadcast(d, cx, Item::Bind { name, key, epoch: cx.epoch }, out);
     }
 }

@@ -6,12 +6,13 @@ use super::{ChatDurable, ChatServer, Ctx, Out, PENDING_TTL_US, RESEND_US, RETRY_
 use crate::chat::state::Applied;
 use crate::id::NodeId;
 use crate::limits::{MAX_ACK_IDS, MAX_EXPIRED, MAX_LEAVING, MAX_PENDING};
+use crate::path::ClientPath;
 use crate::plant::PlantedBug;
 use crate::time::{merge, Instant, Vc};
+use crate::user::UserKey;
 use crate::view::View;
 use crate::wire::{Body, ClientMsg, Item, Key, MsgId, Op, RefusalReason, Rejection, ServerMsg, Target};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 
 /// Whether a login may be shown its inbox and have its sends broadcast yet. A server that
 /// restarted or was cut off may still hold inbox entries whose acknowledgement (from an
@@ -64,9 +65,10 @@ impl Login {
 
 /// A client process's session at this server (not durable: clients log in again).
 pub(super) struct Session {
-    pub(super) addr: SocketAddr,
+    /// Where the client is answered: its channel, and the address it was last heard from.
+    pub(super) path: ClientPath,
     pub(super) name: String,
-    pub(super) token: u64,
+    pub(super) key: UserKey,
     pub(super) login: Login,
     pub(super) ctx: Vc,
     pub(super) last_heard: Instant,
@@ -91,7 +93,7 @@ pub(super) struct Session {
 }
 
 /// Refuses a client message (the one refusal its datagram may cause).
-fn refuse(out: &mut Vec<Out>, from: SocketAddr, client: u64, reason: RefusalReason) {
+fn refuse(out: &mut Vec<Out>, from: ClientPath, client: u64, reason: RefusalReason) {
     out.push(Out::Client(from, ServerMsg::Refused { client, reason }));
 }
 
@@ -150,23 +152,26 @@ impl ChatServer {
     }
 
     /// A datagram from a client.
-    pub fn on_client(&mut self, d: &mut ChatDurable, cx: &Ctx, from: SocketAddr, msg: ClientMsg, out: &mut Vec<Out>) {
+    pub fn on_client(&mut self, d: &mut ChatDurable, cx: &Ctx, from: ClientPath, msg: ClientMsg, out: &mut Vec<Out>) {
         if cx.view.is_none() {
             return; // not a member: the client will try another server
         }
         match msg {
-            ClientMsg::Status | ClientMsg::Find { .. } => {}
-            ClientMsg::Login { client, name, token, ctx, attempt } => {
-                // A session belongs to the address it was made from (a client keeps one socket for
-                // its life). Only its own user (same name and token) may move it, as after a NAT
-                // rebinding; anyone else is refused and the session is left alone.
-                if self.sessions.get(&client).is_some_and(|s| s.addr != from && (s.name != name || s.token != token)) {
+            ClientMsg::Status | ClientMsg::Find { .. } | ClientMsg::Identity => {}
+            ClientMsg::Login { client, name, key, ctx, attempt, .. } => {
+                // The cluster layer checked the signature: the sender holds `key`'s secret, on
+                // this channel.
+                // A session belongs to the channel it was made on (a client keeps one for its
+                // life; unsealed, its address). Only its own user (same name and key, proven
+                // above) may move it, as after a NAT rebinding; anyone else is refused and the
+                // session is left alone.
+                if self.sessions.get(&client).is_some_and(|s| !s.path.same_party(&from) && (s.name != name || s.key != key)) {
                     return refuse(out, from, client, RefusalReason::NotYourSession);
                 }
                 let s = self.sessions.entry(client).or_insert_with(|| Session {
-                    addr: from,
+                    path: from,
                     name: name.clone(),
-                    token,
+                    key,
                     login: Login::InProgress { fence: None },
                     ctx: Vc::new(),
                     last_heard: cx.now,
@@ -183,7 +188,7 @@ impl ChatServer {
                     claim_at: cx.now,
                     replay: Replay::Since(cx.now),
                 });
-                s.addr = from;
+                s.path = from;
                 s.last_heard = cx.now;
                 merge(&mut s.ctx, &ctx);
                 if s.attempt != attempt {
@@ -195,9 +200,9 @@ impl ChatServer {
                     s.client_next = 1;
                     s.replay = Replay::Since(cx.now);
                 }
-                if s.name != name || s.token != token {
+                if s.name != name || s.key != key {
                     s.name = name;
-                    s.token = token;
+                    s.key = key;
                     s.login = Login::InProgress { fence: None };
                 }
                 self.progress_login(d, cx, client, out);
@@ -215,7 +220,7 @@ impl ChatServer {
                 out.push(Out::Client(from, ServerMsg::Pong { client }));
             }
             ClientMsg::Logout { client, acks } => {
-                if self.sessions.get(&client).is_some_and(|s| s.addr != from) {
+                if self.sessions.get(&client).is_some_and(|s| !s.path.same_party(&from)) {
                     return refuse(out, from, client, RefusalReason::NotYourSession);
                 }
                 // The client's last acknowledgements ride along (the datagram that carried them
@@ -364,11 +369,15 @@ impl ChatServer {
         keys
     }
 
-    /// The logged-in session `client`, if it was made from `from`; otherwise why not.
-    pub(super) fn own_session(sessions: &mut BTreeMap<u64, Session>, client: u64, from: SocketAddr) -> Result<&mut Session, RefusalReason> {
+    /// The logged-in session `client`, if it belongs to `from`'s channel (which may have moved
+    /// to another address: the session follows it); otherwise why not.
+    pub(super) fn own_session(sessions: &mut BTreeMap<u64, Session>, client: u64, from: ClientPath) -> Result<&mut Session, RefusalReason> {
         match sessions.get_mut(&client) {
-            Some(s) if s.addr != from => Err(RefusalReason::NotYourSession),
-            Some(s) if s.login.is_done() => Ok(s),
+            Some(s) if !s.path.same_party(&from) => Err(RefusalReason::NotYourSession),
+            Some(s) if s.login.is_done() => {
+                s.path = from;
+                Ok(s)
+            }
             _ => Err(RefusalReason::NotLoggedIn),
         }
     }
@@ -378,11 +387,11 @@ impl ChatServer {
     pub(super) fn progress_login(&mut self, d: &mut ChatDurable, cx: &Ctx, client: u64, out: &mut Vec<Out>) {
         let Some(s) = self.sessions.get(&client) else { return };
         if s.login.is_done() {
-            out.push(Out::Client(s.addr, ServerMsg::LoginOk { client, attempt: s.attempt }));
+            out.push(Out::Client(s.path, ServerMsg::LoginOk { client, attempt: s.attempt }));
             return;
         }
         match d.state.names.get(&s.name).copied() {
-            Some(token) if token == s.token => {
+            Some(key) if key == s.key => {
                 let bound = d.state.name_keys.get(&s.name).is_some_and(|key| self.stable(d, cx, *key));
                 if !bound {
                     return;
@@ -408,20 +417,20 @@ impl ChatServer {
                 }
                 let s = self.sessions.get_mut(&client).expect("looked up above"); // invariant
                 s.login = Login::Done { fence: (fence, key) };
-                out.push(Out::Client(s.addr, ServerMsg::LoginOk { client, attempt: s.attempt }));
+                out.push(Out::Client(s.path, ServerMsg::LoginOk { client, attempt: s.attempt }));
             }
             Some(_) if self.plant != Some(PlantedBug::RebindNames) => {
-                let addr = s.addr;
-                let reason = format!("name {:?} is taken", s.name);
+                let addr = s.path;
+                let reason = format!("name {:?} belongs to another key", s.name);
                 self.sessions.remove(&client);
                 out.push(Out::Client(addr, ServerMsg::LoginRefused { client, reason }));
             }
             _ => {
-                let (name, token) = (s.name.clone(), s.token);
+                let (name, key) = (s.name.clone(), s.key);
                 if cx.is_leader {
-                    self.on_claim(d, cx, name, token, out);
+                    self.on_claim(d, cx, name, key, out);
                 } else if let Some(l) = cx.leader {
-                    out.push(Out::Peer(l, Body::NameClaim { name, token }, false));
+                    out.push(Out::Peer(l, Body::NameClaim { name, key }, false));
                 }
             }
         }
@@ -498,7 +507,7 @@ impl ChatServer {
                 if !d.state.names.contains_key(user) && d.state.delivered_copy(id).is_none() {
                     // Nobody holds the name: an inbox entry for it could never be acknowledged.
                     if let Some(s) = self.sessions.get(&client) {
-                        out.push(Out::Client(s.addr, ServerMsg::Rejected { id, reason: Rejection::NoSuchUser }));
+                        out.push(Out::Client(s.path, ServerMsg::Rejected { id, reason: Rejection::NoSuchUser }));
                     }
                     continue;
                 }
@@ -532,7 +541,7 @@ impl ChatServer {
         // Stored acknowledgements.
         let Some(s) = self.sessions.get_mut(&client) else { return };
         let waiting = std::mem::take(&mut s.waiting);
-        let addr = s.addr;
+        let addr = s.path;
         let mut keep = Vec::new();
         let mut latencies = Vec::new();
         for (id, key) in waiting {
@@ -598,7 +607,7 @@ impl ChatServer {
                 });
                 let (stamp, attempt) = (m.stamp(), s.attempt);
                 let msg = ServerMsg::Show { id, from: from.clone(), room: room.clone(), text: text.clone(), stamp, attempt, no, client };
-                out.push(Out::Client(s.addr, msg));
+                out.push(Out::Client(s.path, msg));
             }
         }
         if s.shown_at.len() > 4 * crate::limits::MAX_INBOX {
@@ -625,7 +634,7 @@ impl ChatServer {
         for (id, no) in skips {
             if s.shown_at.get(&id).is_none_or(|t| now.since(*t) >= RESEND_US) {
                 s.shown_at.insert(id, now);
-                out.push(Out::Client(s.addr, ServerMsg::Skip { client, attempt: s.attempt, no }));
+                out.push(Out::Client(s.path, ServerMsg::Skip { client, attempt: s.attempt, no }));
             }
         }
     }
