@@ -500,3 +500,47 @@ fn print_failure(args: &SimArgs, r: &Report) {
         eprintln!("{line}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::ElectionRecord;
+
+    fn record(cluster: &str, epoch: u64, leader: &str) -> ElectionRecord {
+        ElectionRecord { epoch, leader: String::new(), leader_life: leader.into(), cluster: cluster.into(), at_ms: 1.0 }
+    }
+
+    #[test]
+    fn elections_name_their_cluster_when_a_run_has_two() {
+        let mut r = world::run(SimConfig { seed: 1, duration_ms: 2_000, ..SimConfig::default() }).report;
+        let (a, b) = ("5e0c81a2".to_string() + &"0".repeat(24), "7b5e1c64".to_string() + &"1".repeat(24));
+        r.elections = vec![record(&a, 1, "d1dacd6f/1"), record(&a, 2, "d1dacd6f/1")];
+        assert_eq!(election_lines(&r)[0], "epoch   1 leader d1dacd6f/1 at 1.0 ms");
+        r.elections.push(record(&b, 1, "1370ad6e/2"));
+        let lines = election_lines(&r);
+        assert_eq!(lines[0], "cluster 5e0c81a2 epoch   1 leader d1dacd6f/1 at 1.0 ms");
+        assert_eq!(lines[2], "cluster 7b5e1c64 epoch   1 leader 1370ad6e/2 at 1.0 ms");
+    }
+
+    #[test]
+    fn shell_quoting_leaves_plain_paths_and_quotes_the_rest() {
+        assert_eq!(shell_quote("tests/schedules/split-cold-start.json"), "tests/schedules/split-cold-start.json");
+        assert_eq!(shell_quote("my schedule.json"), "'my schedule.json'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn schedules_with_values_that_could_panic_are_refused() {
+        let ok = Schedule::none(10_000);
+        assert!(check_schedule(&ok).is_ok());
+        let mut loss = ok.clone();
+        loss.rates.loss = 1.5;
+        assert!(check_schedule(&loss).is_err());
+        let mut drift = ok.clone();
+        drift.rates.drift_ppm = 1_000_000;
+        assert!(check_schedule(&drift).is_err());
+        let far = Schedule { heal_ms: u64::MAX, ..ok };
+        assert!(check_schedule(&far).is_err());
+    }
+}
