@@ -73,8 +73,11 @@ fn progress(args: &SimArgs, n: u64) -> Option<indicatif::ProgressBar> {
         return None;
     }
     let bar = indicatif::ProgressBar::new(n);
-    let style = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} seeds, {msg}, {per_sec}, {eta} left")
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    let style = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} seeds, {msg}, {rate} seeds/s, {eta} left")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .with_key("rate", |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.1}", s.per_sec());
+        });
     bar.set_style(style);
     bar.set_message("0 failed");
     bar.enable_steady_tick(Duration::from_millis(200));
