@@ -15,6 +15,20 @@ pub fn list<T: fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
     format!("[{}]", v.join(","))
 }
 
+/// The non-zero numbers of a struct of counters, `name=value` in name order (`-` when all are zero).
+pub fn counters<T: serde::Serialize>(x: &T) -> String {
+    let v = serde_json::to_value(x).unwrap_or_default();
+    let fields: Vec<String> = v
+        .as_object()
+        .map(|o| o.iter().filter(|(_, n)| n.as_u64() != Some(0)).map(|(k, n)| format!("{k}={n}")).collect())
+        .unwrap_or_default();
+    if fields.is_empty() {
+        "-".to_string()
+    } else {
+        fields.join(" ")
+    }
+}
+
 /// The name of an enum variant, from its debug text, with no field (for variants added later
 /// that this module does not know yet: their fields may hold ids).
 fn variant<T: fmt::Debug>(x: &T) -> String {
@@ -164,6 +178,18 @@ mod tests {
             assert!(text.contains("5e0c81a2"), "{text}");
         }
         assert_eq!(event(&evs[0]).1, "voted for d1dacd6f/3 in cluster 5e0c81a2 epoch 2");
+    }
+
+    #[test]
+    fn counters_show_their_non_zero_fields_by_name() {
+        #[derive(serde::Serialize)]
+        struct C {
+            oversize: u64,
+            malformed: u64,
+            replays: u64,
+        }
+        assert_eq!(counters(&C { oversize: 2, malformed: 0, replays: 7 }), "oversize=2 replays=7");
+        assert_eq!(counters(&C { oversize: 0, malformed: 0, replays: 0 }), "-");
     }
 
     #[test]

@@ -28,9 +28,9 @@ impl World {
                             view.unwrap_or_default(),
                             list(chat.state.rooms().map(|(r, m)| format!("{r}:{}", list(m))))
                         ) + &format!(
-                            " counters {:?} causal {:?} inboxes {} delivered {} held {}",
-                            s.counters(),
-                            chat.causal.counters,
+                            " counters {} causal {} inboxes {} delivered {} held {}",
+                            crate::names::counters(s.counters()),
+                            crate::names::counters(&chat.causal.counters),
                             list(chat.state.inboxes().iter().map(|(u, ids)| format!("{u}:{}", list(ids)))),
                             vc(&chat.causal.delivered),
                             list(chat.causal.holdback_heads().iter().map(|((o, seq), deps)| format!("{o}#{seq} after {}", vc(deps))))
