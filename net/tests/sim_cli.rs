@@ -131,6 +131,7 @@ fn every_server_count_and_duration_in_range_runs() {
         &["--seed", "3", "--duration-ms", "2000", "--churn", "--disk-loss", "--power-loss", "--careless", "--majority-loss"],
         &["--seeds", "0..4", "--servers", "1", "--jobs", "1"],
         &["--seeds", "0..2", "--servers", "24", "--duration-ms", "12000", "--clients", "0", "--jobs", "256"],
+        &["--seeds", "18446744073709551612..18446744073709551615", "--duration-ms", "3000", "--jobs", "4"],
     ] {
         let o = sim(args);
         assert_eq!(o.status.code(), Some(0), "ringchat sim {args:?}:\n{}", text(&o.stderr));
