@@ -286,3 +286,27 @@ fn a_sweep_off_a_terminal_is_quiet_line_oriented_and_ends_with_a_summary() {
     assert_eq!(reports.iter().map(|r| r["seed"].as_u64()).collect::<Vec<_>>(), vec![Some(0), Some(1), Some(2)]);
     assert!(text(&o.stderr).lines().next().is_some_and(|l| l.starts_with("3 seeds: ")), "{}", text(&o.stderr));
 }
+
+#[test]
+fn elections_of_two_clusters_name_their_cluster() {
+    // A majority disk loss leaves the survivors in their old cluster while the blank servers
+    // found a new one: both may have an epoch 1.
+    let o = sim(&["--seeds", "0..20", "--json", "--majority-loss", "--disk-loss", "--duration-ms", "40000"]);
+    let two = text(&o.stdout).lines().map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON")).find(|r| {
+        let clusters: std::collections::BTreeSet<&str> =
+            r["elections"].as_array().into_iter().flatten().filter_map(|e| e["cluster"].as_str()).collect();
+        clusters.len() > 1
+    });
+    let r = two.expect("no seed of 0..20 elected leaders in two clusters");
+    let seed = r["seed"].as_u64().expect("a seed").to_string();
+    let out = text(&sim(&["--seed", &seed, "--majority-loss", "--disk-loss", "--duration-ms", "40000"]).stdout);
+    let lines: Vec<&str> =
+        out.lines().skip_while(|l| !l.trim_start().starts_with("elections:")).skip(1).take_while(|l| l.starts_with("    ")).collect();
+    assert!(lines.len() >= 2, "{out}");
+    for (line, e) in lines.iter().zip(r["elections"].as_array().into_iter().flatten()) {
+        let cluster = &e["cluster"].as_str().unwrap_or_default()[..8];
+        let life = e["leader_life"].as_str().unwrap_or_default();
+        assert!(line.trim_start().starts_with(&format!("cluster {cluster} epoch")), "{line}");
+        assert!(line.contains(&format!(" leader {life} ")), "{line}");
+    }
+}
