@@ -96,13 +96,14 @@ pub fn run_range(args: &SimArgs, a: u64, b: u64) -> i32 {
         for _ in 0..jobs {
             let tx = tx.clone();
             let next = &next;
-            s.spawn(move || loop {
+            s.spawn(move || {
                 // Never past `b` (a range may end at u64::MAX).
-                let Ok(seed) = next.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| (s < b).then_some(s + 1)) else { break };
-                let t = Instant::now();
-                let report = world::run(args.config(seed)).report;
-                if tx.send((report, t.elapsed().as_secs_f64())).is_err() {
-                    break;
+                while let Ok(seed) = next.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| (s < b).then_some(s + 1)) {
+                    let t = Instant::now();
+                    let report = world::run(args.config(seed)).report;
+                    if tx.send((report, t.elapsed().as_secs_f64())).is_err() {
+                        break;
+                    }
                 }
             });
         }

@@ -141,8 +141,7 @@ impl World {
         let finals: Vec<_> = self
             .nodes
             .iter()
-            .enumerate()
-            .filter_map(|(_, n)| n.server.as_ref().map(|s| (s.node(), s.durable())))
+            .filter_map(|n| n.server.as_ref().map(|s| (s.node(), s.durable())))
             .map(|(life, d)| {
                 let rooms = crate::names::list(d.chat.state.rooms().map(|(r, m)| format!("{r}:{}", crate::names::list(m))));
                 (life.to_string(), d.chat.causal.delivered.clone(), rooms)
