@@ -34,8 +34,10 @@ pub struct NodeId {
 }
 
 impl fmt::Display for NodeId {
+    /// `d1dacd6f/3`: the short server id and the life (incarnation), the one form every log,
+    /// trace and report uses.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.id, self.incarnation)
+        write!(f, "{}/{}", self.id, self.incarnation)
     }
 }
 
@@ -57,6 +59,7 @@ impl ClusterId {
 }
 
 impl fmt::Display for ClusterId {
+    /// Eight hex digits, like a server id (the founder's id mixed with its life and epoch).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:08x}", (self.0 >> 96) as u32)
     }

@@ -88,9 +88,7 @@ pub fn check_chat(h: &History, settled: bool) -> Vec<Violation> {
                     if heard_from.get(&r.process).is_some_and(|names| names.contains(name)) {
                         out.push(Violation::new(
                             "R1",
-                            format!(
-                                "{id:?} to {name} was rejected as to no such user, but its sender had been shown a message from {name}"
-                            ),
+                            format!("{id} to {name} was rejected as to no such user, but its sender had been shown a message from {name}"),
                         ));
                     }
                 }
@@ -142,14 +140,14 @@ pub fn check_chat(h: &History, settled: bool) -> Vec<Violation> {
             }
             ChatHappening::Shown { id } => {
                 let Some(&i) = index.get(id) else {
-                    out.push(Violation::new("C3", format!("user {} was shown {id:?}, which no one sent (at {})", r.user, ms(r.at))));
+                    out.push(Violation::new("C3", format!("user u{} was shown {id}, which no one sent (at {})", r.user, ms(r.at))));
                     continue;
                 };
                 shown_by.entry(r.process).or_default().push(*id);
                 if !shown_once.entry(r.user).or_default().insert(*id) {
                     out.push(Violation::new(
                         "C2",
-                        format!("user {} (client {:x}) was shown {id:?} twice, with no crash between (at {})", r.user, r.process, ms(r.at)),
+                        format!("user u{} (client {:x}) was shown {id} twice, with no crash between (at {})", r.user, r.process, ms(r.at)),
                     ));
                 }
                 p.or(&hb[i]);
@@ -183,7 +181,7 @@ pub fn check_chat(h: &History, settled: bool) -> Vec<Violation> {
             if let Some(j) = hb[i].first_common(&all, &seen) {
                 out.push(Violation::new(
                     "C1",
-                    format!("client {process:x} was shown {:?} before {:?}, which happened before it", ops[i].id, ops[j].id),
+                    format!("client {process:x} was shown {} before {}, which happened before it", ops[i].id, ops[j].id),
                 ));
                 break;
             }
@@ -192,7 +190,7 @@ pub fn check_chat(h: &History, settled: bool) -> Vec<Violation> {
     // N1: one holder per name.
     for ((_, name), tokens) in &holders {
         if tokens.len() > 1 {
-            out.push(Violation::new("N1", format!("name {name:?} was held by {} different users", tokens.len())));
+            out.push(Violation::new("N1", format!("name {name} was held by {} different users", tokens.len())));
         }
     }
     if !settled {
@@ -202,7 +200,7 @@ pub fn check_chat(h: &History, settled: bool) -> Vec<Violation> {
     for (process, left) in &outstanding {
         if !crashed.contains(process) {
             if let Some(id) = left.iter().next() {
-                out.push(Violation::new("M2", format!("client {process:x}: {id:?} was neither stored nor reported failed")));
+                out.push(Violation::new("M2", format!("client {process:x}: {id} was neither stored nor reported failed")));
             }
         }
     }
@@ -241,7 +239,7 @@ pub fn check_chat(h: &History, settled: bool) -> Vec<Violation> {
         };
         for u in recipients {
             if u != o.user && users.contains(&u) && !stolen.contains(&u) && !shown_to_user.contains(&(u, o.id)) {
-                out.push(Violation::new("M1", format!("{:?} from user {} to {to:?} was stored but never shown to user {u}", o.id, o.user)));
+                out.push(Violation::new("M1", format!("{} from user u{} to {to} was stored but never shown to user u{u}", o.id, o.user)));
             }
         }
     }
@@ -250,13 +248,13 @@ pub fn check_chat(h: &History, settled: bool) -> Vec<Violation> {
 
 /// R1: servers that delivered the same messages hold the same room membership, whatever order
 /// they delivered them in. `finals` are each live server's name, delivered vector and rooms.
-pub fn check_converged<D: PartialEq, R: PartialEq + std::fmt::Debug>(finals: &[(String, D, R)]) -> Vec<Violation> {
+pub fn check_converged<D: PartialEq, R: PartialEq + std::fmt::Display>(finals: &[(String, D, R)]) -> Vec<Violation> {
     let mut out = Vec::new();
     for (i, (a, da, ra)) in finals.iter().enumerate() {
         // Each server is compared with the first one that delivered the same messages.
         if let Some((b, _, rb)) = finals[..i].iter().find(|(_, db, _)| db == da) {
             if rb != ra {
-                out.push(Violation::new("R1", format!("{b} and {a} delivered the same messages but hold rooms {rb:?} and {ra:?}")));
+                out.push(Violation::new("R1", format!("{b} and {a} delivered the same messages but hold rooms {rb} and {ra}")));
             }
         }
     }
@@ -363,19 +361,24 @@ mod tests {
         h.chat.push(rec(0, 2, 1, ChatHappening::Login { name: "u1".into(), token: 2 }));
         h.chat.push(rec(1, 1, 0, ChatHappening::Sent { id: id(1, 1), op: ChatOp::Chat { to: Target::User("u1".into()), reply_to: None } }));
         h.chat.push(rec(2, 1, 0, ChatHappening::Stored { id: id(1, 1) }));
-        assert_eq!(props(&check_chat(&h, true)), vec!["M1"]);
+        let v = check_chat(&h, true);
+        assert_eq!(props(&v), vec!["M1"]);
+        // Named as everywhere else: the message `client:seq`, users by name, no debug text.
+        assert_eq!(v[0].detail, "1:1 from user u0 to user u1 was stored but never shown to user u1");
         h.chat.push(rec(3, 2, 1, ChatHappening::Shown { id: id(1, 1) }));
         assert!(check_chat(&h, true).is_empty());
     }
 
     #[test]
     fn servers_that_delivered_the_same_but_disagree_on_a_room_are_caught() {
-        fn final_of(name: &str, delivered: u64, members: &[&'static str]) -> (String, u64, Vec<(&'static str, Vec<&'static str>)>) {
-            (name.to_string(), delivered, vec![("r0", members.to_vec())])
+        fn final_of(name: &str, delivered: u64, members: &[&'static str]) -> (String, u64, String) {
+            (name.to_string(), delivered, format!("[r0:[{}]]", members.join(",")))
         }
         let agree = [final_of("n0", 7, &["u1"]), final_of("n1", 7, &["u1"]), final_of("n2", 5, &[])];
         assert!(check_converged(&agree).is_empty(), "a server behind may differ");
         let split = [final_of("n0", 7, &["u1"]), final_of("n1", 5, &[]), final_of("n2", 7, &[])];
-        assert_eq!(props(&check_converged(&split)), vec!["R1"]);
+        let v = check_converged(&split);
+        assert_eq!(props(&v), vec!["R1"]);
+        assert_eq!(v[0].detail, "n0 and n2 delivered the same messages but hold rooms [r0:[u1]] and [r0:[]]");
     }
 }

@@ -1,13 +1,72 @@
 //! `ringchat sim`: run one seed or a range of seeds, print reports, and the
 //! exact command that replays a failure.
 
+mod filter;
+mod sweep;
+
 use crate::faults::Schedule;
 use crate::life::LifeFaults;
 use crate::world::{self, FaultMode, Report, SimConfig};
-use ringchat_core::RingOrder;
+use ringchat_core::{PlantedBug, RingOrder};
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+
+/// A protocol bug to plant (see `ringchat_core::PlantedBug`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlantArg {
+    /// Deliver (and show) messages on receipt, without waiting for their causal past.
+    NoHoldback,
+    /// Do not deduplicate retried messages.
+    SkipDedup,
+    /// Lose every inbox when the server restarts.
+    ForgetInboxOnRestart,
+    /// Bind a name again to whoever claims it last.
+    RebindNames,
+    /// Show messages before they are stable.
+    ShowUnstable,
+    /// Show a login its inbox at once, without first catching up with a majority.
+    ReplayAtOnce,
+    /// Apply joins and leaves in delivery order, ignoring their Lamport times.
+    RoomsInDeliveryOrder,
+    /// Order joins and leaves by their Lamport times alone, ignoring login fences.
+    Unfenced,
+    /// Let plain view messages through a sealed server's opener.
+    AcceptUnsealedViews,
+    /// Answer requests that proved nothing in full, and a hello at the address its body names.
+    AnswerAnyone,
+}
+
+impl PlantArg {
+    /// The core's bug.
+    pub fn bug(self) -> PlantedBug {
+        match self {
+            PlantArg::NoHoldback => PlantedBug::NoHoldback,
+            PlantArg::SkipDedup => PlantedBug::SkipDedup,
+            PlantArg::ForgetInboxOnRestart => PlantedBug::ForgetInboxOnRestart,
+            PlantArg::RebindNames => PlantedBug::RebindNames,
+            PlantArg::ShowUnstable => PlantedBug::ShowUnstable,
+            PlantArg::ReplayAtOnce => PlantedBug::ReplayAtOnce,
+            PlantArg::RoomsInDeliveryOrder => PlantedBug::RoomsInDeliveryOrder,
+            PlantArg::Unfenced => PlantedBug::Unfenced,
+            PlantArg::AcceptUnsealedViews => PlantedBug::AcceptUnsealedViews,
+            PlantArg::AnswerAnyone => PlantedBug::AnswerAnyone,
+        }
+    }
+
+    /// The flag's value, as `--plant` takes it.
+    pub fn name(self) -> String {
+        use clap::ValueEnum;
+        self.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string())
+    }
+}
+
+/// A fault schedule read from a file, with the path it came from (for the replay line).
+#[derive(Clone, Debug)]
+pub struct ScheduleFile {
+    /// The path as given.
+    pub path: String,
+    /// The schedule.
+    pub schedule: Schedule,
+}
 
 /// Fault injection choice on the command line.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,21 +108,44 @@ pub struct SimArgs {
     /// Ring order.
     #[arg(long, value_enum, default_value_t = RingArg::Ascending)]
     pub ring: RingArg,
-    /// Print a readable trace, one line per event (single seed only).
+    /// Print a readable trace, one line per event (single seed only). Servers are named by
+    /// their lives (`d1dacd6f/3`), clients by user and client id, messages `client:seq`.
     #[arg(long)]
     pub trace: bool,
+    /// Trace only from this virtual time on, milliseconds (implies --trace).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
+    pub trace_from_ms: Option<u64>,
+    /// Trace only before this virtual time, milliseconds (implies --trace).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    pub trace_to_ms: Option<u64>,
+    /// Trace only the window `A..B` of virtual milliseconds, B excluded (implies --trace).
+    #[arg(long, value_name = "A..B", value_parser = parse_range, conflicts_with_all = ["trace_from_ms", "trace_to_ms"])]
+    pub window: Option<(u64, u64)>,
+    /// Trace only lines about these servers (implies --trace): a slot as the run numbers
+    /// them (`0`, `n0`), a short id or its prefix (`d1dacd6f`), or one life (`d1dacd6f/2`).
+    /// Repeat it or separate with commas.
+    #[arg(long, value_name = "SERVER", value_delimiter = ',', value_parser = filter::parse_server)]
+    pub trace_server: Vec<filter::ServerSpec>,
+    /// Trace only lines of these kinds (implies --trace): message kinds (`hello`, `chat`,
+    /// `lcr_token`, `show`, ...), event kinds (`voted`, `became_leader`, `view_installed`, ...),
+    /// `client`, `fault` or `life`. Repeat it or separate with commas.
+    #[arg(long, value_name = "KIND", value_delimiter = ',', value_parser = filter::parse_kind)]
+    pub trace_kind: Vec<String>,
     /// Print one JSON object per seed.
     #[arg(long)]
     pub json: bool,
-    /// Worker threads for a range (default: every core).
-    #[arg(long)]
-    pub jobs: Option<usize>,
+    /// Worker threads for a range, 1 to 256 (default: every core).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub jobs: Option<u64>,
     /// Simulated chat users (0 = servers only).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(0..=64))]
     pub clients: u64,
     /// Replay an explicit fault schedule (JSON, as a property test prints it) instead of drawing one.
-    #[arg(long, value_parser = parse_schedule)]
-    pub schedule: Option<Schedule>,
+    #[arg(long, value_name = "FILE", value_parser = parse_schedule)]
+    pub schedule: Option<ScheduleFile>,
+    /// Plant one protocol bug in every server, to watch a checker catch it.
+    #[arg(long, value_enum, value_name = "BUG")]
+    pub plant: Option<PlantArg>,
     /// Faults of a long life, each kind switched on and rated by the seed: server churn and client
     /// churn, restarts with the disk lost, power cuts, careless clients (also checks bounded state
     /// and liveness after churn).
@@ -96,9 +178,36 @@ pub struct SimArgs {
     pub outsider: bool,
 }
 
-fn parse_schedule(path: &str) -> Result<Schedule, String> {
+/// The longest run a schedule may describe, milliseconds (a day, as `--duration-ms`).
+const MAX_MS: u64 = 86_400_000;
+
+fn parse_schedule(path: &str) -> Result<ScheduleFile, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    serde_json::from_str(&text).map_err(|e| format!("{path} is not a fault schedule: {e}"))
+    let schedule: Schedule = serde_json::from_str(&text).map_err(|e| format!("{path} is not a fault schedule: {e}"))?;
+    check_schedule(&schedule).map_err(|e| format!("{path}: {e}"))?;
+    Ok(ScheduleFile { path: path.to_string(), schedule })
+}
+
+/// What a schedule must respect so that no value in it can make the simulator panic.
+pub fn check_schedule(s: &Schedule) -> Result<(), String> {
+    let r = &s.rates;
+    let p = |x: f64| (0.0..=1.0).contains(&x);
+    if !p(r.loss) || !p(r.duplicate) {
+        return Err(format!("rates: loss {} and duplicate {} must be between 0 and 1", r.loss, r.duplicate));
+    }
+    if r.latency_us > 10_000_000 || r.jitter_us > 10_000_000 {
+        return Err(format!("rates: latency_us {} and jitter_us {} must be at most 10 s", r.latency_us, r.jitter_us));
+    }
+    if r.drift_ppm > 100_000 {
+        return Err(format!("rates: drift_ppm {} must be at most 100000", r.drift_ppm));
+    }
+    if s.heal_ms > MAX_MS {
+        return Err(format!("heal_ms {} is beyond a day", s.heal_ms));
+    }
+    if let Some((at, _)) = s.actions.iter().find(|(at, _)| *at > MAX_MS) {
+        return Err(format!("an action at {at} ms is beyond a day"));
+    }
+    Ok(())
 }
 
 /// Prints a line to stdout; a closed pipe (`| head`) ends the process quietly.
@@ -109,6 +218,7 @@ macro_rules! out {
         }
     };
 }
+use out;
 
 fn parse_range(s: &str) -> Result<(u64, u64), String> {
     let (a, b) = s.split_once("..").ok_or_else(|| format!("expected A..B, got {s:?}"))?;
@@ -120,15 +230,24 @@ fn parse_range(s: &str) -> Result<(u64, u64), String> {
     Ok((a, b))
 }
 
+/// Quotes `s` for a POSIX shell when it holds anything but plain path characters.
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "_-./=:,+@%".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
 impl SimArgs {
     /// The configuration of seed `seed` under these arguments.
     pub fn config(&self, seed: u64) -> SimConfig {
-        SimConfig {
+        let mut cfg = SimConfig {
             seed,
             servers: self.servers as usize,
             duration_ms: self.duration_ms,
             faults: match (&self.schedule, self.faults) {
-                (Some(s), _) => FaultMode::Schedule(s.clone()),
+                (Some(s), _) => FaultMode::Schedule(s.schedule.clone()),
                 (None, FaultsArg::Swarm) => FaultMode::Swarm,
                 (None, FaultsArg::None) => FaultMode::None,
             },
@@ -136,13 +255,35 @@ impl SimArgs {
                 RingArg::Ascending => RingOrder::Ascending,
                 RingArg::Random => RingOrder::Hashed,
             },
-            trace: self.trace,
+            trace: self.tracing(),
             clients: self.clients as usize,
             life: self.life(),
             unsealed: self.unsealed,
             outsider: self.outsider.then_some(true),
             ..SimConfig::default()
-        }
+        };
+        cfg.server.plant = self.plant.map(PlantArg::bug);
+        cfg
+    }
+
+    /// Whether a trace is asked for (`--trace` or any of its filters).
+    pub fn tracing(&self) -> bool {
+        self.trace || self.filter().is_some()
+    }
+
+    /// The trace filter the flags ask for (`None`: no filter flag).
+    fn filter(&self) -> Option<filter::Filter> {
+        let (from, to) = match self.window {
+            Some((a, b)) => (Some(a), Some(b)),
+            None => (self.trace_from_ms, self.trace_to_ms),
+        };
+        let any = from.is_some() || to.is_some() || !self.trace_server.is_empty() || !self.trace_kind.is_empty();
+        any.then(|| filter::Filter {
+            from_us: from.map_or(0, |ms| ms * 1000),
+            to_us: to.map_or(u64::MAX, |ms| ms * 1000),
+            servers: self.trace_server.clone(),
+            kinds: self.trace_kind.clone(),
+        })
     }
 
     /// The long-life faults these flags ask for.
@@ -157,11 +298,13 @@ impl SimArgs {
         }
     }
 
-    /// The command line that replays `seed` exactly.
+    /// The command line that replays `seed` exactly, with its trace, ready to paste: the
+    /// program as it was invoked, every flag that shapes the run, and the schedule's path.
     pub fn replay_command(&self, seed: u64) -> String {
         let faults = if self.faults == FaultsArg::Swarm { "swarm" } else { "none" };
         let ring = if self.ring == RingArg::Ascending { "ascending" } else { "random" };
-        let schedule = if self.schedule.is_some() { " --schedule <the same schedule file>" } else { "" };
+        let schedule = self.schedule.as_ref().map(|s| format!(" --schedule {}", shell_quote(&s.path))).unwrap_or_default();
+        let plant = self.plant.map(|p| format!(" --plant {}", p.name())).unwrap_or_default();
         let life = self.life();
         let flags: String = [
             (life.swarm, " --long-life"),
@@ -178,28 +321,58 @@ impl SimArgs {
         .map(|(_, f)| *f)
         .collect();
         format!(
-            "ringchat sim --seed {seed} --servers {} --clients {} --duration-ms {} --faults {faults} --ring {ring}{schedule}{flags} --trace",
-            self.servers, self.clients, self.duration_ms
+            "{} sim --seed {seed} --servers {} --clients {} --duration-ms {} --faults {faults} --ring {ring}{schedule}{plant}{flags} --trace",
+            program(),
+            self.servers,
+            self.clients,
+            self.duration_ms
         )
+    }
+}
+
+/// The program as the user invoked it when that was a path (`./target/release/ringchat`), so
+/// a replay line pastes as printed; `ringchat` when it was found on the PATH.
+fn program() -> String {
+    match std::env::args().next() {
+        Some(p) if p.contains('/') && !p.contains("/deps/") => shell_quote(&p),
+        _ => "ringchat".to_string(),
     }
 }
 
 /// Runs `ringchat sim`; returns the process exit code (0 ok, 1 a property broke, 2 usage).
 pub fn run(args: SimArgs) -> i32 {
-    if args.trace && args.seeds.is_some() {
-        eprintln!("error: --trace needs a single --seed");
+    if args.tracing() && args.seeds.is_some() {
+        eprintln!("error: --trace and its filters need a single --seed");
         return 2;
     }
+    if let (Some(a), Some(b)) = (args.trace_from_ms, args.trace_to_ms) {
+        if b <= a {
+            eprintln!("error: --trace-to-ms {b} must be above --trace-from-ms {a}");
+            return 2;
+        }
+    }
     match args.seeds {
-        Some((a, b)) => run_range(&args, a, b),
+        Some((a, b)) => sweep::run_range(&args, a, b),
         None => run_one(&args, args.seed.unwrap_or(0)),
     }
 }
 
 fn run_one(args: &SimArgs, seed: u64) -> i32 {
     let outcome = world::run(args.config(seed));
-    for line in &outcome.trace {
-        out!("{line}");
+    match args.filter() {
+        Some(f) => {
+            for line in outcome.trace.iter().filter(|l| f.keeps(l)) {
+                out!("{line}");
+            }
+            for note in f.unmatched(&outcome.trace) {
+                eprintln!("note: {note}");
+            }
+        }
+        None => {
+            for line in &outcome.trace {
+                out!("{line}");
+            }
+        }
     }
     let r = &outcome.report;
     if args.json {
@@ -215,6 +388,32 @@ fn run_one(args: &SimArgs, seed: u64) -> i32 {
     }
 }
 
+/// The rates line of a report: the rates drawn for the run (loss and duplication stop at heal).
+pub fn rates_line(r: &Report) -> String {
+    format!(
+        "rates (drawn, until heal at {} ms): loss {:.1}%, duplicate {:.1}%, latency {}+{} us, drift {} ppm",
+        r.heal_ms,
+        r.rates.loss * 100.0,
+        r.rates.duplicate * 100.0,
+        r.rates.latency_us,
+        r.rates.jitter_us,
+        r.rates.drift_ppm
+    )
+}
+
+/// The elections a report lists, one line each; each names its cluster when the run had more
+/// than one (two clusters may each have an epoch 1).
+pub fn election_lines(r: &Report) -> Vec<String> {
+    let clusters: std::collections::BTreeSet<&str> = r.elections.iter().map(|e| e.cluster.as_str()).collect();
+    r.elections
+        .iter()
+        .map(|e| {
+            let cluster = if clusters.len() > 1 { format!("cluster {} ", e.cluster.get(..8).unwrap_or(&e.cluster)) } else { String::new() };
+            format!("{cluster}epoch {:>3} leader {} at {:.1} ms", e.epoch, e.leader_life, e.at_ms)
+        })
+        .collect()
+}
+
 fn print_human(r: &Report) {
     let status = if r.ok { "ok" } else { "FAILED" };
     out!(
@@ -225,14 +424,7 @@ fn print_human(r: &Report) {
         r.events,
         r.trace_hash
     );
-    out!(
-        "  rates: loss {:.1}%, duplicate {:.1}%, latency {}+{} us, drift {} ppm",
-        r.rates.loss * 100.0,
-        r.rates.duplicate * 100.0,
-        r.rates.latency_us,
-        r.rates.jitter_us,
-        r.rates.drift_ppm
-    );
+    out!("  {}", rates_line(r));
     if let Some(l) = &r.life {
         out!(
             "  life: churn {:.1}/min, disk loss {:.0}% of restarts, power cuts {}, client churn {:.1}%, careless {:.1}%, disk {}{}",
@@ -251,12 +443,17 @@ fn print_human(r: &Report) {
     out!("  messages: {}", msgs.join(" "));
     let res: Vec<String> = r.resources.fields().iter().map(|(k, v)| format!("{k}={v}")).collect();
     out!("  resources (max): {}", res.join(" "));
-    out!("  elections: {}", r.elections.len());
-    for e in r.elections.iter().take(12) {
-        out!("    epoch {:>3} leader {} at {:.1} ms", e.epoch, &e.leader[..8], e.at_ms);
+    let clusters: std::collections::BTreeSet<&str> = r.elections.iter().map(|e| e.cluster.as_str()).collect();
+    if clusters.len() > 1 {
+        out!("  elections: {} in {} clusters", r.elections.len(), clusters.len());
+    } else {
+        out!("  elections: {}", r.elections.len());
     }
-    match (&r.final_leader, r.settle_ms) {
-        (Some(l), Some(s)) => out!("  final leader {} (agreed {s:.1} ms after heal at {} ms)", &l[..8], r.heal_ms),
+    for line in election_lines(r).iter().take(12) {
+        out!("    {line}");
+    }
+    match (&r.final_leader_life, r.settle_ms) {
+        (Some(l), Some(s)) => out!("  final leader {l} (agreed {s:.1} ms after heal at {} ms)", r.heal_ms),
         _ => out!("  no final leader"),
     }
     if let Some(c) = &r.chat {
@@ -276,59 +473,74 @@ fn print_human(r: &Report) {
     }
 }
 
-fn print_failure(args: &SimArgs, r: &Report) {
-    eprintln!("FAIL seed {}:", r.seed);
+/// Violations printed per property (`--json` has them all).
+const SHOWN_PER_PROPERTY: usize = 5;
+
+/// The lines that report a failed seed: its violations (at most a few of each property) and
+/// the command that replays it.
+pub fn failure_lines(args: &SimArgs, r: &Report) -> Vec<String> {
+    let mut lines = vec![format!("FAIL seed {}:", r.seed)];
+    let mut seen: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
     for v in &r.violations {
-        eprintln!("  {}: {}", v.property, v.detail);
+        let n = seen.entry(v.property.as_str()).or_insert(0);
+        *n += 1;
+        if *n <= SHOWN_PER_PROPERTY {
+            lines.push(format!("  {}: {}", v.property, v.detail));
+        }
     }
-    eprintln!("  replay: {}", args.replay_command(r.seed));
+    for (p, n) in seen.iter().filter(|(_, &n)| n > SHOWN_PER_PROPERTY) {
+        lines.push(format!("  {p}: ... and {} more (all of them with --json)", n - SHOWN_PER_PROPERTY));
+    }
+    lines.push(format!("  replay: {}", args.replay_command(r.seed)));
+    lines
 }
 
-fn run_range(args: &SimArgs, a: u64, b: u64) -> i32 {
-    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
-    let next = AtomicU64::new(a);
-    let results: Mutex<Vec<Report>> = Mutex::new(Vec::with_capacity((b - a) as usize));
-    let started = std::time::Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..jobs {
-            s.spawn(|| loop {
-                let seed = next.fetch_add(1, Ordering::Relaxed);
-                if seed >= b {
-                    break;
-                }
-                let report = world::run(args.config(seed)).report;
-                results.lock().unwrap_or_else(|e| e.into_inner()).push(report);
-            });
-        }
-    });
-    let elapsed = started.elapsed().as_secs_f64();
-    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
-    results.sort_by_key(|r| r.seed);
-    let failed: Vec<&Report> = results.iter().filter(|r| !r.ok).collect();
-    if args.json {
-        for r in &results {
-            out!("{}", serde_json::to_string(r).unwrap_or_default());
-        }
+fn print_failure(args: &SimArgs, r: &Report) {
+    for line in failure_lines(args, r) {
+        eprintln!("{line}");
     }
-    for r in &failed {
-        print_failure(args, r);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::ElectionRecord;
+
+    fn record(cluster: &str, epoch: u64, leader: &str) -> ElectionRecord {
+        ElectionRecord { epoch, leader: String::new(), leader_life: leader.into(), cluster: cluster.into(), at_ms: 1.0 }
     }
-    let n = results.len();
-    let faults: u64 = results.iter().map(|r| r.faults.values().sum::<u64>()).sum();
-    let summary = format!(
-        "{n} seeds: {} passed, {} failed in {elapsed:.1} s ({:.0} seeds/min on {jobs} threads, {faults} faults injected)",
-        n - failed.len(),
-        failed.len(),
-        n as f64 / elapsed * 60.0
-    );
-    if args.json {
-        eprintln!("{summary}");
-    } else {
-        out!("{summary}");
+
+    #[test]
+    fn elections_name_their_cluster_when_a_run_has_two() {
+        let mut r = world::run(SimConfig { seed: 1, duration_ms: 2_000, ..SimConfig::default() }).report;
+        let (a, b) = ("5e0c81a2".to_string() + &"0".repeat(24), "7b5e1c64".to_string() + &"1".repeat(24));
+        r.elections = vec![record(&a, 1, "d1dacd6f/1"), record(&a, 2, "d1dacd6f/1")];
+        assert_eq!(election_lines(&r)[0], "epoch   1 leader d1dacd6f/1 at 1.0 ms");
+        r.elections.push(record(&b, 1, "1370ad6e/2"));
+        let lines = election_lines(&r);
+        assert_eq!(lines[0], "cluster 5e0c81a2 epoch   1 leader d1dacd6f/1 at 1.0 ms");
+        assert_eq!(lines[2], "cluster 7b5e1c64 epoch   1 leader 1370ad6e/2 at 1.0 ms");
     }
-    if failed.is_empty() {
-        0
-    } else {
-        1
+
+    #[test]
+    fn shell_quoting_leaves_plain_paths_and_quotes_the_rest() {
+        assert_eq!(shell_quote("tests/schedules/split-cold-start.json"), "tests/schedules/split-cold-start.json");
+        assert_eq!(shell_quote("my schedule.json"), "'my schedule.json'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn schedules_with_values_that_could_panic_are_refused() {
+        let ok = Schedule::none(10_000);
+        assert!(check_schedule(&ok).is_ok());
+        let mut loss = ok.clone();
+        loss.rates.loss = 1.5;
+        assert!(check_schedule(&loss).is_err());
+        let mut drift = ok.clone();
+        drift.rates.drift_ppm = 1_000_000;
+        assert!(check_schedule(&drift).is_err());
+        let far = Schedule { heal_ms: u64::MAX, ..ok };
+        assert!(check_schedule(&far).is_err());
     }
 }

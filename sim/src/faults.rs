@@ -171,8 +171,10 @@ impl Schedule {
     }
 }
 
+/// A random minority side of `n` servers (at least one server: with a single server the side
+/// is the whole cluster, and the partition cuts nothing).
 fn random_side(rng: &mut impl RngCore, n: usize) -> Vec<usize> {
-    let k = rng.random_range(1..=n / 2);
+    let k = rng.random_range(1..=(n / 2).max(1));
     let mut all: Vec<usize> = (0..n).collect();
     for i in 0..k {
         let j = rng.random_range(i..n);

@@ -12,6 +12,7 @@ pub mod faults;
 pub mod history;
 pub mod life;
 pub mod life_check;
+pub mod names;
 pub mod queue;
 pub mod report;
 pub mod resources;

@@ -65,7 +65,7 @@ pub fn check_live_after_heal(h: &History, bound_us: u64) -> Vec<Violation> {
     }
     for u in &users {
         if online.get(u) != Some(&true) {
-            out.push(Violation::new("L3", format!("user {u} is not logged in {} after heal", ms(bound_us))));
+            out.push(Violation::new("L3", format!("user u{u} is not logged in {} after heal", ms(bound_us))));
         }
     }
     for (id, (at, from, to)) in &sent {
@@ -73,7 +73,7 @@ pub fn check_live_after_heal(h: &History, bound_us: u64) -> Vec<Violation> {
             continue;
         }
         let Some(&done) = stored.get(id).filter(|&&t| t <= at + bound_us) else {
-            out.push(Violation::new("L3", format!("{id:?} sent after heal at {} was not stored within {}", ms(*at), ms(bound_us))));
+            out.push(Violation::new("L3", format!("{id} sent after heal at {} was not stored within {}", ms(*at), ms(bound_us))));
             continue;
         };
         if let Target::User(name) = to {
@@ -81,7 +81,7 @@ pub fn check_live_after_heal(h: &History, bound_us: u64) -> Vec<Violation> {
             if done + bound_us <= h.end && !shown.get(&(u, *id)).is_some_and(|&t| t <= done + bound_us) {
                 out.push(Violation::new(
                     "L3",
-                    format!("{id:?} to user {u}, stored after heal at {}, was not shown within {}", ms(done), ms(bound_us)),
+                    format!("{id} to user u{u}, stored after heal at {}, was not shown within {}", ms(done), ms(bound_us)),
                 ));
             }
         }
@@ -124,7 +124,7 @@ pub fn check_power_loss(h: &History, settled: bool) -> Vec<Violation> {
             }
             out.push(Violation::new(
                 "P1",
-                format!("{id:?} from user {from} to user {to} was stored before the power cut at {} and never shown after", ms(cut)),
+                format!("{id} from user u{from} to user u{to} was stored before the power cut at {} and never shown after", ms(cut)),
             ));
         }
     }
@@ -181,7 +181,7 @@ mod tests {
         h.chat.push(rec(11 * S, 3, 1, ChatHappening::Login { name: "u1".into(), token: 1 }));
         let v = check_live_after_heal(&h, LIVE_BOUND_US);
         assert_eq!(v.len(), 1);
-        assert!(v[0].property == "L3" && v[0].detail.contains("user 1"));
+        assert!(v[0].property == "L3" && v[0].detail.contains("user u1"));
         h.chat.push(rec(12 * S, 3, 1, ChatHappening::LoggedIn { name: "u1".into(), token: 1 }));
         assert!(check_live_after_heal(&h, LIVE_BOUND_US).is_empty());
     }

@@ -15,6 +15,10 @@ pub struct ElectionRecord {
     pub epoch: u64,
     /// Leader (full server id).
     pub leader: String,
+    /// The leader's life, short: `d1dacd6f/3`.
+    pub leader_life: String,
+    /// The cluster it leads (full id; two clusters may both have an epoch 1).
+    pub cluster: String,
     /// Virtual time it became leader.
     pub at_ms: f64,
 }
@@ -38,12 +42,15 @@ pub struct Report {
     pub messages_by_kind: BTreeMap<String, u64>,
     /// Injected faults per kind.
     pub faults: BTreeMap<String, u64>,
-    /// Fault rates of the run.
+    /// Fault rates drawn for the run (or given by its schedule); loss and duplication apply
+    /// until heal (`heal_ms`).
     pub rates: FaultRates,
     /// Every election won.
     pub elections: Vec<ElectionRecord>,
     /// Leader all live servers agree on at the end.
     pub final_leader: Option<String>,
+    /// Its life, short: `d1dacd6f/3`.
+    pub final_leader_life: Option<String>,
     /// Heal to agreement, milliseconds.
     pub settle_ms: Option<f64>,
     /// End of chaos, milliseconds.
@@ -65,7 +72,32 @@ pub struct Outcome {
     /// The whole history.
     pub history: History,
     /// One line per event (empty unless `trace`).
-    pub trace: Vec<String>,
+    pub trace: Vec<TraceLine>,
+}
+
+/// One line of a run's trace, with what `--trace` filters on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TraceLine {
+    /// Virtual time, microseconds.
+    pub at_us: u64,
+    /// Who acted: a server life (`d1dacd6f/3`), a client process (`u3 (client 400000001)`), or
+    /// nobody (faults, heal).
+    pub who: Option<String>,
+    /// Server slots the line is about (the actor and the peer, when they are servers).
+    pub slots: Vec<usize>,
+    /// Names the line is about besides `who` (the peer).
+    pub peer: Option<String>,
+    /// Message kind (`hello`, `chat`, ...), event kind (`voted`, `view_installed`, ...),
+    /// `client` for what a simulated user did or was told, `fault`, or `life` (start, disk loss, final state).
+    pub kind: &'static str,
+    /// The readable text.
+    pub text: String,
+}
+
+impl std::fmt::Display for TraceLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:>11.3}ms {} {}", self.at_us as f64 / 1000.0, self.who.as_deref().unwrap_or("-"), self.text)
+    }
 }
 
 /// Chat figures of a run, for the JSON report.

@@ -151,11 +151,11 @@ impl Meter {
     }
 
     /// Takes a sample of server `node` at `at` (µs).
-    pub fn note(&mut self, node: usize, at: u64, s: &Resources) {
+    pub fn note(&mut self, node: impl std::fmt::Display, at: u64, s: &Resources) {
         self.samples += 1;
         self.max.max_with(s);
         for (k, v, b) in s.over(&self.bound) {
-            self.over.entry(k).or_insert_with(|| format!("server n{node} kept {k} = {v} > bound {b} at {:.3}ms", at as f64 / 1000.0));
+            self.over.entry(k).or_insert_with(|| format!("server {node} kept {k} = {v} > bound {b} at {:.3}ms", at as f64 / 1000.0));
         }
     }
 
@@ -180,7 +180,7 @@ mod tests {
         let v = meter.violations();
         assert_eq!(v.len(), 2, "{v:?}");
         assert!(v.iter().all(|v| v.property == "B2"));
-        assert!(v.iter().any(|v| v.detail.contains("vc_origins = 33") && v.detail.contains("n2")));
+        assert!(v.iter().any(|v| v.detail.contains("vc_origins = 33") && v.detail.contains("server 2 kept")));
         assert_eq!(meter.max.vc_origins, 40);
     }
 }

@@ -51,6 +51,23 @@ pub struct MsgId {
     pub seq: u64,
 }
 
+impl std::fmt::Display for MsgId {
+    /// `client:seq`, the client id in hex (as logs name clients): `400000001:2`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:x}:{}", self.client, self.seq)
+    }
+}
+
+impl std::fmt::Display for Target {
+    /// `user u3` or `room r1`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::User(u) => write!(f, "user {u}"),
+            Target::Room(r) => write!(f, "room {r}"),
+        }
+    }
+}
+
 /// Whom a message is for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Target {

@@ -292,7 +292,10 @@ impl World {
                     }
                 }
                 let user = p.user;
-                self.trace_line(None, || format!("client c{c} Sent {id:?} {rec:?}"));
+                if self.cfg.trace {
+                    let text = ChatHappening::Sent { id, op: rec.clone() }.to_string();
+                    self.trace_line(Some(self.nodes.len() + c), None, "client", || text);
+                }
                 self.history.push_chat(now, id.client, user, ChatHappening::Sent { id, op: rec });
             }
             Err(ClientError::TooLong { .. }) => self.chat.report.too_long += 1,
@@ -330,7 +333,8 @@ impl World {
         cl.handle_datagram(Instant(now), from_addr, bytes);
         if self.cfg.trace {
             if let Ok(ringchat_core::wire::Packet::ToClient(m)) = ringchat_core::wire::decode(bytes) {
-                self.trace_line(None, || format!("client c{c} recv from n{from}: {m:?}"));
+                let text = format!("recv from {}: {}", self.name_of(from), crate::names::server_msg(&m));
+                self.trace_line(Some(self.nodes.len() + c), Some(from), m.kind(), || text);
             }
         }
         self.client_drain(c);
@@ -420,16 +424,19 @@ impl World {
                 }
                 ClientEvent::ServerLost { .. } => continue,
                 ClientEvent::Assigned { servers } => {
-                    self.trace_line(None, || format!("client c{c} assigned {servers:?}"));
+                    self.trace_line(Some(self.nodes.len() + c), None, "client", || format!("assigned {}", crate::names::list(&servers)));
                     continue;
                 }
                 ClientEvent::ServerRefused { reason } => {
                     self.chat.report.server_refusals += 1;
-                    self.trace_line(None, || format!("client c{c} refused by its server: {reason}"));
+                    self.trace_line(Some(self.nodes.len() + c), None, "client", || format!("refused by its server: {reason}"));
                     continue;
                 }
             };
-            self.trace_line(None, || format!("client c{c} {what:?}"));
+            if self.cfg.trace {
+                let text = what.to_string();
+                self.trace_line(Some(self.nodes.len() + c), None, "client", || text);
+            }
             self.history.push_chat(self.now, process, user, what);
         }
         if quit {

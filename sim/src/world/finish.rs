@@ -13,32 +13,32 @@ impl World {
                 let line = match &self.nodes[i].server {
                     Some(s) => {
                         let st = s.status();
-                        let view = st.committed.as_ref().map(|v| {
-                            let m: Vec<String> = v.members.iter().map(|m| m.node.to_string()).collect();
-                            format!("view {} [{}]", v.stamp.id, m.join(","))
-                        });
+                        use crate::names::list;
+                        let view = st.committed.as_ref().map(|v| format!("view {} {}", v.stamp.id, list(v.members.iter().map(|m| m.node))));
+                        let chat = &s.durable().chat;
+                        let vc = |v: &ringchat_core::time::Vc| list(v.iter().map(|(k, n)| format!("{k}:{n}")));
                         format!(
-                            "final {} {} cluster {} epoch {} role {:?} leader {:?} {} rooms {:?}",
+                            "final {} {} cluster {} epoch {} role {:?} leader {} {} rooms {}",
                             st.node,
                             st.phase,
                             st.cluster,
                             st.epoch,
                             st.role,
-                            st.leader.map(|l| l.to_string()),
+                            st.leader.map_or("none".to_string(), |l| l.to_string()),
                             view.unwrap_or_default(),
-                            s.durable().chat.state.rooms().collect::<Vec<_>>()
+                            list(chat.state.rooms().map(|(r, m)| format!("{r}:{}", list(m))))
                         ) + &format!(
-                            " counters {:?} causal {:?} inboxes {:?} delivered {:?} held {:?}",
-                            s.counters(),
-                            s.durable().chat.causal.counters,
-                            s.durable().chat.state.inboxes(),
-                            s.durable().chat.causal.delivered,
-                            s.durable().chat.causal.holdback_heads()
+                            " counters {} causal {} inboxes {} delivered {} held {}",
+                            crate::names::counters(s.counters()),
+                            crate::names::counters(&chat.causal.counters),
+                            list(chat.state.inboxes().iter().map(|(u, ids)| format!("{u}:{}", list(ids)))),
+                            vc(&chat.causal.delivered),
+                            list(chat.causal.holdback_heads().iter().map(|((o, seq), deps)| format!("{o}#{seq} after {}", vc(deps))))
                         )
                     }
                     None => "final: down".to_string(),
                 };
-                self.trace_line(Some(i), || line);
+                self.trace_line(Some(i), None, "life", || line);
             }
         }
         let mut violations = std::mem::take(&mut self.stuck);
@@ -62,17 +62,26 @@ impl World {
         if self.cfg.life.any() {
             violations.extend(self.meter.violations());
         }
-        let elections = self
-            .history
-            .records
-            .iter()
-            .filter_map(|r| match &r.what {
-                Happening::Core(Event::BecameLeader { epoch, .. }) => {
-                    Some(ElectionRecord { epoch: *epoch, leader: self.history.servers[r.node].full(), at_ms: r.at as f64 / 1000.0 })
+        let mut lives: Vec<Option<NodeId>> = vec![None; self.history.servers.len()];
+        let mut elections = Vec::new();
+        for r in &self.history.records {
+            match &r.what {
+                Happening::Start { node } | Happening::Core(Event::Joined { node, .. } | Event::Left { node, .. }) => {
+                    lives[r.node] = Some(*node)
                 }
-                _ => None,
-            })
-            .collect();
+                Happening::Core(Event::BecameLeader { epoch, cluster }) => {
+                    let life = lives[r.node].unwrap_or(NodeId { id: self.history.servers[r.node], incarnation: 0 });
+                    elections.push(ElectionRecord {
+                        epoch: *epoch,
+                        leader: life.id.full(),
+                        leader_life: life.to_string(),
+                        cluster: format!("{:032x}", cluster.0),
+                        at_ms: r.at as f64 / 1000.0,
+                    });
+                }
+                _ => {}
+            }
+        }
         if self.rates.drift_ppm > 0 {
             let drifting = self.nodes.iter().filter(|n| n.drift_ppm != 0).count() as u64;
             self.faults.insert("clock_drift_nodes", drifting);
@@ -86,9 +95,10 @@ impl World {
             servers: self.history.servers.iter().map(|s| s.full()).collect(),
             messages_by_kind: self.sent.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             faults: self.faults.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-            rates: self.rates.clone(),
+            rates: self.drawn_rates.clone(),
             elections,
             final_leader: live.final_leader.map(|l: NodeId| l.id.full()),
+            final_leader_life: live.final_leader.map(|l| l.to_string()),
             settle_ms: live.settle_us.map(|u| u as f64 / 1000.0),
             heal_ms: self.history.heal_at / 1000,
             duration_ms: self.cfg.duration_ms,
@@ -131,9 +141,11 @@ impl World {
         let finals: Vec<_> = self
             .nodes
             .iter()
-            .enumerate()
-            .filter_map(|(i, n)| n.server.as_ref().map(|s| (i, s.durable())))
-            .map(|(i, d)| (format!("n{i}"), d.chat.causal.delivered.clone(), d.chat.state.rooms().collect::<Vec<_>>()))
+            .filter_map(|n| n.server.as_ref().map(|s| (s.node(), s.durable())))
+            .map(|(life, d)| {
+                let rooms = crate::names::list(d.chat.state.rooms().map(|(r, m)| format!("{r}:{}", crate::names::list(m))));
+                (life.to_string(), d.chat.causal.delivered.clone(), rooms)
+            })
             .collect();
         crate::chat_check::check_converged(&finals)
     }
@@ -154,8 +166,11 @@ impl World {
                 out.push(Violation::new(
                     "B1",
                     format!(
-                        "server n{i} still holds {} stored, {} inbox, {} held-back messages at the end",
-                        st.store, st.inbox, st.holdback
+                        "server {} still holds {} stored, {} inbox, {} held-back messages at the end",
+                        self.name_of(i),
+                        st.store,
+                        st.inbox,
+                        st.holdback
                     ),
                 ));
             }

@@ -10,7 +10,7 @@ impl World {
     pub(super) fn sample(&mut self, i: usize) {
         if let Some(s) = self.nodes[i].server.as_ref() {
             let r = resources::sample(s);
-            self.meter.note(i, self.now, &r);
+            self.meter.note(s.node(), self.now, &r);
         }
     }
 

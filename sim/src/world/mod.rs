@@ -19,7 +19,7 @@ mod outsider;
 mod trace;
 
 pub use crate::config::{FaultMode, SimConfig, Workload};
-pub use crate::report::{ChatReport, ElectionRecord, Outcome, Percentiles, Report};
+pub use crate::report::{ChatReport, ElectionRecord, Outcome, Percentiles, Report, TraceLine};
 pub use clients::client_addr;
 pub use network::server_addr;
 pub use outsider::{outsider_addr, outsider_on};
@@ -65,7 +65,9 @@ pub struct World {
     events: u64,
     sent: BTreeMap<&'static str, u64>,
     faults: BTreeMap<&'static str, u64>,
-    trace: Vec<String>,
+    trace: Vec<crate::report::TraceLine>,
+    /// The fault rates drawn for the run (`rates` loses loss and duplication at heal).
+    drawn_rates: FaultRates,
     /// Timer wake-ups in a row at one instant, per node (a core that never
     /// advances its deadline would otherwise hang the run).
     spins: Vec<(u64, u32)>,
@@ -130,6 +132,7 @@ impl World {
                 driver_disk: None,
                 seal: None,
                 seal_memory: None,
+                life: None,
             })
             .collect();
         let by_addr = nodes.iter().enumerate().map(|(i, n)| (n.addr, i)).collect();
@@ -149,6 +152,7 @@ impl World {
         };
         World {
             rates: schedule.rates.clone(),
+            drawn_rates: schedule.rates.clone(),
             blocked: vec![vec![false; n]; n],
             last_delivery: vec![0; n * n],
             rng,

@@ -17,12 +17,18 @@ impl World {
         let side = |e: usize| if e < n { e } else { (e - n) % n };
         if self.blocked[side(from)][side(to)] {
             self.count_fault("drop_partition");
-            self.trace_line(Some(from), || format!("cut {kind} to n{to}"));
+            if self.cfg.trace {
+                let peer = self.name_of(to);
+                self.trace_line(Some(from), Some(to), kind, || format!("cut {kind} to {peer}"));
+            }
             return;
         }
         if self.rates.loss > 0.0 && self.rng.random_bool(self.rates.loss) {
             self.count_fault("drop_loss");
-            self.trace_line(Some(from), || format!("lose {kind} to n{to}"));
+            if self.cfg.trace {
+                let peer = self.name_of(to);
+                self.trace_line(Some(from), Some(to), kind, || format!("lose {kind} to {peer}"));
+            }
             return;
         }
         let copies = if self.rates.duplicate > 0.0 && self.rng.random_bool(self.rates.duplicate) {
@@ -73,16 +79,18 @@ impl World {
             }
             return;
         }
-        if kind == "chat_need" && self.cfg.trace {
-            // Sealed on the wire: the trace shows what the sender's plain datagram said.
-            match ringchat_core::wire::decode(&bytes) {
-                Ok(ringchat_core::wire::Packet::Peer(env)) => {
-                    self.trace_line(Some(to), || format!("recv chat_need from n{from}: {:?}", env.body))
-                }
-                _ => self.trace_line(Some(to), || format!("recv chat_need from n{from} ({}B, sealed)", bytes.len())),
-            }
-        } else {
-            self.trace_line(Some(to), || format!("recv {kind} from n{from} ({}B)", bytes.len()));
+        if self.cfg.trace {
+            let peer = self.name_of(from);
+            // A chat_need shows what it asks for when the datagram is plain (an unsealed run).
+            let need = match ringchat_core::wire::decode(&bytes) {
+                Ok(ringchat_core::wire::Packet::Peer(env)) if kind == "chat_need" => match env.body {
+                    ringchat_core::wire::Body::ChatNeed { origin, from, to } => Some(format!(": {origin} #{from}..#{to}")),
+                    _ => None,
+                },
+                _ => None,
+            };
+            let text = format!("recv {kind} from {peer} ({}B){}", bytes.len(), need.unwrap_or_default());
+            self.trace_line(Some(to), Some(from), kind, || text);
         }
         let from_addr = self.nodes[from].addr;
         if let Some(ringchat_core::seal::drive::Fed::Opened(_)) = self.feed(to, from_addr, &bytes) {

@@ -4,7 +4,7 @@
 use super::{Item, World};
 use crate::check::Violation;
 use crate::disk::DriverDisk;
-use crate::faults::{blocked_links, FaultAction};
+use crate::faults::{blocked_links, FaultAction, Partition};
 use crate::history::Happening;
 use rand::RngCore;
 use ringchat_core::seal::{self, Seal, SealMemory, StandIn};
@@ -28,6 +28,8 @@ pub(super) struct Node {
     /// The replay state an earlier life left on disk (lost with the disk). The simulated driver
     /// keeps its seal file current: what the crashed life had accepted is what the next finds.
     pub(super) seal_memory: Option<SealMemory>,
+    /// The last life the server started as (named in the trace while it is down).
+    pub(super) life: Option<ringchat_core::NodeId>,
 }
 
 impl Node {
@@ -67,6 +69,7 @@ impl World {
             .with_plant(self.cfg.server.plant),
         );
         node.server = Some(server);
+        node.life = Some(life);
         node.paused = false;
         node.inbox.clear();
         node.timer_at = None;
@@ -75,7 +78,7 @@ impl World {
             node.driver_disk = Some(DriverDisk::new(self.now, node.disk.clone()));
         }
         self.history.push(self.now, i, Happening::Start { node: life });
-        self.trace_line(Some(i), || format!("start {life}"));
+        self.trace_line(Some(i), None, "life", || format!("start {life}"));
         self.hash.u64(life.incarnation);
         self.drain(i);
     }
@@ -96,7 +99,7 @@ impl World {
         let spin = &mut self.spins[i];
         *spin = if spin.0 == self.now { (self.now, spin.1 + 1) } else { (self.now, 1) };
         if spin.1 > 1_000 {
-            let detail = format!("server n{i} asked to be woken at {} µs more than 1000 times without progress", self.now);
+            let detail = format!("server {} asked to be woken at {} µs more than 1000 times without progress", self.name_of(i), self.now);
             self.stuck.push(Violation::new("T0", detail));
             self.nodes[i].server = None;
             return;
@@ -128,13 +131,13 @@ impl World {
                             self.chat.vc_bytes += postcard::to_allocvec(&msg.deps).map_or(0, |v| v.len() as u64);
                             self.chat.vc_msgs += 1;
                             if self.cfg.trace && self.chat.traced.insert((msg.origin, msg.seq)) {
-                                self.trace_line(Some(i), || {
+                                self.trace_line(Some(i), None, "chat", || {
                                     format!(
-                                        "broadcast {}#{} deps {:?} {:?}",
+                                        "broadcast {}#{} deps {} {}",
                                         msg.origin,
                                         msg.seq,
-                                        msg.deps.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>(),
-                                        msg.item
+                                        crate::names::list(msg.deps.iter().map(|(k, v)| format!("{k}:{v}"))),
+                                        crate::names::item(&msg.item)
                                     )
                                 });
                             }
@@ -184,7 +187,10 @@ impl World {
     }
 
     pub(super) fn on_event(&mut self, i: usize, ev: Event) {
-        self.trace_line(Some(i), || format!("{ev:?}"));
+        if self.cfg.trace {
+            let (kind, text) = crate::names::event(&ev);
+            self.trace_line(Some(i), None, kind, || text);
+        }
         if let Event::BecameLeader { .. } | Event::ViewInstalled { .. } | Event::EpochAdopted { .. } | Event::Voted { .. } = ev {
             self.hash.bytes(format!("{ev:?}").as_bytes());
         }
@@ -193,7 +199,19 @@ impl World {
 
     pub(super) fn fault(&mut self, action: FaultAction) {
         let kind = action.kind();
-        self.trace_line(None, || format!("FAULT {action:?}"));
+        if self.cfg.trace {
+            let text = self.fault_text(&action);
+            let slot = match &action {
+                FaultAction::Crash(i)
+                | FaultAction::Restart(i)
+                | FaultAction::Pause(i)
+                | FaultAction::Resume(i)
+                | FaultAction::RestartBlank(i) => Some(*i),
+                FaultAction::Partition(Partition::IsolateOne { node }) => Some(*node),
+                _ => None,
+            };
+            self.trace_line(None, slot.filter(|&i| i < self.nodes.len()), "fault", || text);
+        }
         self.hash.bytes(kind.as_bytes());
         let n = self.nodes.len();
         let fired = match action {
@@ -297,7 +315,7 @@ impl World {
     }
 
     pub(super) fn heal(&mut self) {
-        self.trace_line(None, || "HEAL: links restored, loss off, paused resume, crashed restart".into());
+        self.trace_line(None, None, "fault", || "HEAL: links restored, loss off, paused resume, crashed restart".into());
         let n = self.nodes.len();
         self.blocked = vec![vec![false; n]; n];
         self.rates.loss = 0.0;
@@ -333,10 +351,33 @@ impl World {
                 break id;
             }
         };
-        self.trace_line(Some(i), || format!("disk lost: new id {id}"));
+        self.trace_line(Some(i), None, "life", || format!("disk lost: new id {id}"));
         self.nodes[i].id = id;
         self.nodes[i].disk = None;
         self.nodes[i].seal_memory = None;
         self.start(i);
+    }
+
+    /// A fault as the trace shows it, servers named by their lives: `FAULT crash d1dacd6f/2`.
+    fn fault_text(&self, action: &FaultAction) -> String {
+        let n = self.nodes.len();
+        let name = |i: usize| if i < n { self.name_of(i) } else { format!("slot {i} (no such server)") };
+        let names = |v: &[usize]| crate::names::list(v.iter().map(|&i| name(i)));
+        let what = match action {
+            FaultAction::Crash(i)
+            | FaultAction::Restart(i)
+            | FaultAction::Pause(i)
+            | FaultAction::Resume(i)
+            | FaultAction::RestartBlank(i) => {
+                format!("{} {}", action.kind(), name(*i))
+            }
+            FaultAction::Partition(Partition::Symmetric { side }) => format!("partition {} from the rest", names(side)),
+            FaultAction::Partition(Partition::OneWay { side }) => format!("partition one way: {} cannot send to the rest", names(side)),
+            FaultAction::Partition(Partition::IsolateOne { node }) => format!("partition isolates {}", name(*node)),
+            FaultAction::Partition(Partition::MajoritiesRing) => "partition: each server hears a different majority".to_string(),
+            FaultAction::MajorityCrash(v) => format!("majority_disk_loss crashes {}", names(v)),
+            FaultAction::HealPartition | FaultAction::PowerCut | FaultAction::PowerRestore => action.kind().to_string(),
+        };
+        format!("FAULT {what}")
     }
 }

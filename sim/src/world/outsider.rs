@@ -460,7 +460,7 @@ impl World {
             return self.count_fault("outsider_lost");
         }
         let id = node.id;
-        self.trace_line(Some(to), || format!("recv {kind} from the outsider ({}B)", bytes.len()));
+        self.trace_line(Some(to), None, kind, || format!("recv {kind} from the outsider ({}B)", bytes.len()));
         let must_refuse = server_channel(&bytes)
             && match what {
                 What::Replay { accepted_by } => accepted_by == Some(id),

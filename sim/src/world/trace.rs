@@ -1,6 +1,7 @@
 //! The run's fingerprint and readable trace: a stable hash of every processed event, trace lines, fault counts.
 
 use super::World;
+use crate::report::TraceLine;
 
 /// A stable 64-bit hash of the run in the FNV family (no std hasher, whose output may change between releases).
 #[derive(Clone, Copy)]
@@ -28,10 +29,39 @@ impl TraceHash {
 }
 
 impl World {
-    pub(super) fn trace_line(&mut self, node: Option<usize>, text: impl FnOnce() -> String) {
+    /// Records a trace line (when tracing): `actor` and `peer` are endpoints (a server slot, or
+    /// the number of servers plus a client slot), `kind` what `--trace-kind` filters on.
+    pub(super) fn trace_line(&mut self, actor: Option<usize>, peer: Option<usize>, kind: &'static str, text: impl FnOnce() -> String) {
         if self.cfg.trace {
-            let who = node.map_or("  ".to_string(), |i| format!("n{i}"));
-            self.trace.push(format!("{:>11.3}ms {who} {}", self.now as f64 / 1000.0, text()));
+            let n = self.nodes.len();
+            let slots = [actor, peer].into_iter().flatten().filter(|&e| e < n).collect();
+            let line = TraceLine {
+                at_us: self.now,
+                who: actor.map(|e| self.name_of(e)),
+                slots,
+                peer: peer.map(|e| self.name_of(e)),
+                kind,
+                text: text(),
+            };
+            self.trace.push(line);
+        }
+    }
+
+    /// The name of endpoint `e`: a server's current (or last) life, `d1dacd6f/3`; a client
+    /// process, `u3 (client 400000001)`.
+    pub(super) fn name_of(&self, e: usize) -> String {
+        let n = self.nodes.len();
+        if e < n {
+            let node = &self.nodes[e];
+            match node.server.as_ref().map(|s| s.node()).or(node.life) {
+                Some(life) => life.to_string(),
+                None => node.id.to_string(),
+            }
+        } else if let Some(p) = self.chat.procs.get(e - n) {
+            let id = p.client.as_ref().map_or(((e - n) as u64 + 1) << 32 | p.life, |c| c.id());
+            format!("{} ({})", p.name, crate::names::client(id))
+        } else {
+            format!("endpoint {e}")
         }
     }
 
