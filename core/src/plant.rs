@@ -26,4 +26,7 @@ pub enum PlantedBug {
     /// Answer requests that proved nothing in full (whatever their size) and a hello at the
     /// address its body names, as the cluster did before issue 14.
     AnswerAnyone,
+    /// Send a room message to the room's members when a server delivers it, ignoring the cut
+    /// it carries: servers that delivered a concurrent join or leave first reach other users.
+    RecipientsAtDelivery,
 }

@@ -248,15 +248,16 @@ pub fn check_chat(h: &History, settled: bool) -> Vec<Violation> {
     out
 }
 
-/// R1: servers that delivered the same messages hold the same room membership, whatever order
-/// they delivered them in. `finals` are each live server's name, delivered vector and rooms.
+/// R1: servers that delivered the same messages hold the same room membership and inboxes
+/// (who each message reached), whatever order they delivered them in. `finals` are each live
+/// server's name, delivered vector and replicated state (rooms, inboxes).
 pub fn check_converged<D: PartialEq, R: PartialEq + std::fmt::Debug>(finals: &[(String, D, R)]) -> Vec<Violation> {
     let mut out = Vec::new();
     for (i, (a, da, ra)) in finals.iter().enumerate() {
         // Each server is compared with the first one that delivered the same messages.
         if let Some((b, _, rb)) = finals[..i].iter().find(|(_, db, _)| db == da) {
             if rb != ra {
-                out.push(Violation::new("R1", format!("{b} and {a} delivered the same messages but hold rooms {rb:?} and {ra:?}")));
+                out.push(Violation::new("R1", format!("{b} and {a} delivered the same messages but hold {rb:?} and {ra:?}")));
             }
         }
     }
@@ -376,6 +377,13 @@ mod tests {
         let agree = [final_of("n0", 7, &["u1"]), final_of("n1", 7, &["u1"]), final_of("n2", 5, &[])];
         assert!(check_converged(&agree).is_empty(), "a server behind may differ");
         let split = [final_of("n0", 7, &["u1"]), final_of("n1", 5, &[]), final_of("n2", 7, &[])];
+        assert_eq!(props(&check_converged(&split)), vec!["R1"]);
+    }
+
+    #[test]
+    fn servers_that_delivered_the_same_but_reached_different_users_are_caught() {
+        let inboxes = |users: &[&str]| users.iter().map(|u| (u.to_string(), vec![id(1, 1)])).collect::<Vec<_>>();
+        let split = [("n0".to_string(), 7, inboxes(&["u1", "u2"])), ("n1".to_string(), 7, inboxes(&["u1"]))];
         assert_eq!(props(&check_converged(&split)), vec!["R1"]);
     }
 }

@@ -126,14 +126,19 @@ impl World {
     }
 
     /// B1: after heal every live server has dropped acknowledged inbox entries and stable retransmission buffers.
-    /// R1 over the live servers' final states.
+    /// R1 over the live servers' final states (room membership and inboxes).
     fn check_converged(&self) -> Vec<Violation> {
         let finals: Vec<_> = self
             .nodes
             .iter()
             .enumerate()
             .filter_map(|(i, n)| n.server.as_ref().map(|s| (i, s.durable())))
-            .map(|(i, d)| (format!("n{i}"), d.chat.causal.delivered.clone(), d.chat.state.rooms().collect::<Vec<_>>()))
+            .map(|(i, d)| {
+                // Inboxes as sets: servers deliver concurrent messages in different orders.
+                let mut inboxes = d.chat.state.inboxes();
+                inboxes.iter_mut().for_each(|(_, ids)| ids.sort_unstable());
+                (format!("n{i}"), d.chat.causal.delivered.clone(), (d.chat.state.rooms().collect::<Vec<_>>(), inboxes))
+            })
             .collect();
         crate::chat_check::check_converged(&finals)
     }
