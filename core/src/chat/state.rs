@@ -554,7 +554,7 @@ mod tests {
     }
 
     #[test]
-    fn a_room_of_a_thousand_members_reaches_every_member() {
+    fn a_message_to_a_room_of_a_thousand_names_no_one_fits_a_datagram_and_reaches_every_inbox() {
         let mut s = ChatState::default();
         for n in 0..1000u64 {
             s.apply(key(1 + (n % 3) as u128, n + 1), &join_of(n, &format!("u{n:03}"), "big"), Plants::default());
