@@ -11,15 +11,16 @@
 //! log, fsynced before any datagram of their input leaves, and the whole state is written
 //! again at most every second, off the event loop, so the log stays short (measured:
 //! writing the whole chat state every 5 ms cut loopback throughput tenfold; every 50 ms
-//! costs ~5%). Format 4 (no log) is still read.
+//! costs ~5%). Formats 4 and 5 (before room cuts) are refused with a clear error.
 
 use ringchat_core::Durable;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"RINGCHAT";
-const FORMAT: u32 = 5;
-/// The format before the chat log: no segment number in the header.
-const FORMAT_NO_LOG: u32 = 4;
+const FORMAT: u32 = 6;
+/// Formats written before room messages carried their cut (issue 17): their chat state no
+/// longer decodes, and a clear error says so.
+const FORMATS_BEFORE_CUTS: [u32; 2] = [4, 5];
 
 /// A state file as read: the state, and the first chat log segment to replay over it.
 #[derive(Debug, PartialEq, Eq)]
@@ -98,8 +99,12 @@ pub fn decode(bytes: &[u8]) -> Result<Loaded, String> {
             n.copy_from_slice(&bytes[12..20]);
             (u64::from_le_bytes(n), &bytes[20..])
         }
-        FORMAT_NO_LOG => (0, &bytes[12..]),
         FORMAT => return Err("is not a ringchat state file".into()),
+        f if FORMATS_BEFORE_CUTS.contains(&f) => {
+            return Err(format!(
+                "has format {f}, written by a version before room messages carried their cut; this version reads format {FORMAT}: move it away to start this server as a new one"
+            ))
+        }
         _ => return Err(format!("has format {format}, expected {FORMAT}")),
     };
     let durable: Durable = postcard::from_bytes(body).map_err(|e| format!("is not a ringchat state file: {e}"))?;
