@@ -48,10 +48,23 @@ pub const MAX_CHUNKS: u32 = 16_384;
 pub const MAX_TEXT: usize = 200;
 /// Longest user or room name, in bytes.
 pub const MAX_NAME: usize = 16;
-/// Most recipients of one message (room members).
+/// Most recipients one message names. A room message names none (its recipients follow from
+/// the room's membership at its cut); only a message a merge carries names the users still
+/// owed it, in items of at most this many.
 pub const MAX_RECIPIENTS: usize = 16;
-/// Most members of one room: its earliest joiners (by Lamport time) count.
-pub const MAX_ROOM_MEMBERS: usize = MAX_RECIPIENTS + 1;
+/// Most members a server lets a room reach: a join beyond it is rejected
+/// (`Rejection::RoomFull`) and its client told. A room message costs one inbox entry per member
+/// at each server (about 40 bytes), so 1,024 members cost 40 kB per message and server; an
+/// office, a class or a LAN party fits. Joins accepted concurrently at different servers can
+/// take a room past it, by at most the joins in flight; nothing ever drops a member.
+pub const MAX_ROOM_MEMBERS: usize = 1024;
+/// Most joins and leaves kept per user and room (the greatest stamps): a room message counts
+/// the greatest one in its cut, which is among them unless this many newer ones of that user
+/// in that room were concurrent with the message.
+pub const ROOM_HISTORY: usize = 4;
+/// Most keys that place one join or leave in a cut: its own, and the retirements that covered
+/// its origin (see `Rooms::retire`).
+pub const MAX_ANCHORS: usize = 4;
 /// Most unacknowledged messages one user's inbox holds.
 pub const MAX_INBOX: usize = 512;
 /// Inbox entries kept free when a server starts a message: room for the ones other servers

@@ -29,4 +29,7 @@ pub enum PlantedBug {
     /// Take a login's key without checking its signature: anyone may log in as anyone whose
     /// public key they know.
     TrustAnyLogin,
+    /// Send a room message to the room's members when a server delivers it, ignoring the cut
+    /// it carries: servers that delivered a concurrent join or leave first reach other users.
+    RecipientsAtDelivery,
 }

@@ -56,6 +56,7 @@ fuzz_target!(|data: &[u8]| {
         from: "zed".into(),
         room: None,
         to: vec!["zed".into()],
+        cut: Default::default(),
         text: "hi".into(),
     };
     let msg = CausalMsg { origin: me, seq: next, deps: delivered, item: Arc::new(item) };

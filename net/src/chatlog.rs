@@ -276,6 +276,7 @@ mod tests {
             from: "ann".into(),
             room: None,
             to: vec!["bob".into()],
+            cut: Default::default(),
             text: format!("message {seq}"),
         };
         CausalMsg { origin: NodeId { id: ServerId(9), incarnation: 1 }, seq, deps: Default::default(), item: std::sync::Arc::new(item) }

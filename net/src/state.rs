@@ -11,8 +11,8 @@
 //! log, fsynced before any datagram of their input leaves, and the whole state is written
 //! again at most every second, off the event loop, so the log stays short (measured:
 //! writing the whole chat state every 5 ms cut loopback throughput tenfold; every 50 ms
-//! costs ~5%). Formats 4 and 5 (before names were bound to user keys) are refused with a
-//! one-line error that says what to do: their name bindings are to tokens no login can prove.
+//! costs ~5%). Formats 4 and 5 (before names were bound to user keys and room messages
+//! carried their cut) are refused with a one-line error that says what to do.
 
 use ringchat_core::Durable;
 use std::path::{Path, PathBuf};
@@ -100,7 +100,7 @@ pub fn decode(bytes: &[u8]) -> Result<Loaded, String> {
         FORMAT => return Err("is not a ringchat state file".into()),
         4 | 5 => {
             return Err(format!(
-                "was written by an older ringchat (format {format}: names bound to tokens, not user keys); \
+                "was written by an older ringchat (format {format}: names bound to tokens, not user keys, and room messages without their cut); \
                  move it and its chat log (.NAME.log.*) aside to start this server afresh"
             ))
         }

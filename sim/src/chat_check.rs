@@ -246,15 +246,16 @@ pub fn check_chat(h: &History, settled: bool) -> Vec<Violation> {
     out
 }
 
-/// R1: servers that delivered the same messages hold the same room membership, whatever order
-/// they delivered them in. `finals` are each live server's name, delivered vector and rooms.
+/// R1: servers that delivered the same messages hold the same room membership and inboxes
+/// (who each message reached), whatever order they delivered them in. `finals` are each live
+/// server's name, delivered vector and replicated state (rooms, inboxes).
 pub fn check_converged<D: PartialEq, R: PartialEq + std::fmt::Display>(finals: &[(String, D, R)]) -> Vec<Violation> {
     let mut out = Vec::new();
     for (i, (a, da, ra)) in finals.iter().enumerate() {
         // Each server is compared with the first one that delivered the same messages.
         if let Some((b, _, rb)) = finals[..i].iter().find(|(_, db, _)| db == da) {
             if rb != ra {
-                out.push(Violation::new("R1", format!("{b} and {a} delivered the same messages but hold rooms {rb} and {ra}")));
+                out.push(Violation::new("R1", format!("{b} and {a} delivered the same messages but hold {rb} and {ra}")));
             }
         }
     }
@@ -379,6 +380,13 @@ mod tests {
         let split = [final_of("n0", 7, &["u1"]), final_of("n1", 5, &[]), final_of("n2", 7, &[])];
         let v = check_converged(&split);
         assert_eq!(props(&v), vec!["R1"]);
-        assert_eq!(v[0].detail, "n0 and n2 delivered the same messages but hold rooms [r0:[u1]] and [r0:[]]");
+        assert_eq!(v[0].detail, "n0 and n2 delivered the same messages but hold [r0:[u1]] and [r0:[]]");
+    }
+
+    #[test]
+    fn servers_that_delivered_the_same_but_reached_different_users_are_caught() {
+        let inboxes = |users: &[&str]| crate::names::list(users.iter().map(|u| format!("{u}:[{}]", id(1, 1))));
+        let split = [("n0".to_string(), 7, inboxes(&["u1", "u2"])), ("n1".to_string(), 7, inboxes(&["u1"]))];
+        assert_eq!(props(&check_converged(&split)), vec!["R1"]);
     }
 }

@@ -76,7 +76,7 @@ pub fn event(ev: &Event) -> (&'static str, String) {
 /// A replicated operation as a trace shows it (no text, no credential).
 pub fn item(it: &Item) -> String {
     match it {
-        Item::Chat { id, from, room, to, text } => {
+        Item::Chat { id, from, room, to, text, .. } => {
             let room = room.as_ref().map(|r| format!(" in room {r}")).unwrap_or_default();
             format!("chat {id} from {from}{room} to {} ({} B)", list(to), text.len())
         }

@@ -172,3 +172,29 @@ fn relogin_at_a_stale_server_never_reshows_an_acknowledged_message() {
         assert!(o.report.ok, "seed {seed}: {:#?}", o.report.violations);
     }
 }
+
+/// A run with 40 clients on 5 servers: every user's first room is r0, so it holds them all.
+fn big_room_run(seed: u64, plant: Option<PlantedBug>) -> Outcome {
+    let server = ServerConfig { plant, ..SimConfig::default().server };
+    run(SimConfig { seed, server, servers: 5, clients: 40, ..SimConfig::default() })
+}
+
+#[test]
+fn a_room_of_forty_users_reaches_every_member_on_every_server_alike() {
+    // Before room messages carried their cut, a room counted its 17 earliest joiners, and
+    // `ringchat sim --servers 5 --clients 40` failed M1 on every seed.
+    for seed in 0..3 {
+        let o = big_room_run(seed, None);
+        assert!(o.report.ok, "seed {seed}: {:#?}", o.report.violations);
+    }
+}
+
+#[test]
+fn room_recipients_taken_at_delivery_instead_of_the_cut_split_the_servers() {
+    // Planted: each server sends a room message to the members it has when it delivers it;
+    // a join or leave concurrent with the message is delivered before it at some servers
+    // only, and R1 sees their inboxes differ.
+    let caught =
+        (0..10).any(|s| big_room_run(s, Some(PlantedBug::RecipientsAtDelivery)).report.violations.iter().any(|v| v.property == "R1"));
+    assert!(caught, "R1 never caught recipients taken at delivery");
+}

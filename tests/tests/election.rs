@@ -184,7 +184,7 @@ fn restarted_server_that_hears_its_cluster_waits_instead_of_founding_its_own() {
 fn regression_seeds_stay_green() {
     let text = include_str!("../regression-seeds.txt");
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        // `seed [servers] [ascending|random] [--churn] [--disk-loss] [--power-loss] [--careless]`
+        // `seed [servers] [ascending|random] [--churn] [--disk-loss] [--power-loss] [--careless] [--clients=N]`
         let (flags, words): (Vec<&str>, Vec<&str>) = line.split_whitespace().partition(|w| w.starts_with("--"));
         let mut it = words.into_iter();
         let seed: u64 = it.next().and_then(|s| s.parse().ok()).expect("seed");
@@ -194,7 +194,12 @@ fn regression_seeds_stay_green() {
             _ => ringchat_core::RingOrder::Ascending,
         };
         let mut life = ringchat_sim::life::LifeFaults::default();
+        let mut clients = SimConfig::default().clients;
         for f in flags {
+            if let Some(n) = f.strip_prefix("--clients=") {
+                clients = n.parse().expect("regression-seeds.txt: --clients=N");
+                continue;
+            }
             match f {
                 "--churn" => life.churn = true,
                 "--disk-loss" => life.disk_loss = true,
@@ -203,7 +208,7 @@ fn regression_seeds_stay_green() {
                 other => panic!("regression-seeds.txt: unknown flag {other} in {line:?}"),
             }
         }
-        let o = ringchat_sim::run(SimConfig { seed, servers, ring, life, ..SimConfig::default() });
+        let o = ringchat_sim::run(SimConfig { seed, servers, ring, life, clients, ..SimConfig::default() });
         assert_ok(&o);
     }
 }

@@ -4,10 +4,11 @@
 
 use ringchat_core::client::{Client, ClientConfig, ClientEvent};
 use ringchat_core::user::UserSecret;
+use ringchat_core::limits::MAX_ROOM_MEMBERS;
 use ringchat_core::wire::CausalMsg;
 use ringchat_core::wire::{decode, encode, Body, Envelope, Packet};
 use ringchat_core::wire::{ClientMsg, Op, ServerMsg};
-use ringchat_core::wire::{Item, MsgId, Target};
+use ringchat_core::wire::{Item, MsgId, Rejection, Target};
 use ringchat_core::{ClusterId, Dest, Instant, NodeId, PlantedBug, Server, ServerConfig, ServerId, ViewStamp};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -83,7 +84,7 @@ impl Net {
         let cfg = ClientConfig { servers: vec![self.servers[at].0], find: false, ..ClientConfig::default() };
         let mut c = Client::new(cfg, id, 0, Instant(self.now));
         c.login(Instant(self.now), name, UserSecret::from_seed([42; 32])).expect("a good name");
-        self.clients.push((addr(id as usize, 9000), c));
+        self.clients.push((SocketAddr::from(([10, 1, (id >> 8) as u8, id as u8], 9000)), c));
         self.dead.push(false);
         self.clients.len() - 1
     }
@@ -536,4 +537,53 @@ fn a_survivor_whose_majority_restarted_without_state_joins_their_new_cluster() {
     let id =
         net.clients[alice].1.submit(Instant(net.now), Op::Chat { to: Target::User("bob".into()), text: "back".into() }).expect("a send");
     net.run_until(10_000, |n| n.shown(bob, id));
+}
+
+/// A room of [`MAX_ROOM_MEMBERS`] users logged in at the three servers in turn; returns the
+/// network and the members' client indices.
+fn full_room() -> (Net, Vec<usize>) {
+    let mut net = Net::cluster(None);
+    let members: Vec<usize> = (0..MAX_ROOM_MEMBERS).map(|k| net.start_client(k % 3, k as u64 + 1, &format!("m{k}"))).collect();
+    net.run_until(60_000, |n| members.iter().all(|&i| n.clients[i].1.is_online()));
+    for &i in &members {
+        net.clients[i].1.submit(Instant(net.now), Op::Join("#big".into())).expect("a join");
+    }
+    net.run_until(60_000, |n| members.iter().all(|&i| !n.clients[i].1.is_busy()));
+    let stored = net.events.iter().filter(|(_, e)| matches!(e, ClientEvent::Stored { .. })).count();
+    assert_eq!(stored, MAX_ROOM_MEMBERS, "every join was stored");
+    for (_, s) in &net.servers {
+        assert_eq!(s.durable().chat.state.members("#big").len(), MAX_ROOM_MEMBERS);
+    }
+    (net, members)
+}
+
+#[test]
+fn a_room_of_a_thousand_members_reaches_every_member() {
+    let (mut net, members) = full_room();
+    let from = members[0];
+    let id =
+        net.clients[from].1.submit(Instant(net.now), Op::Chat { to: Target::Room("#big".into()), text: "all".into() }).expect("a send");
+    net.run_until(10_000, |n| !n.clients[from].1.is_busy());
+    net.run_for(3_000);
+    let reached: std::collections::BTreeSet<usize> =
+        net.events.iter().filter(|(_, e)| matches!(e, ClientEvent::Shown { id: x, .. } if *x == id)).map(|(c, _)| *c).collect();
+    let want: std::collections::BTreeSet<usize> = members[1..].iter().copied().collect();
+    assert_eq!(reached, want, "{} of {} members were shown it", reached.len(), want.len());
+}
+
+#[test]
+fn a_join_beyond_the_room_bound_is_refused_and_the_client_is_told() {
+    let (mut net, _) = full_room();
+    let late = net.client(1, 5000, "late");
+    let id = net.clients[late].1.submit(Instant(net.now), Op::Join("#big".into())).expect("a join");
+    net.run_until(10_000, |n| !n.clients[late].1.is_busy());
+    let told = net.events.iter().any(|(c, e)| {
+        *c == late && matches!(e, ClientEvent::Rejected { id: x, reason: Rejection::RoomFull { max } } if *x == id && *max as usize == MAX_ROOM_MEMBERS)
+    });
+    assert!(told, "the client was not told the room is full");
+    net.run_for(1_000);
+    for (_, s) in &net.servers {
+        let members = s.durable().chat.state.members("#big");
+        assert!(members.len() == MAX_ROOM_MEMBERS && !members.contains(&"late"), "the refused join counted somewhere");
+    }
 }

@@ -2,11 +2,13 @@
 //! user names, rooms, deduplication of client retries, and per-user inboxes
 //! of messages not yet acknowledged by the user.
 
-use crate::limits::{DEDUP_WINDOW, INBOX_HEADROOM, MAX_INBOX, MAX_RECIPIENTS, MAX_ROOM_MEMBERS};
+use crate::chat::rooms::{Order, Rooms, Standing};
+use crate::limits::{DEDUP_WINDOW, INBOX_HEADROOM, MAX_INBOX, MAX_RECIPIENTS};
+use crate::time::Vc;
 use crate::user::UserKey;
 use crate::wire::chat::{Item, Key, MsgId, Target};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// What applying one delivered message did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,41 +39,6 @@ pub struct ChatCounters {
     pub bind_conflicts: u64,
 }
 
-/// A user's standing in a room: the join or leave with the greatest `(fence, id.seq, key)` seen.
-///
-/// Joins and leaves of one user in one room may be concurrent (a user's new client process
-/// joins through a server that has not yet delivered the old process's leave), and a server
-/// may broadcast an operation late (it held a retry). Taking the greatest stamp instead of
-/// the last delivered makes every server that delivered the same operations agree, whatever
-/// order it delivered them in. A later process's operations carry a greater fence, and one
-/// process's later operations a greater sequence number (with the same or a greater fence),
-/// so the operation the user asked for last wins, however late the others are broadcast.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Standing {
-    /// Joined (else left).
-    pub joined: bool,
-    /// Login fence of the process that asked.
-    pub fence: u64,
-    /// The operation's id (its sequence number orders one process's operations).
-    pub id: MsgId,
-    /// Lamport time of the operation.
-    pub lamport: u64,
-    /// Key of the operation's message (breaks ties).
-    pub key: Key,
-}
-
-impl Standing {
-    /// Which operation wins.
-    fn stamp(&self) -> (u64, u64, Key) {
-        (self.fence, self.id.seq, self.key)
-    }
-
-    /// Which joiners a full room keeps: the earliest.
-    fn join_order(&self) -> (u64, Key) {
-        (self.lamport, self.key)
-    }
-}
-
 /// Bugs the state can be told to plant (all off in a correct server).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Plants {
@@ -83,6 +50,8 @@ pub struct Plants {
     pub rooms_in_delivery_order: bool,
     /// Order joins and leaves by Lamport time alone, ignoring login fences.
     pub unfenced: bool,
+    /// Send a room message to the room's members at its delivery here, ignoring its cut.
+    pub recipients_at_delivery: bool,
 }
 
 /// Replicated state (durable).
@@ -92,12 +61,13 @@ pub struct ChatState {
     pub names: BTreeMap<String, UserKey>,
     /// Name → key of the binding message that counts.
     pub name_keys: BTreeMap<String, Key>,
-    /// Room → user → standing (leaves are kept: an older concurrent join must not win).
-    rooms: BTreeMap<String, BTreeMap<String, Standing>>,
+    /// Room membership, and the cut a room message started here carries.
+    rooms: Rooms,
     /// Lamport clock: past every operation applied here.
     lamport: u64,
-    /// Per client, its latest [`DEDUP_WINDOW`] message ids: the first delivered copy and every recipient so far.
-    seen: BTreeMap<u64, BTreeMap<u64, (Key, BTreeSet<String>)>>,
+    /// Per client, its latest [`DEDUP_WINDOW`] message ids: the first delivered copy and the
+    /// message's delivery order here (its inbox entries' place).
+    seen: BTreeMap<u64, BTreeMap<u64, (Key, u64)>>,
     /// Per user: delivery order → (id, key) of unacknowledged messages.
     inbox: BTreeMap<String, BTreeMap<u64, (MsgId, Key)>>,
     /// Keys referenced by some inbox, with their reference counts.
@@ -125,20 +95,12 @@ impl ChatState {
         };
         self.lamport = self.lamport.max(stamp).saturating_add(1);
         match item {
-            Item::Chat { id, to, .. } => {
+            Item::Chat { id, from, room, to, cut, .. } => {
                 let window = self.seen.entry(id.client).or_default();
-                if let Some((canonical, got)) = window.get_mut(&id.seq).filter(|_| !skip_dedup) {
-                    // A retried copy: not shown again. Its recipients (fixed by the server that accepted it)
-                    // may differ from the first copy's when room membership moved meanwhile. Recipients end
-                    // as the intersection over copies, the same on every server whatever the delivery order
-                    // (adding recipients late could show a message after its effects; removing is safe).
+                if let Some((canonical, order)) = window.get(&id.seq).copied().filter(|_| !skip_dedup) {
+                    // A retried copy: not shown again.
                     self.counters.duplicates_suppressed += 1;
-                    let canonical = *canonical;
-                    let dropped: Vec<String> = got.iter().filter(|u| !to.contains(u)).cloned().collect();
-                    got.retain(|u| to.contains(u));
-                    for user in dropped {
-                        self.remove_entries(&user, &[*id]);
-                    }
+                    self.merge_copy(*id, order, from, room.as_deref(), to, cut);
                     if self.pins.contains_key(&canonical) {
                         let c = self.copies.entry(canonical).or_default();
                         if c.len() < 8 {
@@ -151,11 +113,20 @@ impl ChatState {
                     self.counters.duplicates_suppressed += 1;
                     return Applied::Chat { id: *id, canonical: key, fresh: false };
                 }
-                window.insert(id.seq, (key, to.iter().cloned().collect()));
+                self.order += 1;
+                let order = self.order;
+                window.insert(id.seq, (key, order));
                 while window.len() > DEDUP_WINDOW {
                     window.pop_first();
                 }
-                self.add_entries(*id, key, to);
+                let recipients: Vec<String> = match room {
+                    Some(r) if to.is_empty() && plants.recipients_at_delivery => {
+                        self.rooms.members(r).into_iter().filter(|u| u != from).map(String::from).collect()
+                    }
+                    Some(r) if to.is_empty() => self.rooms.members_at(r, cut).filter(|u| u != from).map(String::from).collect(),
+                    _ => to.clone(),
+                };
+                self.add_entries(*id, key, order, &recipients);
                 Applied::Chat { id: *id, canonical: key, fresh: true }
             }
             Item::Ack { user, ids } => {
@@ -168,25 +139,23 @@ impl ChatState {
                 if !self.first_copy(*id, key) {
                     self.counters.duplicates_suppressed += 1;
                     if plants.rooms_in_delivery_order {
+                        self.rooms.note(key);
                         return Applied::Other;
                     }
                 }
-                let new = Standing { joined: matches!(item, Item::Join { .. }), fence: *fence, id: *id, lamport: *lamport, key };
-                let users = self.rooms.entry(room.clone()).or_default();
-                let wins = |old: &Standing| {
-                    if plants.unfenced {
-                        (old.lamport, old.key) < (new.lamport, new.key)
-                    } else {
-                        old.stamp() < new.stamp()
-                    }
-                };
-                if plants.rooms_in_delivery_order || users.get(user).is_none_or(wins) {
-                    users.insert(user.clone(), new);
-                }
+                let joined = matches!(item, Item::Join { .. });
+                let new = Standing { joined, fence: *fence, id: *id, lamport: *lamport, key, anchors: vec![key] };
+                let order = Order { delivery: plants.rooms_in_delivery_order, unfenced: plants.unfenced };
+                self.rooms.apply(room, user, new, order);
                 Applied::Other
             }
-            // Its fence raised the Lamport clock above; a retirement is the causal layer's.
-            Item::Login { .. } | Item::Retire { .. } => Applied::Other,
+            // Its fence raised the Lamport clock above.
+            Item::Login { .. } => Applied::Other,
+            // The causal layer retires the lives; the cut of room messages leaves them out.
+            Item::Retire { lives } => {
+                self.rooms.retire(key, lives);
+                Applied::Other
+            }
             Item::Bind { name, key: user, .. } => {
                 match self.names.get(name) {
                     Some(t) if *t != *user && !rebind => self.counters.bind_conflicts += 1,
@@ -201,9 +170,44 @@ impl ChatState {
         }
     }
 
+    /// A retried copy of a message delivered before (as delivery `order` here). A room
+    /// message's copies carry the cuts of the servers that accepted them: it reaches the
+    /// members in every copy's cut, the same users on every server whatever order the copies
+    /// come in (adding recipients late could show a message after its effects; removing is
+    /// safe). A message a merge carries names the users still owed it, split over copies:
+    /// those add up, each entry in the message's first place.
+    fn merge_copy(&mut self, id: MsgId, order: u64, from: &str, room: Option<&str>, to: &[String], cut: &Vc) {
+        match room {
+            Some(r) if to.is_empty() => {
+                let gone: Vec<String> = self
+                    .rooms
+                    .users(r)
+                    .filter(|u| *u != from && !self.rooms.member_at(r, u, cut))
+                    .filter(|u| self.inbox.get(*u).and_then(|i| i.get(&order)).is_some_and(|(i, _)| *i == id))
+                    .map(String::from)
+                    .collect();
+                for user in gone {
+                    self.remove_entries(&user, &[id]);
+                }
+            }
+            Some(_) => {
+                let Some(key) = self.delivered_copy(id) else { return };
+                let new: Vec<String> = to.iter().filter(|u| self.inbox.get(*u).is_none_or(|i| !i.contains_key(&order))).cloned().collect();
+                self.add_entries(id, key, order, &new);
+            }
+            None => {}
+        }
+    }
+
     /// The key of the first delivered copy of `id`, if one was delivered (and is still remembered).
     pub fn delivered_copy(&self, id: MsgId) -> Option<Key> {
         self.seen.get(&id.client).and_then(|w| w.get(&id.seq)).map(|(k, _)| *k)
+    }
+
+    /// Whether `user`'s inbox holds `id` (while its deduplication window remembers it).
+    pub fn owes(&self, user: &str, id: MsgId) -> bool {
+        let Some((_, order)) = self.seen.get(&id.client).and_then(|w| w.get(&id.seq)) else { return false };
+        self.inbox.get(user).and_then(|i| i.get(order)).is_some_and(|(i, _)| *i == id)
     }
 
     /// Drops `user`'s inbox entries for `ids`.
@@ -233,22 +237,22 @@ impl ChatState {
         if window.contains_key(&id.seq) || (window.len() >= DEDUP_WINDOW && window.keys().next().is_some_and(|f| id.seq < *f)) {
             return false;
         }
-        window.insert(id.seq, (key, BTreeSet::new()));
+        window.insert(id.seq, (key, 0));
         while window.len() > DEDUP_WINDOW {
             window.pop_first();
         }
         true
     }
 
-    fn add_entries(&mut self, id: MsgId, key: Key, to: &[String]) {
+    /// One inbox entry per recipient, all in the message's place `order`.
+    fn add_entries(&mut self, id: MsgId, key: Key, order: u64, to: &[String]) {
         for user in to {
             let inbox = self.inbox.entry(user.clone()).or_default();
             if inbox.len() >= MAX_INBOX {
                 self.counters.inbox_full += 1;
                 continue;
             }
-            self.order += 1;
-            inbox.insert(self.order, (id, key));
+            inbox.insert(order, (id, key));
             self.counters.inbox_max = self.counters.inbox_max.max(inbox.len() as u64);
             *self.pins.entry(key).or_insert(0) += 1;
         }
@@ -257,7 +261,7 @@ impl ChatState {
     /// Whether the state's parts agree as applying messages keeps them (checked on a state
     /// that comes from outside: a snapshot or a state file): every inbox entry is pinned, each
     /// pin counts exactly the entries naming its key, delivery order numbers are below the
-    /// next one, and no counter is near its end.
+    /// next one, room histories are within their bounds, and no counter is near its end.
     pub fn is_consistent(&self) -> bool {
         let far_from_end = |v: u64| v < 1 << 62;
         let mut pins: BTreeMap<Key, u32> = BTreeMap::new();
@@ -271,6 +275,7 @@ impl ChatState {
         }
         let c = &self.counters;
         pins == self.pins
+            && self.rooms.is_consistent()
             && self.copies.keys().all(|k| self.pins.contains_key(k))
             && [self.order, self.lamport, c.duplicates_suppressed, c.inbox_full, c.inbox_max, c.bind_conflicts]
                 .into_iter()
@@ -328,11 +333,10 @@ impl ChatState {
     }
 
     /// Sizes of the collections that grow with clients and rooms, for the bounded-state check:
-    /// clients in the dedup window, message ids in it, and room standings.
+    /// clients in the dedup window, message ids in it, and room operations kept.
     pub fn growth(&self) -> (usize, usize, usize) {
         let ids = self.seen.values().map(|w| w.len()).sum();
-        let standings = self.rooms.values().map(|r| r.len()).sum();
-        (self.seen.len(), ids, standings)
+        (self.seen.len(), ids, self.rooms.len())
     }
 
     /// Total inbox entries over all users.
@@ -340,31 +344,40 @@ impl ChatState {
         self.inbox.values().map(|m| m.len()).sum()
     }
 
-    /// Recipients of a message from `from` to `target` under the current room membership.
+    /// Recipients of a message from `from` to `target` started here now: a room's members at
+    /// the cut the message carries ([`ChatState::cut`]).
     pub fn recipients(&self, from: &str, target: &Target) -> Vec<String> {
         match target {
             Target::User(u) => vec![u.clone()],
-            Target::Room(r) => self.members(r).into_iter().filter(|u| *u != from).take(MAX_RECIPIENTS).map(String::from).collect(),
+            Target::Room(r) => self.rooms.members_at(r, self.rooms.cut()).filter(|u| *u != from).map(String::from).collect(),
         }
     }
 
-    /// A room's members, by name: the [`MAX_ROOM_MEMBERS`] earliest joiners still joined.
+    /// The cut a room message started here now carries (see [`Rooms`]).
+    pub fn cut(&self) -> Vc {
+        self.rooms.cut().clone()
+    }
+
+    /// How many origins that cut names.
+    pub fn cut_len(&self) -> usize {
+        self.rooms.cut().len()
+    }
+
+    /// A room's members now, by name.
     pub fn members(&self, room: &str) -> Vec<&str> {
-        let Some(users) = self.rooms.get(room) else { return Vec::new() };
-        let mut joined: Vec<(&str, &Standing)> = users.iter().filter(|(_, s)| s.joined).map(|(u, s)| (u.as_str(), s)).collect();
-        if joined.len() > MAX_ROOM_MEMBERS {
-            joined.sort_by_key(|(_, s)| s.join_order());
-            joined.truncate(MAX_ROOM_MEMBERS);
-            joined.sort_by_key(|(u, _)| *u);
-        }
-        joined.into_iter().map(|(u, _)| u).collect()
+        self.rooms.members(room)
+    }
+
+    /// Whether `user` is a member of `room` now.
+    pub fn is_member(&self, room: &str, user: &str) -> bool {
+        self.rooms.is_member(room, user)
     }
 
     /// What users are still owed of this state, as items to broadcast again in another
     /// cluster's history (a merge): every unacknowledged message, in delivery order, to the
-    /// users still waiting for it (`get` finds a message by key), and every standing in a
-    /// room, with its stamp.
-    /// Names are left out: a user's next login claims them again.
+    /// users still waiting for it (`get` finds a message by key; a room message's users in
+    /// items of at most [`MAX_RECIPIENTS`], which add up), and every standing in a room, with
+    /// its stamp. Names are left out: a user's next login claims them again.
     pub fn carry(&self, get: impl Fn(Key) -> Option<Item>) -> Vec<Item> {
         // Key → (first delivery order here, users still waiting): carried in delivery order,
         // which follows causal order, so a reply never comes before what it answers.
@@ -381,24 +394,26 @@ impl ChatState {
         let mut items = Vec::new();
         for (_, key, users) in owed {
             if let Some(Item::Chat { id, from, room, text, .. }) = get(key) {
-                items.push(Item::Chat { id, from, room, to: users, text });
+                let per = if room.is_some() { MAX_RECIPIENTS } else { 1 };
+                for to in users.chunks(per) {
+                    let (from, room, text, to) = (from.clone(), room.clone(), text.clone(), to.to_vec());
+                    items.push(Item::Chat { id, from, room, to, cut: Vc::new(), text });
+                }
             }
         }
-        for (room, users) in &self.rooms {
-            for (user, st) in users {
-                let (id, user, room, fence, lamport) = (st.id, user.clone(), room.clone(), st.fence, st.lamport);
-                items.push(match st.joined {
-                    true => Item::Join { id, user, room, fence, lamport },
-                    false => Item::Leave { id, user, room, fence, lamport },
-                });
-            }
+        for (room, user, st) in self.rooms.standings() {
+            let (id, user, room, fence, lamport) = (st.id, user.to_string(), room.to_string(), st.fence, st.lamport);
+            items.push(match st.joined {
+                true => Item::Join { id, user, room, fence, lamport },
+                false => Item::Leave { id, user, room, fence, lamport },
+            });
         }
         items
     }
 
     /// Every room with at least one member, by name, with its members.
     pub fn rooms(&self) -> impl Iterator<Item = (&str, Vec<&str>)> {
-        self.rooms.keys().map(|r| (r.as_str(), self.members(r))).filter(|(_, m)| !m.is_empty())
+        self.rooms.names().map(|r| (r, self.members(r))).filter(|(_, m)| !m.is_empty())
     }
 }
 
@@ -464,12 +479,12 @@ mod tests {
     fn a_merge_carries_what_users_are_owed_and_no_more() {
         let mut s = ChatState::default();
         let id = MsgId { client: 7, seq: 3 };
-        let chat = Item::Chat { id, from: "al".into(), room: None, to: vec!["bo".into(), "cy".into()], text: "hi".into() };
+        let chat = Item::Chat { id, from: "al".into(), room: None, to: vec!["bo".into(), "cy".into()], cut: Vc::new(), text: "hi".into() };
         s.apply(key(1, 1), &chat, Plants::default());
         s.apply(key(1, 2), &Item::Ack { user: "bo".into(), ids: vec![id] }, Plants::default());
         s.apply(key(1, 3), &op(false, 2, 6, 4, 9), Plants::default());
         let carried = s.carry(|k| (k == key(1, 1)).then(|| chat.clone()));
-        let want_chat = Item::Chat { id, from: "al".into(), room: None, to: vec!["cy".into()], text: "hi".into() };
+        let want_chat = Item::Chat { id, from: "al".into(), room: None, to: vec!["cy".into()], cut: Vc::new(), text: "hi".into() };
         assert_eq!(carried, vec![want_chat, op(false, 2, 6, 4, 9)], "bo acknowledged it; u2's leave keeps its stamp");
     }
 
@@ -481,6 +496,7 @@ mod tests {
             from: format!("u{client}"),
             room: None,
             to: vec!["cy".into()],
+            cut: Vc::new(),
             text: text.into(),
         };
         let (question, answer) = (msg(1, "question"), msg(2, "answer"));
@@ -515,7 +531,7 @@ mod tests {
         // Found by the `state_file` fuzz target: a state file whose pin of an inbox entry was 0
         // made the acknowledgement of that entry subtract below zero.
         let id = MsgId { client: 4, seq: 1 };
-        let chat = Item::Chat { id, from: "a".into(), room: None, to: vec!["u".into()], text: "hi".into() };
+        let chat = Item::Chat { id, from: "a".into(), room: None, to: vec!["u".into()], cut: Vc::new(), text: "hi".into() };
         let mut s = after(&[(key(1, 1), &chat)], Plants::default());
         assert!(s.is_consistent());
         s.pins.insert(key(1, 1), 0);
@@ -528,19 +544,107 @@ mod tests {
         assert!(far.is_consistent());
     }
 
+    /// A room message to `room` from `from`, started at a server whose state is `at`.
+    fn room_msg(at: &ChatState, client: u64, from: &str, room: &str) -> Item {
+        let (id, from, room) = (MsgId { client, seq: 1 }, from.to_string(), Some(room.to_string()));
+        Item::Chat { id, from, room, to: Vec::new(), cut: at.cut(), text: "hi".into() }
+    }
+
+    fn join_of(n: u64, user: &str, room: &str) -> Item {
+        Item::Join { id: MsgId { client: 1000 + n, seq: 1 }, user: user.into(), room: room.into(), fence: 1, lamport: n }
+    }
+
     #[test]
-    fn a_full_room_keeps_its_earliest_joiners() {
+    fn a_message_to_a_room_of_a_thousand_names_no_one_fits_a_datagram_and_reaches_every_inbox() {
         let mut s = ChatState::default();
-        // Joins delivered in reverse stamp order: the earliest stamps count, not the first delivered.
-        for n in (0..MAX_ROOM_MEMBERS as u64 + 3).rev() {
-            let (id, user) = (MsgId { client: n, seq: 1 }, format!("u{n:02}"));
-            // Fences do not decide who a full room keeps.
-            let item = Item::Join { id, user, room: "r".into(), fence: 100 - n, lamport: n + 1 };
-            s.apply(key(1, n + 1), &item, Plants::default());
+        for n in 0..1000u64 {
+            s.apply(key(1 + (n % 3) as u128, n + 1), &join_of(n, &format!("u{n:03}"), "big"), Plants::default());
         }
-        let members = s.members("r");
-        assert_eq!(members.len(), MAX_ROOM_MEMBERS);
-        assert!(members.contains(&"u00") && !members.contains(&"u19"), "{members:?}");
-        assert_eq!(s.recipients("u00", &Target::Room("r".into())).len(), MAX_RECIPIENTS);
+        assert_eq!(s.members("big").len(), 1000);
+        let msg = room_msg(&s, 1, "u000", "big");
+        let Item::Chat { to, .. } = &msg else { unreachable!() };
+        assert!(to.is_empty(), "a room message names no recipient");
+        assert!(
+            crate::wire::encode(&crate::wire::Packet::Peer(crate::wire::Envelope {
+                from: NodeId { id: ServerId(u128::MAX), incarnation: u64::MAX >> 16 },
+                cluster: crate::id::ClusterId(u128::MAX),
+                epoch: 1,
+                body: crate::wire::Body::Chat {
+                    msg: crate::wire::CausalMsg {
+                        origin: NodeId { id: ServerId(1), incarnation: 1 },
+                        seq: 1,
+                        deps: Vc::new(),
+                        item: std::sync::Arc::new(msg.clone())
+                    }
+                },
+            }))
+            .is_some(),
+            "it fits one datagram"
+        );
+        s.apply(key(9, 1), &msg, Plants::default());
+        for n in 1..1000u64 {
+            let user = format!("u{n:03}");
+            assert!(s.owes(&user, MsgId { client: 1, seq: 1 }), "{user} was not reached");
+        }
+        assert!(!s.owes("u000", MsgId { client: 1, seq: 1 }), "the sender is not its own recipient");
+        assert_eq!(s.inbox_total(), 999);
+    }
+
+    #[test]
+    fn every_server_reaches_the_same_members_whichever_concurrent_join_it_delivered_first() {
+        // Server A starts a room message; a join through server B is concurrent with it.
+        let mut base = ChatState::default();
+        base.apply(key(1, 1), &join_of(1, "al", "r"), Plants::default());
+        base.apply(key(1, 2), &join_of(2, "bo", "r"), Plants::default());
+        let msg = room_msg(&base, 7, "al", "r");
+        let late = join_of(3, "cy", "r");
+        let (km, kj) = (key(1, 3), key(2, 1));
+        let a = after_from(&base, &[(km, &msg), (kj, &late)]);
+        let b = after_from(&base, &[(kj, &late), (km, &msg)]);
+        assert_eq!(a.inboxes(), b.inboxes());
+        assert_eq!(a.inboxes(), vec![("bo".to_string(), vec![MsgId { client: 7, seq: 1 }])]);
+    }
+
+    #[test]
+    fn copies_of_a_room_message_reach_the_members_in_every_copy_cut() {
+        // Two servers started copies of one message (a client retry): bo had left at the second.
+        let mut s = ChatState::default();
+        s.apply(key(1, 1), &join_of(1, "al", "r"), Plants::default());
+        s.apply(key(1, 2), &join_of(2, "bo", "r"), Plants::default());
+        let first = room_msg(&s, 7, "al", "r");
+        let leave = Item::Leave { id: MsgId { client: 1002, seq: 2 }, user: "bo".into(), room: "r".into(), fence: 1, lamport: 9 };
+        s.apply(key(2, 1), &leave, Plants::default());
+        let second = room_msg(&s, 7, "al", "r");
+        let one = after_from(&s, &[(key(1, 3), &first), (key(2, 2), &second)]);
+        let two = after_from(&s, &[(key(2, 2), &second), (key(1, 3), &first)]);
+        assert_eq!((one.inbox_total(), two.inbox_total()), (0, 0), "bo is not in the second copy's cut");
+    }
+
+    fn after_from(base: &ChatState, ops: &[(Key, &Item)]) -> ChatState {
+        let mut s = base.clone();
+        for (k, item) in ops {
+            s.apply(*k, item, Plants::default());
+        }
+        s
+    }
+
+    #[test]
+    fn a_merge_carries_a_room_message_owed_to_many_in_items_that_add_up() {
+        let mut s = ChatState::default();
+        for n in 0..40u64 {
+            s.apply(key(1, n + 1), &join_of(n, &format!("u{n:02}"), "r"), Plants::default());
+        }
+        let msg = room_msg(&s, 7, "u00", "r");
+        s.apply(key(1, 99), &msg, Plants::default());
+        let carried = s.carry(|k| (k == key(1, 99)).then(|| msg.clone()));
+        let chats: Vec<&Item> = carried.iter().filter(|i| matches!(i, Item::Chat { .. })).collect();
+        assert_eq!(chats.len(), 3, "39 users in items of at most 16");
+        assert!(chats.iter().all(|i| i.is_well_formed()));
+        let mut other = ChatState::default();
+        for (n, item) in chats.iter().enumerate() {
+            other.apply(key(5, n as u64 + 1), item, Plants::default());
+        }
+        assert_eq!(other.inbox_total(), 39);
+        assert!(other.is_consistent());
     }
 }

@@ -29,6 +29,11 @@ const GIVE_UP_US: u64 = 10_000_000;
 const OFFER_IDLE_US: u64 = 30_000_000;
 /// A new fetch (nonce 0) reuses an offer at most this old.
 const OFFER_FRESH_US: u64 = 1_000_000;
+/// Offers kept at once (each at most [`MAX_CHUNKS`] chunks): a new fetch's fresh offer does not
+/// replace the one another fetcher is half way through. With one offer, two servers fetching
+/// from one peer made a new offer for each other on every window, and neither ever finished
+/// (`ringchat sim --seed 40 --servers 5 --clients 40`).
+const MAX_OFFERS: usize = 3;
 
 /// A server's chat state as a peer installs it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,7 +84,8 @@ struct Fetch {
 /// Both sides of state transfer for one server.
 #[derive(Default)]
 pub struct Transfer {
-    offer: Option<Offer>,
+    /// Offers by age, the newest last.
+    offers: Vec<Offer>,
     fetch: Option<Fetch>,
     made: u64,
     /// Snapshots installed here.
@@ -114,13 +120,23 @@ impl Transfer {
     /// A peer's request: the chunks of the wanted offer from `from` on (a fresh offer, made
     /// with `make`, when nonce 0 asks for one or the offer it names is gone).
     pub fn serve(&mut self, me: u64, nonce: u64, from: u32, now: Instant, make: impl FnOnce() -> Option<Vec<u8>>) -> Vec<Body> {
-        let current = self.offer.as_ref().is_some_and(|o| o.nonce == nonce || nonce == 0 && now.since(o.made) < OFFER_FRESH_US);
-        if !current {
-            let Some(bytes) = make().filter(|b| b.len().div_ceil(CHUNK) as u64 <= MAX_CHUNKS as u64) else { return Vec::new() };
-            self.made += 1;
-            self.offer = Some(Offer { nonce: (me << 24) ^ self.made, bytes, made: now, used: now });
-        }
-        let o = self.offer.as_mut().expect("made above"); // invariant
+        let named = self.offers.iter().position(|o| o.nonce == nonce && nonce != 0);
+        let fresh = || self.offers.len().checked_sub(1).filter(|&i| nonce == 0 && now.since(self.offers[i].made) < OFFER_FRESH_US);
+        let at = match named.or_else(fresh) {
+            Some(at) => at,
+            None => {
+                let Some(bytes) = make().filter(|b| b.len().div_ceil(CHUNK) as u64 <= MAX_CHUNKS as u64) else { return Vec::new() };
+                self.made += 1;
+                if self.offers.len() >= MAX_OFFERS {
+                    // The one used longest ago goes.
+                    let lru = (0..self.offers.len()).min_by_key(|&i| self.offers[i].used).expect("offers is full"); // invariant
+                    self.offers.remove(lru);
+                }
+                self.offers.push(Offer { nonce: (me << 24) ^ self.made, bytes, made: now, used: now });
+                self.offers.len() - 1
+            }
+        };
+        let o = &mut self.offers[at];
         o.used = now;
         let total = o.bytes.len().div_ceil(CHUNK).max(1) as u32;
         let start = if o.nonce == nonce { from.min(total) } else { 0 };
@@ -173,9 +189,7 @@ impl Transfer {
 
     /// Timed work: repeat an unanswered request, give up a stalled fetch, drop an idle offer.
     pub fn tick(&mut self, now: Instant) -> Option<(SocketAddr, Body)> {
-        if self.offer.as_ref().is_some_and(|o| now.since(o.used) >= OFFER_IDLE_US) {
-            self.offer = None;
-        }
+        self.offers.retain(|o| now.since(o.used) < OFFER_IDLE_US);
         let f = self.fetch.as_mut()?;
         if now.since(f.progress) >= GIVE_UP_US {
             self.fetch = None;
@@ -253,6 +267,41 @@ mod tests {
         let snap = snapshot(3_000);
         let (got, _) = fetch_over(&snap, |k| k % 3 == 0);
         assert_eq!(got, snap);
+    }
+
+    #[test]
+    fn two_servers_fetching_from_one_peer_at_once_both_finish() {
+        // Each window is answered 1.5 s after the other fetcher's: past the time a new fetch
+        // reuses an offer. The peer's state changes between offers.
+        let (mut a, mut b, mut peer) = (Transfer::default(), Transfer::default(), Transfer::default());
+        let mut now = Instant(0);
+        let mut asks = [a.start(addr(2), now).map(|x| x.1), None];
+        let mut done = [false, false];
+        let mut version = 0u64;
+        for round in 0..1_000 {
+            if round == 1 {
+                asks[1] = b.start(addr(2), now).map(|x| x.1);
+            }
+            for k in 0..2 {
+                let Some(Body::SnapshotGet { nonce, from }) = asks[k].take() else { continue };
+                now = now.plus_us(1_500_000);
+                version += 1;
+                let make = || postcard::to_stdvec(&snapshot(10_000 + version as usize)).ok();
+                for c in peer.serve(9, nonce, from, now, make) {
+                    let Body::SnapshotChunk { nonce, index, total, bytes } = c else { panic!("not a chunk") };
+                    let fetcher = if k == 0 { &mut a } else { &mut b };
+                    match fetcher.chunk(addr(2), nonce, index, total, bytes, now) {
+                        Got::Done(_) => done[k] = true,
+                        Got::Ask(_, body) => asks[k] = Some(body),
+                        Got::Nothing => {}
+                    }
+                }
+            }
+            if done == [true, true] {
+                return;
+            }
+        }
+        panic!("the fetches never completed: {done:?}");
     }
 
     #[test]

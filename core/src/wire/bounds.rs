@@ -59,7 +59,7 @@ impl Bounded for MsgId {
 impl Bounded for Item {
     fn in_bounds(&self) -> bool {
         match self {
-            Item::Chat { id, .. } => id.in_bounds(),
+            Item::Chat { id, cut, .. } => id.in_bounds() && cut.in_bounds(),
             Item::Ack { ids, .. } => ids.iter().all(Bounded::in_bounds),
             Item::Join { id, fence, lamport, .. } | Item::Leave { id, fence, lamport, .. } => {
                 id.in_bounds() && counter(*fence) && counter(*lamport)

@@ -80,7 +80,10 @@ pub enum Target {
 /// A replicated operation, carried by the causal broadcast.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Item {
-    /// A chat message; `to` are its recipients, fixed by the server that accepted it.
+    /// A chat message. A private message names its one recipient in `to`. A room message names
+    /// none: it reaches the room's members at its `cut` (see `Rooms::members_at` in the chat state), the same
+    /// users at every server. A room message a merge carries names the users still owed it
+    /// instead (at most [`MAX_RECIPIENTS`] per item, its copies adding up).
     Chat {
         /// Identity for users.
         id: MsgId,
@@ -88,8 +91,12 @@ pub enum Item {
         from: String,
         /// Room, for room messages.
         room: Option<String>,
-        /// Recipients.
+        /// Recipients: the one user of a private message; empty for a room message (except as
+        /// carried by a merge).
         to: Vec<String>,
+        /// For a room message: per origin, the latest join, leave or retirement the accepting
+        /// server had applied from it (origins retired with all they sent left out).
+        cut: Vc,
         /// Text.
         text: String,
     },
@@ -109,7 +116,7 @@ pub enum Item {
         /// The room.
         room: String,
         /// Login fence of the client process that asked (see [`Item::Login`]): the latest
-        /// join or leave of a user in a room wins (see [`Standing`]).
+        /// join or leave of a user in a room wins (see `Standing` in the chat rooms).
         fence: u64,
         /// Lamport time at the server that started it (a full room keeps its earliest joiners).
         lamport: u64,
@@ -162,8 +169,12 @@ impl Item {
     pub fn is_well_formed(&self) -> bool {
         let name = |s: &String| !s.is_empty() && s.len() <= MAX_NAME;
         match self {
-            Item::Chat { from, room, to, text, .. } => {
-                name(from) && room.as_ref().is_none_or(name) && to.len() <= MAX_RECIPIENTS && to.iter().all(name) && text.len() <= MAX_TEXT
+            Item::Chat { from, room, to, cut, text, .. } => {
+                let whom = match room {
+                    None => to.len() == 1 && cut.is_empty(),
+                    Some(r) => name(r) && to.len() <= MAX_RECIPIENTS && cut.len() <= MAX_ORIGINS,
+                };
+                name(from) && whom && to.iter().all(name) && text.len() <= MAX_TEXT
             }
             Item::Ack { user, ids } => name(user) && ids.len() <= MAX_ACK_IDS,
             Item::Join { user, room, .. } | Item::Leave { user, room, .. } => name(user) && name(room),

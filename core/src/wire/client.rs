@@ -280,12 +280,19 @@ pub enum Rejection {
     /// A private message to a name no user holds (checked once the sender's causal context
     /// is delivered, so a user the sender has heard of is never reported missing).
     NoSuchUser,
+    /// A join of a room that holds [`crate::limits::MAX_ROOM_MEMBERS`] members already: the
+    /// user is not a member.
+    RoomFull {
+        /// The bound.
+        max: u32,
+    },
 }
 
 impl std::fmt::Display for Rejection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Rejection::NoSuchUser => write!(f, "no such user"),
+            Rejection::RoomFull { max } => write!(f, "the room is full ({max} members); you are not a member"),
         }
     }
 }

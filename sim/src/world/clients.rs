@@ -244,7 +244,13 @@ impl World {
         let (op, rec) = if let Some(careless) = careless {
             careless
         } else if p.rooms.is_empty() || r < room_change {
-            let room = format!("r{}", if p.rooms.is_empty() { c % rooms } else { self.rng.random_range(0..rooms) });
+            // Every user's first room is r0, so one room holds every client (large rooms are
+            // exercised at every scale); later changes pick any room.
+            // A run of 16 clients or more puts every user in r0 first, so one room holds every
+            // client (rooms far past the 17 members they once stopped at); smaller runs spread
+            // users over the rooms. Later changes pick any room.
+            let first = if self.cfg.clients >= 16 { 0 } else { c % rooms };
+            let room = format!("r{}", if p.rooms.is_empty() { first } else { self.rng.random_range(0..rooms) });
             if p.rooms.contains(&room) && self.rng.random_bool(0.5) {
                 (Op::Leave(room.clone()), ChatOp::Leave(room))
             } else {

@@ -136,7 +136,7 @@ impl World {
     }
 
     /// B1: after heal every live server has dropped acknowledged inbox entries and stable retransmission buffers.
-    /// R1 over the live servers' final states.
+    /// R1 over the live servers' final states (room membership and inboxes).
     fn check_converged(&self) -> Vec<Violation> {
         let finals: Vec<_> = self
             .nodes
@@ -144,7 +144,11 @@ impl World {
             .filter_map(|n| n.server.as_ref().map(|s| (s.node(), s.durable())))
             .map(|(life, d)| {
                 let rooms = crate::names::list(d.chat.state.rooms().map(|(r, m)| format!("{r}:{}", crate::names::list(m))));
-                (life.to_string(), d.chat.causal.delivered.clone(), rooms)
+                // Inboxes as sets: servers deliver concurrent messages in different orders.
+                let mut inboxes = d.chat.state.inboxes();
+                inboxes.iter_mut().for_each(|(_, ids)| ids.sort_unstable());
+                let inboxes = crate::names::list(inboxes.iter().map(|(u, ids)| format!("{u}:{}", crate::names::list(ids))));
+                (life.to_string(), d.chat.causal.delivered.clone(), format!("rooms {rooms} inboxes {inboxes}"))
             })
             .collect();
         crate::chat_check::check_converged(&finals)

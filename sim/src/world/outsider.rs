@@ -569,6 +569,7 @@ fn made_up_body(rng: &mut ChaCha8Rng, env: &Envelope, members: &[Member], me: No
                 from: "u0".into(),
                 room: None,
                 to: vec!["u1".into()],
+                cut: Default::default(),
                 text: "alice to bob".into(),
             });
             Body::Chat { msg: ringchat_core::wire::CausalMsg { origin: pick(rng).node, seq: big(rng), deps: Default::default(), item } }

@@ -53,6 +53,7 @@ impl ChatServer {
             rebind: self.plant == Some(PlantedBug::RebindNames),
             rooms_in_delivery_order: self.plant == Some(PlantedBug::RoomsInDeliveryOrder),
             unfenced: self.plant == Some(PlantedBug::Unfenced),
+            recipients_at_delivery: self.plant == Some(PlantedBug::RecipientsAtDelivery),
         };
         d.apply_delivered(msg, plants)
     }
@@ -65,7 +66,7 @@ impl ChatServer {
         }
         let msg = d.causal.broadcast(cx.me, item)?;
         let applied = self.apply(d, &msg);
-        let (at_once, later) = self.copy_targets(cx, &msg.item);
+        let (at_once, later) = self.copy_targets(d, cx, &msg.item);
         for addr in at_once {
             out.push(Out::Peer(addr, Body::Chat { msg: msg.clone() }, false));
         }
@@ -89,14 +90,15 @@ impl ChatServer {
     /// majority, so it becomes stable without waiting. Its other copies can wait: they replicate
     /// what is already stable, and leave packed together, off the path of the show. Every other
     /// item goes to every peer at once.
-    pub(super) fn copy_targets(&self, cx: &Ctx, item: &Item) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
+    pub(super) fn copy_targets(&self, d: &ChatDurable, cx: &Ctx, item: &Item) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
         let Some(view) = cx.view else { return (Vec::new(), Vec::new()) };
         let peers = view.members.iter().filter(|m| m.node.id != cx.me.id);
-        let Item::Chat { to, .. } = item else { return (peers.map(|m| m.addr).collect(), Vec::new()) };
+        let Item::Chat { id: msg, .. } = item else { return (peers.map(|m| m.addr).collect(), Vec::new()) };
+        // The message is applied here already: its recipients are the users whose inbox holds it.
         let hosts_recipient = |id: ServerId| {
             self.presence
                 .get(&id)
-                .is_some_and(|(at, users)| cx.now.since(*at) <= PRESENCE_TTL_US && to.iter().any(|u| users.binary_search(u).is_ok()))
+                .is_some_and(|(at, users)| cx.now.since(*at) <= PRESENCE_TTL_US && users.iter().any(|u| d.state.owes(u, *msg)))
         };
         let (mut at_once, others): (Vec<&Member>, Vec<_>) = peers.partition(|m| hosts_recipient(m.node.id));
         // This server holds the message: a majority needs `majority - 1` peers.
@@ -122,12 +124,16 @@ impl ChatServer {
             self.poked.append(&mut self.gated);
             self.holds_pending = true;
             self.holds_origins.insert(m.origin.id);
-            match &*m.item {
-                Item::Chat { to, .. } => self.poke_users(to, false),
-                Item::Bind { name, .. } => self.poke_users(std::slice::from_ref(name), true),
-                _ => {}
+            if let Item::Bind { name, .. } = &*m.item {
+                self.poke_users(std::slice::from_ref(name), true);
             }
             self.apply(d, &m);
+            if let Item::Chat { id, .. } = &*m.item {
+                // The sessions of its recipients (a room message's follow from the room's
+                // membership at its cut, now in their inboxes).
+                let hit = self.sessions.iter().filter(|(_, s)| s.login.is_done() && d.state.owes(&s.name, *id)).map(|(c, _)| *c);
+                self.poked.extend(hit);
+            }
         }
     }
 

@@ -5,7 +5,7 @@
 use super::{ChatDurable, ChatServer, Ctx, Out, PENDING_TTL_US, RESEND_US, RETRY_HOLD_US, SHOW_BATCH};
 use crate::chat::state::Applied;
 use crate::id::NodeId;
-use crate::limits::{MAX_ACK_IDS, MAX_EXPIRED, MAX_LEAVING, MAX_PENDING};
+use crate::limits::{MAX_ACK_IDS, MAX_EXPIRED, MAX_LEAVING, MAX_ORIGINS, MAX_PENDING, MAX_ROOM_MEMBERS};
 use crate::path::ClientPath;
 use crate::plant::PlantedBug;
 use crate::time::{merge, Instant, Vc};
@@ -477,8 +477,9 @@ impl ChatServer {
                 expired.push(*id);
                 return false;
             }
+            // A cut naming more origins than a message may (lives not yet retired) waits.
             let fits = match op {
-                Op::Chat { to, .. } => d.state.has_room_for(&d.state.recipients(&s.name, to)),
+                Op::Chat { to, .. } => d.state.has_room_for(&d.state.recipients(&s.name, to)) && d.state.cut_len() <= MAX_ORIGINS,
                 Op::Join(_) | Op::Leave(_) => true,
             };
             // Past the login gate, an origin of the operation's context that neither the
@@ -518,13 +519,23 @@ impl ChatServer {
                 }
                 continue;
             }
+            if let Op::Join(room) = &op {
+                // A room at its bound takes no new member, and the user is told so.
+                if !d.state.is_member(room, &name) && d.state.members(room).len() >= MAX_ROOM_MEMBERS {
+                    if let Some(s) = self.sessions.get(&client) {
+                        let reason = Rejection::RoomFull { max: MAX_ROOM_MEMBERS as u32 };
+                        out.push(Out::Client(s.path, ServerMsg::Rejected { id, reason }));
+                    }
+                    continue;
+                }
+            }
             let item = match op {
-                Op::Chat { to, text } => {
-                    let (room, recipients) = match &to {
-                        Target::Room(r) => (Some(r.clone()), d.state.recipients(&name, &to)),
-                        Target::User(_) => (None, d.state.recipients(&name, &to)),
-                    };
-                    Item::Chat { id, from: name.clone(), room, to: recipients, text }
+                // A room message names no recipient: its cut decides them, the same at every server.
+                Op::Chat { to: Target::Room(room), text } => {
+                    Item::Chat { id, from: name.clone(), room: Some(room), to: Vec::new(), cut: d.state.cut(), text }
+                }
+                Op::Chat { to: Target::User(user), text } => {
+                    Item::Chat { id, from: name.clone(), room: None, to: vec![user], cut: Vc::new(), text }
                 }
                 Op::Join(room) => Item::Join { id, user: name.clone(), room, fence, lamport: d.state.next_lamport() },
                 Op::Leave(room) => Item::Leave { id, user: name.clone(), room, fence, lamport: d.state.next_lamport() },
