@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let cfg = ClientConfig { servers: (0..5).map(addr).collect(), ..ClientConfig::default() };
     let mut client = Client::new(cfg, id, 0, Instant(0));
     let mut now = Instant(0);
-    let _ = client.login(now, "fuzz", 7);
+    let _ = client.login(now, "fuzz", ringchat_core::user::UserSecret::from_seed([7; 32]));
     for (i, f) in frames(c.0).into_iter().enumerate() {
         now = now.plus_ms(f.dt_ms as u64);
         if client.poll_timeout().is_some_and(|t| t <= now) {

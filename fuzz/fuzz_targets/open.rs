@@ -1,10 +1,14 @@
 //! The sealed-datagram opener: any bytes from the LAN, opened by a server holding the fuzz key
 //! (with the real cipher and with the simulator's stand-in). Properties: no panic; what opens
 //! is a server datagram in its header's sender's name; a plain server datagram sealed by its
-//! sender opens to the same bytes, exactly once, and not for another receiver.
+//! sender opens to the same bytes, exactly once, and not for another receiver. The client
+//! channel too: what a server opens as a client datagram is never a server datagram and opens
+//! once; what a client opens came sealed for its channel; a client datagram sealed on a
+//! channel opens at a server to the same bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use ringchat_core::seal::channel::ClientChannel;
 use ringchat_core::seal::{ChaChaPoly, Inbound, Seal, SealError, StandIn};
 use ringchat_core::wire;
 use ringchat_core::{NodeId, ServerId};
@@ -24,7 +28,29 @@ fuzz_target!(|data: &[u8]| {
             assert!(!wire::is_peer(b), "a plain server datagram got through");
             assert!(!matches!(wire::decode(b), Ok(wire::Packet::Peer(_))), "a plain server datagram got through as client traffic");
         }
+        Ok(Inbound::Client(plain, path, _)) => {
+            assert!(!wire::is_peer(&plain), "a server datagram got through a client channel");
+            assert!(path.channel.is_some());
+            let _ = wire::decode(&plain);
+            assert_eq!(receiver.open(addr(1), data), Err(SealError::Replay), "a client datagram opened twice");
+        }
         Err(_) => {}
+    }
+    // A client's side: any bytes from the LAN, opened by a channel to the fuzz cluster.
+    let mut client = ClientChannel::<ChaChaPoly>::new(ring().identity_public(), [9; 32], None);
+    if let Ok(plain) = client.open(data) {
+        let _ = wire::decode(&plain);
+        assert_eq!(client.open(data), Err(SealError::Replay), "an answer opened twice");
+    }
+    if !wire::is_peer(data) && !data.is_empty() && data.len() <= ringchat_core::limits::MAX_DATAGRAM {
+        let sealed = client.seal(data);
+        let mut b = Seal::<ChaChaPoly>::new(me, ring(), None);
+        match b.open(addr(3), &sealed) {
+            Ok(Inbound::Client(plain, path, false)) => {
+                assert_eq!((plain.as_slice(), path.channel), (data, Some(client.id())));
+            }
+            other => panic!("a client datagram sealed on its channel did not open: {other:?}"),
+        }
     }
     // The sender's side: seal the bytes as the server they name would, and open them.
     if let Some(sender) = wire::peer_sender(data).filter(|s| a_life(*s) && s.id != me.id) {

@@ -217,7 +217,11 @@ fn the_printed_trace_is_byte_identical_between_two_runs() {
 
 #[test]
 fn traces_and_failures_name_things_one_way_without_debug_text() {
-    let o = sim(&["--seed", "0", "--plant", "no-holdback", "--trace"]);
+    // The first seed on which the planted bug breaks C1 (seed 4 as of this writing).
+    let seed = (0..20u64)
+        .find(|s| text(&sim(&["--seed", &s.to_string(), "--plant", "no-holdback"]).stderr).contains("C1:"))
+        .expect("no-holdback breaks C1 on some seed");
+    let o = sim(&["--seed", &seed.to_string(), "--plant", "no-holdback", "--trace"]);
     let all = text(&o.stdout) + &text(&o.stderr);
     for debug in ["MsgId {", "NodeId {", "ServerId(", "ClusterId(", "Some(", "client: ", "incarnation:"] {
         assert!(!all.contains(debug), "{debug:?} in:\n{}", all.lines().find(|l| l.contains(debug)).unwrap_or(""));
