@@ -127,7 +127,7 @@ start_server() {
 
 # status HOST: one JSON line from the server on HOST, asked from inside its namespace.
 status() {
-  ip netns exec "${P}h$1" "$BIN" status --only --server "$NET.$1:7000" --json --timeout-ms "${2:-1000}" 2>/dev/null
+  ip netns exec "${P}h$1" "$BIN" status --only --key-file "$TMP/cluster.key" --server "$NET.$1:7000" --json --timeout-ms "${2:-1000}" 2>/dev/null
 }
 
 # field JSON KEY: a top-level string or number value.
@@ -212,7 +212,7 @@ log "cold start: 5 servers agree on leader ${LEADER:0:8} (host $LEADER_HOST) in 
 
 # The servers answer from the client hosts too.
 for c in "${CLIENTS[@]}"; do
-  ip netns exec "${P}c$c" "$BIN" status --only --server "$NET.$LEADER_HOST:7000" --json --timeout-ms 2000 >/dev/null \
+  ip netns exec "${P}c$c" "$BIN" status --only --key-file "$TMP/cluster.key" --server "$NET.$LEADER_HOST:7000" --json --timeout-ms 2000 >/dev/null \
     || fail "client host $NET.$c cannot reach the leader's status"
 done
 log "status reachable from the 3 client hosts"
@@ -290,7 +290,10 @@ start_client() {
   mkfifo "$fifo" || fail "cannot create a FIFO"
   exec {fd}<>"$fifo"
   CFD[$name]=$fd
-  ip netns exec "${P}c$c" "$BIN" client --json --name "$name" --discovery multicast <"$fifo" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+  local identity
+  identity=$("$BIN" keys list --key-file "$TMP/cluster.key" | awk '$1 == "identity" { print $2 }')
+  ip netns exec "${P}c$c" env RINGCHAT_HOME="$TMP/home" "$BIN" client --json --name "$name" --discovery multicast --cluster-key "$identity" \
+    <"$fifo" >"$TMP/$name.out" 2>"$TMP/$name.err" &
   PID[$name]=$!
 }
 # first_event_field NAME EVENT KEY: KEY's first string value in NAME's first EVENT line.

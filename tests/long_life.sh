@@ -158,7 +158,7 @@ kill_server() { # kill_server TAG I
 # status_row NS I: one TSV line about server I: id cluster leader view is_leader members(sorted,
 # comma-joined) dead-members incarnation; nothing if it does not answer.
 status_row() {
-  ip netns exec "$1" "$BIN" status --only --server "127.0.0.1:$(port_of "$2")" --json --timeout-ms 300 2>/dev/null |
+  ip netns exec "$1" "$BIN" status --only --key-file "$TMP/cluster.key" --server "127.0.0.1:$(port_of "$2")" --json --timeout-ms 300 2>/dev/null |
     jq -r '[.id, .cluster, (.leader // "-"), (.view_id // "-" | tostring), (.is_leader | tostring),
             ([.members[].id] | sort | join(",")), ([.members[] | select(.alive | not)] | length | tostring),
             (.incarnation | tostring)] | @tsv' 2>/dev/null
@@ -229,17 +229,19 @@ PUMPING=0       # 1 while the users chat
 PHASE=churn
 LIFE=$NSRV      # server lives so far
 
+# identity: the cluster's identity public key, which clients are given to trust it.
+identity() { "$BIN" keys list --key-file "$TMP/cluster.key" | awk '$1 == "identity" { print $2 }'; }
 # start_client NS NAME: a `ringchat client --json` process for NAME (a later process of the same
 # user appends to the same output: a user's events span its processes).
 start_client() {
-  local fifo="$TMP/$2.in" fd k args=(client --json --name "$2")
+  local fifo="$TMP/$2.in" fd k args=(client --json --name "$2" --cluster-key "$(identity)")
   rm -f "$fifo"
   mkfifo "$fifo" || fatal "cannot create a FIFO"
   exec {fd}<>"$fifo"
   FD[$2]=$fd
   SENT[$2]=${SENT[$2]:-0}
   for ((k = 1; k <= NSRV; k++)); do args+=(--server "127.0.0.1:$(port_of "$k")"); done
-  ip netns exec "$1" "$BIN" "${args[@]}" <"$fifo" >>"$TMP/$2.out" 2>>"$TMP/$2.err" &
+  ip netns exec "$1" env RINGCHAT_HOME="$TMP/home" "$BIN" "${args[@]}" <"$fifo" >>"$TMP/$2.out" 2>>"$TMP/$2.err" &
   PID[$2]=$!
 }
 # send FROM TO TEXT
