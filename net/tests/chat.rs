@@ -460,3 +460,28 @@ fn a_server_joining_after_trimming_catches_up_by_snapshot() {
         no_duplicates(cl);
     }
 }
+
+/// A second client under a taken name, with a key of its own (another person, or the same
+/// person without the key file), is refused in words and changes nothing; the owner's next
+/// process, with the owner's key, logs in.
+#[test]
+fn a_name_belongs_to_the_key_that_first_logged_in_with_it() {
+    let c = Cluster::start("chat-owned", 3);
+    c.wait_for("one leader and one view of 3", Duration::from_secs(15), || agreement(&c.ports));
+    let mut carol = JsonClient::start("carol", &c.ports);
+    carol.attached();
+    carol.cmd(json!({"cmd":"quit"}));
+    let other_key = log_path(&format!("mallory-as-carol-{}.key", std::process::id()));
+    let _ = std::fs::remove_file(&other_key);
+    let mut cmd = Command::new(BIN);
+    cmd.args(["client", "--json", "--name", "carol", "--user-key"]).arg(&other_key).env("RINGCHAT_HOME", home());
+    for p in &c.ports {
+        cmd.args(["--server", &addr(*p).to_string()]);
+    }
+    let mut mallory = JsonClient::spawn("mallory", &mut cmd, true);
+    let refused = mallory.wait("a refusal", |v| v["event"] == "error");
+    assert_eq!(refused["message"], "login refused: name \"carol\" belongs to another key", "{refused}");
+    assert!(!mallory.seen.iter().any(|v| v["event"] == "attached"), "{:?}", mallory.seen);
+    let mut carol_again = JsonClient::start("carol", &c.ports);
+    carol_again.attached();
+}

@@ -98,6 +98,23 @@ fn wrong_key_and_tampered_datagrams_are_counted_in_status() {
 }
 
 #[test]
+fn a_sealed_cluster_answers_status_to_operators_only() {
+    let c = Cluster::start("operators", 1);
+    let port = c.ports[0];
+    c.wait_for("a lone leader", WAIT, || status(port).filter(|r| r.is_leader && r.sealed));
+    let server = addr(port).to_string();
+    let (code, _, err) = run_cli(&["status", "--server", &server, "--only", "--timeout-ms", "300"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.lines().count() == 1 && err.contains("--key-file"), "{err}");
+    assert!(status_plain(port).is_none(), "a plain status request was answered");
+    let wrong = new_key_file("operators-wrong");
+    let (code, _, err) = run_cli(&["status", "--key-file", &path_arg(&wrong), "--server", &server, "--only", "--timeout-ms", "300"]);
+    assert_eq!(code, Some(1), "another cluster's key file is no credential: {err}");
+    let r = status(port).expect("the operator's status");
+    assert!(r.counters.unsealed >= 1 && r.counters.seal_wrong_key >= 1, "the refusals are counted: {}", brief(&r));
+}
+
+#[test]
 fn an_unsealed_server_says_so_in_status() {
     let c = Cluster::start_with("unsealed", 1, |_| vec!["--insecure-no-key".into()]);
     let port = c.ports[0];
