@@ -33,3 +33,58 @@ pub enum PlantedBug {
     /// it carries: servers that delivered a concurrent join or leave first reach other users.
     RecipientsAtDelivery,
 }
+
+impl PlantedBug {
+    /// Every planted bug, in declaration order.
+    pub const ALL: [PlantedBug; 12] = [
+        PlantedBug::NoHoldback,
+        PlantedBug::SkipDedup,
+        PlantedBug::ForgetInboxOnRestart,
+        PlantedBug::RebindNames,
+        PlantedBug::ShowUnstable,
+        PlantedBug::ReplayAtOnce,
+        PlantedBug::RoomsInDeliveryOrder,
+        PlantedBug::Unfenced,
+        PlantedBug::AcceptUnsealedViews,
+        PlantedBug::AnswerAnyone,
+        PlantedBug::TrustAnyLogin,
+        PlantedBug::RecipientsAtDelivery,
+    ];
+
+    /// Its name on the command line (`ringchat sim --plant NAME`).
+    pub fn name(self) -> &'static str {
+        match self {
+            PlantedBug::NoHoldback => "no-holdback",
+            PlantedBug::SkipDedup => "skip-dedup",
+            PlantedBug::ForgetInboxOnRestart => "forget-inbox-on-restart",
+            PlantedBug::RebindNames => "rebind-names",
+            PlantedBug::ShowUnstable => "show-unstable",
+            PlantedBug::ReplayAtOnce => "replay-at-once",
+            PlantedBug::RoomsInDeliveryOrder => "rooms-in-delivery-order",
+            PlantedBug::Unfenced => "unfenced",
+            PlantedBug::AcceptUnsealedViews => "accept-unsealed-views",
+            PlantedBug::AnswerAnyone => "answer-anyone",
+            PlantedBug::TrustAnyLogin => "trust-any-login",
+            PlantedBug::RecipientsAtDelivery => "recipients-at-delivery",
+        }
+    }
+
+    /// The bug named `name` (see [`PlantedBug::name`]).
+    pub fn from_name(name: &str) -> Option<PlantedBug> {
+        PlantedBug::ALL.into_iter().find(|b| b.name() == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_planted_bug_is_listed_once_and_named_back() {
+        for (i, b) in PlantedBug::ALL.into_iter().enumerate() {
+            assert_eq!(PlantedBug::from_name(b.name()), Some(b));
+            assert!(!PlantedBug::ALL[..i].contains(&b), "{b:?} listed twice");
+        }
+        assert_eq!(PlantedBug::from_name("no-such-bug"), None);
+    }
+}

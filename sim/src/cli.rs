@@ -10,53 +10,13 @@ use crate::world::{self, FaultMode, Report, SimConfig};
 use ringchat_core::{PlantedBug, RingOrder};
 use std::io::Write;
 
-/// A protocol bug to plant (see `ringchat_core::PlantedBug`).
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PlantArg {
-    /// Deliver (and show) messages on receipt, without waiting for their causal past.
-    NoHoldback,
-    /// Do not deduplicate retried messages.
-    SkipDedup,
-    /// Lose every inbox when the server restarts.
-    ForgetInboxOnRestart,
-    /// Bind a name again to whoever claims it last.
-    RebindNames,
-    /// Show messages before they are stable.
-    ShowUnstable,
-    /// Show a login its inbox at once, without first catching up with a majority.
-    ReplayAtOnce,
-    /// Apply joins and leaves in delivery order, ignoring their Lamport times.
-    RoomsInDeliveryOrder,
-    /// Order joins and leaves by their Lamport times alone, ignoring login fences.
-    Unfenced,
-    /// Let plain view messages through a sealed server's opener.
-    AcceptUnsealedViews,
-    /// Answer requests that proved nothing in full, and a hello at the address its body names.
-    AnswerAnyone,
-}
-
-impl PlantArg {
-    /// The core's bug.
-    pub fn bug(self) -> PlantedBug {
-        match self {
-            PlantArg::NoHoldback => PlantedBug::NoHoldback,
-            PlantArg::SkipDedup => PlantedBug::SkipDedup,
-            PlantArg::ForgetInboxOnRestart => PlantedBug::ForgetInboxOnRestart,
-            PlantArg::RebindNames => PlantedBug::RebindNames,
-            PlantArg::ShowUnstable => PlantedBug::ShowUnstable,
-            PlantArg::ReplayAtOnce => PlantedBug::ReplayAtOnce,
-            PlantArg::RoomsInDeliveryOrder => PlantedBug::RoomsInDeliveryOrder,
-            PlantArg::Unfenced => PlantedBug::Unfenced,
-            PlantArg::AcceptUnsealedViews => PlantedBug::AcceptUnsealedViews,
-            PlantArg::AnswerAnyone => PlantedBug::AnswerAnyone,
-        }
-    }
-
-    /// The flag's value, as `--plant` takes it.
-    pub fn name(self) -> String {
-        use clap::ValueEnum;
-        self.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string())
-    }
+/// `--plant NAME`: one of the core's planted bugs (the list lives with them, in
+/// `ringchat_core::PlantedBug`).
+fn parse_plant(name: &str) -> Result<PlantedBug, String> {
+    PlantedBug::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = PlantedBug::ALL.iter().map(|b| b.name()).collect();
+        format!("no planted bug {name:?}; one of: {}", names.join(", "))
+    })
 }
 
 /// A fault schedule read from a file, with the path it came from (for the replay line).
@@ -144,8 +104,8 @@ pub struct SimArgs {
     #[arg(long, value_name = "FILE", value_parser = parse_schedule)]
     pub schedule: Option<ScheduleFile>,
     /// Plant one protocol bug in every server, to watch a checker catch it.
-    #[arg(long, value_enum, value_name = "BUG")]
-    pub plant: Option<PlantArg>,
+    #[arg(long, value_name = "BUG", value_parser = parse_plant)]
+    pub plant: Option<PlantedBug>,
     /// Faults of a long life, each kind switched on and rated by the seed: server churn and client
     /// churn, restarts with the disk lost, power cuts, careless clients (also checks bounded state
     /// and liveness after churn).
@@ -262,7 +222,7 @@ impl SimArgs {
             outsider: self.outsider.then_some(true),
             ..SimConfig::default()
         };
-        cfg.server.plant = self.plant.map(PlantArg::bug);
+        cfg.server.plant = self.plant;
         cfg
     }
 

@@ -3,8 +3,8 @@
 //! a random schedule rarely hits, made deterministic.
 
 use ringchat_core::client::{Client, ClientConfig, ClientEvent};
-use ringchat_core::user::UserSecret;
 use ringchat_core::limits::MAX_ROOM_MEMBERS;
+use ringchat_core::user::UserSecret;
 use ringchat_core::wire::CausalMsg;
 use ringchat_core::wire::{decode, encode, Body, Envelope, Packet};
 use ringchat_core::wire::{ClientMsg, Op, ServerMsg};
