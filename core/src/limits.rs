@@ -28,8 +28,14 @@ pub const MAX_MEMBERS: usize = 24;
 pub const MAX_ORIGINS: usize = 32;
 /// Most messages held back waiting for their causal past.
 pub const MAX_HOLDBACK: usize = 1024;
-/// Most messages kept for retransmission.
-pub const MAX_STORE: usize = 65_536;
+/// Most messages a server stores: those not yet held by every member of the view, and those
+/// some user has not yet acknowledged (a week's chat for users away, each message once
+/// however many members its room has). At about 400 bytes a message in memory, the bound
+/// costs about 100 MB. A server whose store is within [`STORE_HEADROOM`] of it starts no new
+/// message (its senders are told `failed`); `ringchat status` warns from three quarters on.
+pub const MAX_STORE: usize = 262_144;
+/// Store entries kept free for messages other servers started (see [`MAX_STORE`]).
+pub const STORE_HEADROOM: usize = 8_192;
 /// Most retired origin lives remembered (see `Causal::retire`): 32 bytes each.
 pub const MAX_RETIRED: usize = 1024;
 /// Most messages one anti-entropy request asks for.
@@ -39,8 +45,8 @@ pub const MAX_RANGE: u64 = 16;
 
 /// Bytes of snapshot per chunk (one chunk fits a datagram with its framing).
 pub const CHUNK: usize = 1_000;
-/// Largest snapshot sent or accepted, in chunks (16 MB).
-pub const MAX_CHUNKS: u32 = 16_384;
+/// Largest snapshot sent or accepted, in chunks (128 MB: a full store of short messages).
+pub const MAX_CHUNKS: u32 = 131_072;
 
 // ----- chat -------------------------------------------------------------------
 
@@ -53,9 +59,9 @@ pub const MAX_NAME: usize = 16;
 /// owed it, in items of at most this many.
 pub const MAX_RECIPIENTS: usize = 16;
 /// Most members a server lets a room reach: a join beyond it is rejected
-/// (`Rejection::RoomFull`) and its client told. A room message costs one inbox entry per member
-/// at each server (about 40 bytes), so 1,024 members cost 40 kB per message and server; an
-/// office, a class or a LAN party fits. Joins accepted concurrently at different servers can
+/// (`Rejection::RoomFull`) and its client told. A room message is stored once however many
+/// members it reaches; what the bound limits is the work of one message (computing its
+/// recipients, and a show to each member). Joins accepted concurrently at different servers can
 /// take a room past it, by at most the joins in flight; nothing ever drops a member.
 pub const MAX_ROOM_MEMBERS: usize = 1024;
 /// Most joins and leaves kept per user and room (the greatest stamps): a room message counts
@@ -65,11 +71,6 @@ pub const ROOM_HISTORY: usize = 4;
 /// Most keys that place one join or leave in a cut: its own, and the retirements that covered
 /// its origin (see `Rooms::retire`).
 pub const MAX_ANCHORS: usize = 4;
-/// Most unacknowledged messages one user's inbox holds.
-pub const MAX_INBOX: usize = 512;
-/// Inbox entries kept free when a server starts a message: room for the ones other servers
-/// started meanwhile.
-pub const INBOX_HEADROOM: usize = 64;
 /// Message ids per client remembered for deduplication (a retry older than this is dropped).
 pub const DEDUP_WINDOW: usize = 16;
 /// Most message ids one acknowledgement carries.

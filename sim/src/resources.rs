@@ -34,6 +34,12 @@ pub struct Resources {
     pub clusters: u64,
 }
 
+/// Most messages one simulated user is owed at once: a user away for a whole run is owed what
+/// the run sent to it, and the workload sends fewer than this per user. (The product bounds
+/// only the store as a whole, [`ringchat_core::limits::MAX_STORE`]; B1 catches a message kept
+/// after every user acknowledged it.)
+const USER_BACKLOG: u64 = 576;
+
 impl Resources {
     /// Each measure with its name, in report order.
     pub fn fields(&self) -> [(&'static str, u64); 11] {
@@ -74,12 +80,12 @@ impl Resources {
     /// lives and two previous lives per server (a power cut makes every server a new life at
     /// once while the lives a churn restart just ended are still named), plus slack for a merge; a client keeps at most a
     /// few processes' dedup windows and sessions alive; names and inboxes are per user; the store
-    /// holds at most every user's full inbox and one hold-back queue in flight.
+    /// holds at most every user's backlog ([`USER_BACKLOG`]) and one hold-back queue in flight.
     pub fn bound(servers: usize, users: usize, rooms: usize) -> Resources {
         use ringchat_core::limits::MAX_HOLDBACK;
-        use ringchat_core::limits::{DEDUP_WINDOW, INBOX_HEADROOM, MAX_INBOX, MAX_TEXT};
+        use ringchat_core::limits::{DEDUP_WINDOW, MAX_TEXT};
         let (n, m, r) = (servers as u64, users as u64, rooms.max(1) as u64);
-        let store = m * (MAX_INBOX + INBOX_HEADROOM) as u64 + MAX_HOLDBACK as u64;
+        let store = m * USER_BACKLOG + MAX_HOLDBACK as u64;
         let origins = 3 * n + 2;
         // A client process's deduplication window lives a minute past its last operation, and a
         // churning user starts a few processes a minute.

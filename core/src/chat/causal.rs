@@ -6,14 +6,11 @@
 //! iterates a hash map, so every server delivers deterministically.
 
 use crate::id::{NodeId, ServerId};
-use crate::limits::{MAX_HOLDBACK, MAX_ORIGINS, MAX_RANGE, MAX_RETIRED, MAX_STORE};
+use crate::limits::{MAX_HOLDBACK, MAX_ORIGINS, MAX_RANGE, MAX_RETIRED, MAX_STORE, STORE_HEADROOM};
 use crate::time::Vc;
 use crate::wire::chat::{CausalMsg, Item, Key};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-
-/// Room kept in the store for messages from peers once new client messages stop.
-const STORE_HEADROOM: usize = 8_192;
 
 /// Counters of the causal layer.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,6 +5,7 @@
 //! [`server::Ctx`] snapshot of its membership.
 
 pub mod causal;
+pub mod mailbox;
 pub mod rooms;
 pub mod server;
 pub mod state;

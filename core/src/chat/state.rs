@@ -1,14 +1,16 @@
 //! The replicated chat state every server applies in causal delivery order:
-//! user names, rooms, deduplication of client retries, and per-user inboxes
-//! of messages not yet acknowledged by the user.
+//! user names, rooms, deduplication of client retries, and the messages users
+//! have not yet acknowledged ([`Mailboxes`]: each stored once, with each user's
+//! read position).
 
+use crate::chat::mailbox::Mailboxes;
 use crate::chat::rooms::{Order, Rooms, Standing};
-use crate::limits::{DEDUP_WINDOW, INBOX_HEADROOM, MAX_INBOX, MAX_RECIPIENTS};
+use crate::limits::{DEDUP_WINDOW, MAX_RECIPIENTS};
 use crate::time::Vc;
 use crate::user::UserKey;
 use crate::wire::chat::{Item, Key, MsgId, Target};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What applying one delivered message did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,9 +33,7 @@ pub enum Applied {
 pub struct ChatCounters {
     /// Retried copies of a message not shown again.
     pub duplicates_suppressed: u64,
-    /// Inbox entries refused because an inbox was full.
-    pub inbox_full: u64,
-    /// Largest inbox seen.
+    /// Most messages one user owed at once.
     pub inbox_max: u64,
     /// Conflicting name bindings ignored.
     pub bind_conflicts: u64,
@@ -68,10 +68,8 @@ pub struct ChatState {
     /// Per client, its latest [`DEDUP_WINDOW`] message ids: the first delivered copy and the
     /// message's delivery order here (its inbox entries' place).
     seen: BTreeMap<u64, BTreeMap<u64, (Key, u64)>>,
-    /// Per user: delivery order → (id, key) of unacknowledged messages.
-    inbox: BTreeMap<String, BTreeMap<u64, (MsgId, Key)>>,
-    /// Keys referenced by some inbox, with their reference counts.
-    pins: BTreeMap<Key, u32>,
+    /// Messages users still owe, each stored once.
+    mail: Mailboxes,
     /// Other delivered copies (retries through other servers) of a pinned message: it is stable once any copy is.
     copies: BTreeMap<Key, Vec<Key>>,
     order: u64,
@@ -101,7 +99,7 @@ impl ChatState {
                     // A retried copy: not shown again.
                     self.counters.duplicates_suppressed += 1;
                     self.merge_copy(*id, order, from, room.as_deref(), to, cut);
-                    if self.pins.contains_key(&canonical) {
+                    if self.mail.pinned(canonical) {
                         let c = self.copies.entry(canonical).or_default();
                         if c.len() < 8 {
                             c.push(key);
@@ -119,18 +117,28 @@ impl ChatState {
                 while window.len() > DEDUP_WINDOW {
                     window.pop_first();
                 }
-                let recipients: Vec<String> = match room {
-                    Some(r) if to.is_empty() && plants.recipients_at_delivery => {
-                        self.rooms.members(r).into_iter().filter(|u| u != from).map(String::from).collect()
+                match room {
+                    Some(r) if to.is_empty() => {
+                        let members = self.rooms.members(r);
+                        let recipients: BTreeSet<&str> = match plants.recipients_at_delivery {
+                            true => members.iter().copied().filter(|u| u != from).collect(),
+                            false => self.rooms.members_at(r, cut).filter(|u| u != from).collect(),
+                        };
+                        self.mail.add_room(order, *id, key, r, &recipients, &members);
+                        let most = recipients.iter().map(|u| self.mail.count(u)).max().unwrap_or(0);
+                        self.counters.inbox_max = self.counters.inbox_max.max(most as u64);
                     }
-                    Some(r) if to.is_empty() => self.rooms.members_at(r, cut).filter(|u| u != from).map(String::from).collect(),
-                    _ => to.clone(),
-                };
-                self.add_entries(*id, key, order, &recipients);
+                    _ => {
+                        let to: Vec<&str> = to.iter().map(String::as_str).collect();
+                        self.mail.add_direct(order, *id, key, &to);
+                        let most = to.iter().map(|u| self.mail.count(u)).max().unwrap_or(0);
+                        self.counters.inbox_max = self.counters.inbox_max.max(most as u64);
+                    }
+                }
                 Applied::Chat { id: *id, canonical: key, fresh: true }
             }
             Item::Ack { user, ids } => {
-                self.remove_entries(user, ids);
+                self.settle(user, ids);
                 Applied::Other
             }
             Item::Join { id, user, room, fence, lamport } | Item::Leave { id, user, room, fence, lamport } => {
@@ -146,7 +154,14 @@ impl ChatState {
                 let joined = matches!(item, Item::Join { .. });
                 let new = Standing { joined, fence: *fence, id: *id, lamport: *lamport, key, anchors: vec![key] };
                 let order = Order { delivery: plants.rooms_in_delivery_order, unfenced: plants.unfenced };
+                let before = self.rooms.is_member(room, user);
                 self.rooms.apply(room, user, new, order);
+                // The spans of membership follow the room state, in delivery order here.
+                match (before, self.rooms.is_member(room, user)) {
+                    (false, true) => self.mail.joined(user, room, self.order),
+                    (true, false) => self.mail.left(user, room, self.order),
+                    _ => {}
+                }
                 Applied::Other
             }
             // Its fence raised the Lamport clock above.
@@ -182,18 +197,17 @@ impl ChatState {
                 let gone: Vec<String> = self
                     .rooms
                     .users(r)
-                    .filter(|u| *u != from && !self.rooms.member_at(r, u, cut))
-                    .filter(|u| self.inbox.get(*u).and_then(|i| i.get(&order)).is_some_and(|(i, _)| *i == id))
+                    .filter(|u| *u != from && !self.rooms.member_at(r, u, cut) && self.mail.owes(u, id))
                     .map(String::from)
                     .collect();
                 for user in gone {
-                    self.remove_entries(&user, &[id]);
+                    self.settle(&user, &[id]);
                 }
             }
             Some(_) => {
                 let Some(key) = self.delivered_copy(id) else { return };
-                let new: Vec<String> = to.iter().filter(|u| self.inbox.get(*u).is_none_or(|i| !i.contains_key(&order))).cloned().collect();
-                self.add_entries(id, key, order, &new);
+                let to: Vec<&str> = to.iter().map(String::as_str).collect();
+                self.mail.add_direct(order, id, key, &to);
             }
             None => {}
         }
@@ -204,31 +218,16 @@ impl ChatState {
         self.seen.get(&id.client).and_then(|w| w.get(&id.seq)).map(|(k, _)| *k)
     }
 
-    /// Whether `user`'s inbox holds `id` (while its deduplication window remembers it).
-    pub fn owes(&self, user: &str, id: MsgId) -> bool {
-        let Some((_, order)) = self.seen.get(&id.client).and_then(|w| w.get(&id.seq)) else { return false };
-        self.inbox.get(user).and_then(|i| i.get(order)).is_some_and(|(i, _)| *i == id)
+    /// `user` no longer owes `ids`; a message nobody owes any more forgets its other copies.
+    fn settle(&mut self, user: &str, ids: &[MsgId]) {
+        for key in self.mail.settle(user, ids, self.order) {
+            self.copies.remove(&key);
+        }
     }
 
-    /// Drops `user`'s inbox entries for `ids`.
-    fn remove_entries(&mut self, user: &str, ids: &[MsgId]) {
-        let Some(inbox) = self.inbox.get_mut(user) else { return };
-        let gone: Vec<u64> = inbox.iter().filter(|(_, (id, _))| ids.contains(id)).map(|(o, _)| *o).collect();
-        for o in gone {
-            if let Some((_, k)) = inbox.remove(&o) {
-                match self.pins.get_mut(&k) {
-                    Some(p) if *p > 1 => *p -= 1,
-                    Some(_) => {
-                        self.pins.remove(&k);
-                        self.copies.remove(&k);
-                    }
-                    None => {}
-                }
-            }
-        }
-        if inbox.is_empty() {
-            self.inbox.remove(user);
-        }
+    /// Whether `user` still owes `id`.
+    pub fn owes(&self, user: &str, id: MsgId) -> bool {
+        self.mail.owes(user, id)
     }
 
     /// Records `id` as delivered (as `key`); false if a copy of it was delivered before or it is too old.
@@ -244,42 +243,20 @@ impl ChatState {
         true
     }
 
-    /// One inbox entry per recipient, all in the message's place `order`.
-    fn add_entries(&mut self, id: MsgId, key: Key, order: u64, to: &[String]) {
-        for user in to {
-            let inbox = self.inbox.entry(user.clone()).or_default();
-            if inbox.len() >= MAX_INBOX {
-                self.counters.inbox_full += 1;
-                continue;
-            }
-            inbox.insert(order, (id, key));
-            self.counters.inbox_max = self.counters.inbox_max.max(inbox.len() as u64);
-            *self.pins.entry(key).or_insert(0) += 1;
-        }
-    }
-
     /// Whether the state's parts agree as applying messages keeps them (checked on a state
-    /// that comes from outside: a snapshot or a state file): every inbox entry is pinned, each
-    /// pin counts exactly the entries naming its key, delivery order numbers are below the
-    /// next one, room histories are within their bounds, and no counter is near its end.
+    /// that comes from outside: a snapshot or a state file): the mailboxes' indexes and counts
+    /// agree and their spans of membership follow the rooms, delivery order numbers are below
+    /// the next one, room histories are within their bounds, and no counter is near its end.
     pub fn is_consistent(&self) -> bool {
         let far_from_end = |v: u64| v < 1 << 62;
-        let mut pins: BTreeMap<Key, u32> = BTreeMap::new();
-        for inbox in self.inbox.values() {
-            if inbox.is_empty() || inbox.len() > MAX_INBOX || inbox.keys().next_back().is_some_and(|o| *o > self.order) {
-                return false;
-            }
-            for (_, key) in inbox.values() {
-                *pins.entry(*key).or_insert(0) += 1;
-            }
-        }
         let c = &self.counters;
-        pins == self.pins
+        let spans_follow_rooms = self.rooms.standings().all(|(r, u, st)| st.joined == self.mail.is_member(u, r))
+            && self.mail.memberships().all(|(u, r)| self.rooms.is_member(r, u));
+        self.mail.is_consistent(self.order)
+            && spans_follow_rooms
             && self.rooms.is_consistent()
-            && self.copies.keys().all(|k| self.pins.contains_key(k))
-            && [self.order, self.lamport, c.duplicates_suppressed, c.inbox_full, c.inbox_max, c.bind_conflicts]
-                .into_iter()
-                .all(far_from_end)
+            && self.copies.keys().all(|k| self.mail.pinned(*k))
+            && [self.order, self.lamport, c.duplicates_suppressed, c.inbox_max, c.bind_conflicts].into_iter().all(far_from_end)
     }
 
     /// Client processes with a deduplication window.
@@ -296,8 +273,7 @@ impl ChatState {
 
     /// Drops every inbox (a planted bug: "lose the inbox on crash").
     pub fn forget_inboxes(&mut self) {
-        self.inbox.clear();
-        self.pins.clear();
+        self.mail.forget(self.order);
         self.copies.clear();
     }
 
@@ -306,30 +282,29 @@ impl ChatState {
         std::iter::once(key).chain(self.copies.get(&key).into_iter().flatten().copied())
     }
 
-    /// Whether some inbox still references `key`.
+    /// Whether some user still owes the message delivered as `key`.
     pub fn pinned(&self, key: Key) -> bool {
-        self.pins.contains_key(&key)
+        self.mail.pinned(key)
     }
 
-    /// The user's unacknowledged messages in delivery (hence causal) order.
-    pub fn inbox(&self, user: &str) -> impl Iterator<Item = &(MsgId, Key)> {
-        self.inbox.get(user).into_iter().flat_map(|m| m.values())
+    /// The user's first `limit` unacknowledged messages in delivery (hence causal) order.
+    pub fn inbox_page(&self, user: &str, limit: usize) -> Vec<(MsgId, Key)> {
+        self.mail.owed(user, limit)
+    }
+
+    /// All of the user's unacknowledged messages in delivery order.
+    pub fn inbox(&self, user: &str) -> Vec<(MsgId, Key)> {
+        self.mail.owed(user, usize::MAX)
     }
 
     /// Every non-empty inbox: user and the ids it holds, in delivery order.
     pub fn inboxes(&self) -> Vec<(String, Vec<MsgId>)> {
-        self.inbox.iter().map(|(u, m)| (u.clone(), m.values().map(|(id, _)| *id).collect())).collect()
+        self.mail.sizes().map(|(u, _)| (u.to_string(), self.inbox(u).into_iter().map(|(id, _)| id).collect())).collect()
     }
 
     /// Every non-empty inbox's user and size.
     pub fn inbox_sizes(&self) -> impl Iterator<Item = (&str, usize)> {
-        self.inbox.iter().map(|(u, m)| (u.as_str(), m.len()))
-    }
-
-    /// Whether every one of `users` has room in its inbox for a new message, keeping
-    /// [`INBOX_HEADROOM`] free for messages other servers may already have started.
-    pub fn has_room_for(&self, users: &[String]) -> bool {
-        users.iter().all(|u| self.inbox.get(u).map_or(0, |m| m.len()) + INBOX_HEADROOM < MAX_INBOX)
+        self.mail.sizes()
     }
 
     /// Sizes of the collections that grow with clients and rooms, for the bounded-state check:
@@ -339,9 +314,14 @@ impl ChatState {
         (self.seen.len(), ids, self.rooms.len())
     }
 
-    /// Total inbox entries over all users.
+    /// Total inbox entries over all users (a room message counts once per member that owes it).
     pub fn inbox_total(&self) -> usize {
-        self.inbox.values().map(|m| m.len()).sum()
+        self.mail.total()
+    }
+
+    /// Messages some user still owes, each counted once.
+    pub fn owed_messages(&self) -> usize {
+        self.mail.len()
     }
 
     /// Recipients of a message from `from` to `target` started here now: a room's members at
@@ -379,18 +359,9 @@ impl ChatState {
     /// items of at most [`MAX_RECIPIENTS`], which add up), and every standing in a room, with
     /// its stamp. Names are left out: a user's next login claims them again.
     pub fn carry(&self, get: impl Fn(Key) -> Option<Item>) -> Vec<Item> {
-        // Key → (first delivery order here, users still waiting): carried in delivery order,
-        // which follows causal order, so a reply never comes before what it answers.
-        let mut owed: BTreeMap<Key, (u64, Vec<String>)> = BTreeMap::new();
-        for (user, inbox) in &self.inbox {
-            for (order, (_, key)) in inbox {
-                let (first, users) = owed.entry(*key).or_insert((*order, Vec::new()));
-                *first = (*first).min(*order);
-                users.push(user.clone());
-            }
-        }
-        let mut owed: Vec<(u64, Key, Vec<String>)> = owed.into_iter().map(|(key, (order, users))| (order, key, users)).collect();
-        owed.sort_unstable_by_key(|(order, key, _)| (*order, *key));
+        // In delivery order, which follows causal order, so a reply never comes before what
+        // it answers.
+        let owed = self.mail.owing();
         let mut items = Vec::new();
         for (_, key, users) in owed {
             if let Some(Item::Chat { id, from, room, text, .. }) = get(key) {
@@ -527,15 +498,11 @@ mod tests {
     }
 
     #[test]
-    fn an_ack_applies_to_a_state_whose_pins_disagree_with_its_inboxes_and_such_a_state_is_inconsistent() {
-        // Found by the `state_file` fuzz target: a state file whose pin of an inbox entry was 0
-        // made the acknowledgement of that entry subtract below zero.
+    fn a_state_with_a_counter_at_its_end_is_inconsistent() {
         let id = MsgId { client: 4, seq: 1 };
         let chat = Item::Chat { id, from: "a".into(), room: None, to: vec!["u".into()], cut: Vc::new(), text: "hi".into() };
         let mut s = after(&[(key(1, 1), &chat)], Plants::default());
         assert!(s.is_consistent());
-        s.pins.insert(key(1, 1), 0);
-        assert!(!s.is_consistent());
         s.apply(key(1, 2), &Item::Ack { user: "u".into(), ids: vec![id] }, Plants::default());
         assert_eq!((s.inbox_total(), s.pinned(key(1, 1))), (0, false));
         let mut far = ChatState { order: u64::MAX, ..ChatState::default() };

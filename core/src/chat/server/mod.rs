@@ -73,6 +73,10 @@ const MAX_LATENCIES: usize = 4096;
 const CARRY_BATCH: usize = 16;
 /// Most messages shown to one session per round.
 const SHOW_BATCH: usize = 8;
+/// Inbox entries a session is shown from at a time (the first page of its inbox): a show
+/// waits until the client acknowledged enough of the page before it, so a login with 100,000
+/// messages waiting never floods the client (it buffers up to `MAX_EARLY` early shows).
+const SHOW_PAGE: usize = 256;
 /// A session silent this long is dropped.
 const SESSION_TIMEOUT_US: u64 = 2_500_000;
 /// How long a retried operation waits for the copy sent through another server.

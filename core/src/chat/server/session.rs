@@ -2,7 +2,7 @@
 //! login fence), sends held for their causal context, `stored` acknowledgements, and
 //! showing stable inbox entries in causal order.
 
-use super::{ChatDurable, ChatServer, Ctx, Out, PENDING_TTL_US, RESEND_US, RETRY_HOLD_US, SHOW_BATCH};
+use super::{ChatDurable, ChatServer, Ctx, Out, PENDING_TTL_US, RESEND_US, RETRY_HOLD_US, SHOW_BATCH, SHOW_PAGE};
 use crate::chat::state::Applied;
 use crate::id::NodeId;
 use crate::limits::{MAX_ACK_IDS, MAX_EXPIRED, MAX_LEAVING, MAX_ORIGINS, MAX_PENDING, MAX_ROOM_MEMBERS};
@@ -226,8 +226,7 @@ impl ChatServer {
                 // The client's last acknowledgements ride along (the datagram that carried them
                 // may have been lost), so a clean quit never leaves a shown message unacknowledged.
                 if let Some(s) = self.sessions.get_mut(&client).filter(|s| s.login.is_done()) {
-                    let known: BTreeSet<MsgId> = d.state.inbox(&s.name).map(|(id, _)| *id).collect();
-                    s.acks.extend(acks.into_iter().filter(|id| known.contains(id)));
+                    s.acks.extend(acks.into_iter().filter(|id| d.state.owes(&s.name, *id)));
                 }
                 let had_session = self.sessions.contains_key(&client);
                 if had_session {
@@ -295,14 +294,10 @@ impl ChatServer {
                 }
                 // Only what the user's inbox holds, or what this session was shown, can be
                 // acknowledged (an acknowledgement only ever touches the user's own inbox).
-                // The inbox is only listed for an id this session did not show (rare).
-                let mut inbox: Option<BTreeSet<MsgId>> = None;
                 let mut never: u32 = 0;
                 for id in ids {
-                    let known = s.numbered.contains_key(&id)
-                        || s.shown_at.contains_key(&id)
-                        || s.acks.contains(&id)
-                        || inbox.get_or_insert_with(|| d.state.inbox(&s.name).map(|(id, _)| *id).collect()).contains(&id);
+                    let known =
+                        s.numbered.contains_key(&id) || s.shown_at.contains_key(&id) || s.acks.contains(&id) || d.state.owes(&s.name, id);
                     if !known {
                         never += 1;
                         continue;
@@ -465,8 +460,6 @@ impl ChatServer {
         }
         // A store too full to keep more starts nothing new: the sender sees `pending`, then
         // `failed`, rather than a message that could not be shown.
-        // Likewise a message for a recipient whose inbox is (nearly) full: an inbox entry that
-        // cannot be kept is a stored message never shown.
         let room = !d.causal.is_nearly_full();
         let Some(s) = self.sessions.get_mut(&client) else { return };
         let mut ready = Vec::new();
@@ -479,7 +472,7 @@ impl ChatServer {
             }
             // A cut naming more origins than a message may (lives not yet retired) waits.
             let fits = match op {
-                Op::Chat { to, .. } => d.state.has_room_for(&d.state.recipients(&s.name, to)) && d.state.cut_len() <= MAX_ORIGINS,
+                Op::Chat { .. } => d.state.cut_len() <= MAX_ORIGINS,
                 Op::Join(_) | Op::Leave(_) => true,
             };
             // Past the login gate, an origin of the operation's context that neither the
@@ -579,12 +572,13 @@ impl ChatServer {
             }
             return;
         }
-        // Stable inbox entries, in delivery order.
+        // Stable inbox entries, in delivery order, from the first page: a login with a long
+        // inbox is shown one page at a time, the next as the client acknowledges this one.
         let mut show = Vec::new();
         let mut unstable = Vec::new();
         {
             let s = self.sessions.get(&client).expect("looked up above"); // invariant
-            for (id, key) in d.state.inbox(&s.name) {
+            for (id, key) in &d.state.inbox_page(&s.name, SHOW_PAGE) {
                 if show.len() >= SHOW_BATCH {
                     break;
                 }
@@ -621,7 +615,7 @@ impl ChatServer {
                 out.push(Out::Client(s.path, msg));
             }
         }
-        if s.shown_at.len() > 4 * crate::limits::MAX_INBOX {
+        if s.shown_at.len() > 4 * SHOW_PAGE {
             s.shown_at.clear();
         }
         // A numbered entry that left the inbox before the client took it (acknowledged through
@@ -630,11 +624,11 @@ impl ChatServer {
         if !round {
             return;
         }
-        let live: std::collections::BTreeSet<MsgId> = d.state.inbox(&s.name).map(|(id, _)| *id).collect();
         let next = s.client_next;
         let mut skips = Vec::new();
+        let name = s.name.clone();
         s.numbered.retain(|id, no| {
-            if live.contains(id) {
+            if d.state.owes(&name, *id) {
                 return true;
             }
             if *no >= next {
