@@ -77,9 +77,11 @@ pub const DEDUP_WINDOW: usize = 16;
 pub const MAX_ACK_IDS: usize = 32;
 /// Most names one `Who` answer lists (users, rooms, and members of each room).
 pub const MAX_WHO: usize = 32;
-/// Most user names one presence report carries (more users at one server show as offline
-/// elsewhere).
+/// Most user names one part of a presence report carries (one datagram).
 pub const MAX_PRESENCE: usize = 48;
+/// Most parts of one server's presence report: 3,072 users logged in at one server are shown
+/// online everywhere (more show as offline elsewhere).
+pub const MAX_PRESENCE_PARTS: usize = 64;
 
 // ----- client sessions (at a server) -----------------------------------------
 

@@ -98,7 +98,7 @@ pub struct SimArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
     pub jobs: Option<u64>,
     /// Simulated chat users (0 = servers only).
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(0..=64))]
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(0..=256))]
     pub clients: u64,
     /// Replay an explicit fault schedule (JSON, as a property test prints it) instead of drawing one.
     #[arg(long, value_name = "FILE", value_parser = parse_schedule)]

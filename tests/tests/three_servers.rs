@@ -385,7 +385,7 @@ fn relogin_at_a_server_that_missed_the_ack(plant: Option<PlantedBug>) -> bool {
     net.run_for(1_000);
     let id = net.clients[bob].1.submit(Instant(net.now), Op::Chat { to: Target::User("alice".into()), text: "hi".into() }).expect("a send");
     net.pump();
-    let in_inbox_at_2 = |n: &Net| n.servers[2].1.durable().chat.state.inbox("alice").any(|(i, _)| *i == id);
+    let in_inbox_at_2 = |n: &Net| n.servers[2].1.durable().chat.state.owes("alice", id);
     net.run_until(2_000, |n| n.shown(old, id) && in_inbox_at_2(n));
     net.deaf_to_acks = Some(2);
     // The acknowledgement spreads in the next round, to server 1 only.

@@ -554,9 +554,9 @@ impl Server {
                 self.fd.heard(sender, self.now);
                 self.with_chat(|c, d, cx, _| c.on_holds(d, cx, sender, &delivered));
             }
-            Body::ChatPresence { users } => {
+            Body::ChatPresence { part, parts, users } => {
                 self.fd.heard(sender, self.now);
-                self.with_chat(|c, _, cx, _| c.on_presence(cx, sender, users));
+                self.with_chat(|c, _, cx, _| c.on_presence(cx, sender, part, parts, users));
             }
             Body::ChatNeed { origin, from: lo, to: hi } => self.with_chat(|c, d, _, out| c.on_need(d, from, origin, lo, hi, out)),
             Body::ChatGone { origin, below } => self.with_chat(|c, d, cx, out| c.on_gone(d, cx, from, origin, below, out)),

@@ -21,7 +21,7 @@ use bounds::Bounded;
 use serde::{Deserialize, Serialize};
 
 /// Protocol version carried in the first byte of every datagram.
-pub const VERSION: u8 = 6;
+pub const VERSION: u8 = 7;
 
 /// Every datagram: between servers, from a client, or to a client.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! Messages between servers: the envelope every peer datagram carries, and its bodies.
 
 use crate::id::{ClusterId, NodeId};
-use crate::limits::{CHUNK, MAX_BATCH, MAX_CHUNKS, MAX_NAME, MAX_ORIGINS, MAX_PRESENCE};
+use crate::limits::{CHUNK, MAX_BATCH, MAX_CHUNKS, MAX_NAME, MAX_ORIGINS, MAX_PRESENCE, MAX_PRESENCE_PARTS};
 use crate::time::Vc;
 use crate::view::{Member, View, ViewStamp};
 use crate::wire::chat::CausalMsg;
@@ -188,10 +188,15 @@ pub enum Body {
         /// The sender's delivered vector clock.
         delivered: Vc,
     },
-    /// Who is logged in at the sender (at most [`crate::limits::MAX_PRESENCE`] names, in
-    /// name order), sent to every member each second and soon after the set changes: `/who`
-    /// shows a user online wherever it is attached.
+    /// Who is logged in at the sender, in name order, in parts of at most
+    /// [`crate::limits::MAX_PRESENCE`] names (at most [`MAX_PRESENCE_PARTS`] parts), sent to
+    /// every member each second and soon after the set changes: `/who` shows a user online
+    /// wherever it is attached.
     ChatPresence {
+        /// This part's number, from 0.
+        part: u8,
+        /// How many parts the report has (a receiver drops the sender's parts from this on).
+        parts: u8,
         /// User names.
         users: Vec<String>,
     },
@@ -240,7 +245,9 @@ impl Body {
             Body::SnapshotChunk { index, total, bytes, .. } => bytes.len() <= CHUNK && index < total && *total <= MAX_CHUNKS,
             Body::ChatBatch { msgs } => !msgs.is_empty() && msgs.len() <= MAX_BATCH && msgs.iter().all(|m| m.is_well_formed()),
             Body::NameClaim { name: n, .. } => name(n),
-            Body::ChatPresence { users } => users.len() <= MAX_PRESENCE && users.iter().all(name),
+            Body::ChatPresence { part, parts, users } => {
+                part < parts && *parts as usize <= MAX_PRESENCE_PARTS && users.len() <= MAX_PRESENCE && users.iter().all(name)
+            }
             Body::ChatNeed { from, to, .. } => from <= to,
             _ => true,
         }

@@ -562,7 +562,7 @@ fn made_up_body(rng: &mut ChaCha8Rng, env: &Envelope, members: &[Member], me: No
         20 => Body::ChatNeed { origin: pick(rng).node, from: 1, to: big(rng) },
         21 => Body::NameClaim { name: "u0".into(), key: ringchat_core::user::UserKey([rng.random(); 32]) },
         22 => Body::ChatHolds { delivered: [(pick(rng).node, big(rng))].into_iter().collect() },
-        23 => Body::ChatPresence { users: vec!["u0".into(), "zq0".into()] },
+        23 => Body::ChatPresence { part: 0, parts: 1, users: vec!["u0".into(), "zq0".into()] },
         24 => {
             let item = Arc::new(ringchat_core::wire::Item::Chat {
                 id: MsgId { client: 1, seq: big(rng) },

@@ -151,8 +151,8 @@ pub struct ChatServer {
     gated: BTreeSet<u64>,
     /// State transfer, both ways.
     transfer: crate::chat::transfer::Transfer,
-    /// Peers' presence reports: when each arrived, and its users.
-    presence: BTreeMap<ServerId, (Instant, Vec<String>)>,
+    /// Peers' presence reports, by sender and part: when each part arrived, and its users.
+    presence: BTreeMap<(ServerId, u8), (Instant, Vec<String>)>,
     /// Our last presence report, and when it left.
     presence_sent: (Instant, Vec<String>),
     /// Copies of chat messages that can wait (see [`COPY_DEFER_US`]), and when they leave.
@@ -324,7 +324,7 @@ impl ChatServer {
             self.note_logged_out(client, now);
         }
         self.logged_out.retain(|_, at| now.since(*at) <= LOGGED_OUT_TTL_US);
-        self.presence.retain(|id, (at, _)| now.since(*at) <= PRESENCE_TTL_US && view.members.iter().any(|m| m.node.id == *id));
+        self.presence.retain(|(id, _), (at, _)| now.since(*at) <= PRESENCE_TTL_US && view.members.iter().any(|m| m.node.id == *id));
         self.report_presence(cx, out);
         self.watch.clear();
         let clients: Vec<u64> = self.sessions.keys().copied().collect();

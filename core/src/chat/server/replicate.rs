@@ -4,7 +4,7 @@
 use super::{ChatDurable, ChatServer, Ctx, Out, COPY_DEFER_US, PRESENCE_EVERY_US, PRESENCE_TTL_US};
 use crate::chat::state::Applied;
 use crate::id::{NodeId, ServerId};
-use crate::limits::MAX_PRESENCE;
+use crate::limits::{MAX_PRESENCE, MAX_PRESENCE_PARTS};
 use crate::plant::PlantedBug;
 use crate::time::Vc;
 use crate::user::UserKey;
@@ -97,8 +97,8 @@ impl ChatServer {
         // The message is applied here already: its recipients are the users whose inbox holds it.
         let hosts_recipient = |id: ServerId| {
             self.presence
-                .get(&id)
-                .is_some_and(|(at, users)| cx.now.since(*at) <= PRESENCE_TTL_US && users.iter().any(|u| d.state.owes(u, *msg)))
+                .range((id, 0)..=(id, u8::MAX))
+                .any(|(_, (at, users))| cx.now.since(*at) <= PRESENCE_TTL_US && users.iter().any(|u| d.state.owes(u, *msg)))
         };
         let (mut at_once, others): (Vec<&Member>, Vec<_>) = peers.partition(|m| hosts_recipient(m.node.id));
         // This server holds the message: a majority needs `majority - 1` peers.
@@ -137,16 +137,18 @@ impl ChatServer {
         }
     }
 
-    /// A peer's report of who is logged in there.
-    pub fn on_presence(&mut self, cx: &Ctx, sender: NodeId, mut users: Vec<String>) {
+    /// A part of a peer's report of who is logged in there (its parts from `parts` on are
+    /// gone: fewer users are logged in there).
+    pub fn on_presence(&mut self, cx: &Ctx, sender: NodeId, part: u8, parts: u8, mut users: Vec<String>) {
         users.sort_unstable();
-        self.presence.insert(sender.id, (cx.now, users));
+        self.presence.insert((sender.id, part), (cx.now, users));
+        self.presence.retain(|(id, p), _| *id != sender.id || *p < parts);
     }
 
     /// Whether `user` is logged in here, or at a member whose last presence report is fresh.
     pub(super) fn online(&self, cx: &Ctx, user: &str) -> bool {
         self.sessions.values().any(|s| s.login.is_done() && s.name == user)
-            || self.presence.iter().any(|(id, (at, users))| {
+            || self.presence.iter().any(|((id, _), (at, users))| {
                 cx.now.since(*at) <= PRESENCE_TTL_US
                     && cx.view.is_some_and(|v| v.members.iter().any(|m| m.node.id == *id))
                     && users.binary_search_by(|u| u.as_str().cmp(user)).is_ok()
@@ -162,14 +164,19 @@ impl ChatServer {
             .map(|s| s.name.clone())
             .collect::<BTreeSet<_>>()
             .into_iter()
-            .take(MAX_PRESENCE)
+            .take(MAX_PRESENCE * MAX_PRESENCE_PARTS)
             .collect();
         let (at, sent) = &self.presence_sent;
         if users == *sent && cx.now.since(*at) < PRESENCE_EVERY_US {
             return;
         }
+        // At least one part, so that "nobody" is reported too.
+        let parts: Vec<&[String]> = if users.is_empty() { vec![&[]] } else { users.chunks(MAX_PRESENCE).collect() };
+        let count = parts.len() as u8; // at most MAX_PRESENCE_PARTS
         for addr in Self::peers(cx) {
-            out.push(Out::Peer(addr, Body::ChatPresence { users: users.clone() }, false));
+            for (part, names) in parts.iter().enumerate() {
+                out.push(Out::Peer(addr, Body::ChatPresence { part: part as u8, parts: count, users: names.to_vec() }, false));
+            }
         }
         self.presence_sent = (cx.now, users);
     }
