@@ -665,7 +665,12 @@ impl SyncClient {
 
     /// Submits a private message.
     pub fn send(&mut self, to: &str, text: String) -> Result<MsgId, String> {
-        let id = self.client.submit(now_us(self.origin), Op::Chat { to: Target::User(to.to_string()), text }).map_err(|e| e.to_string())?;
+        self.submit(Op::Chat { to: Target::User(to.to_string()), text })
+    }
+
+    /// Submits an operation (a message, a join or a leave).
+    pub fn submit(&mut self, op: Op) -> Result<MsgId, String> {
+        let id = self.client.submit(now_us(self.origin), op).map_err(|e| e.to_string())?;
         self.flush();
         Ok(id)
     }
