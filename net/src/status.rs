@@ -174,6 +174,7 @@ pub fn to_json(server: SocketAddr, r: &StatusReport) -> Value {
         counters.insert("reply_too_large".into(), c.reply_too_large.into());
         counters.insert("bad_signature".into(), c.bad_signature.into());
     }
+    v["store_warning"] = store_warning(r).into();
     v
 }
 
@@ -193,6 +194,9 @@ pub fn to_human(server: SocketAddr, r: &StatusReport) -> String {
     let _ = writeln!(s, "epoch {}  leader {leader}", r.epoch);
     if !r.sealed {
         let _ = writeln!(s, "{UNSEALED}");
+    }
+    if let Some(w) = store_warning(r) {
+        let _ = writeln!(s, "{w}");
     }
     match r.view_id {
         Some(v) => {
@@ -255,6 +259,21 @@ pub fn to_human(server: SocketAddr, r: &StatusReport) -> String {
         c.tokens_refused, c.elections_started, r.store_full, r.holdback_full
     );
     s
+}
+
+/// A warning once the store is three quarters full: at `MAX_STORE - STORE_HEADROOM` the
+/// server starts no new message (its senders are told `failed`) until users read theirs.
+pub fn store_warning(r: &StatusReport) -> Option<String> {
+    use ringchat_core::limits::{MAX_STORE, STORE_HEADROOM};
+    let store = r.store as usize;
+    (store >= MAX_STORE / 4 * 3).then(|| {
+        format!(
+            "WARNING: STORE {}% FULL: {store} of {MAX_STORE} messages (unread ones of users away included); \
+             at {} this server accepts no new message",
+            store * 100 / MAX_STORE,
+            MAX_STORE - STORE_HEADROOM
+        )
+    })
 }
 
 /// How a member of the view looks from here.
@@ -547,4 +566,25 @@ pub fn survey_to_json(s: &Survey) -> Value {
         map.insert("reachable".into(), json!(s.rows.iter().filter(|r| r.reach != Reach::Unreachable).count()));
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringchat_core::limits::MAX_STORE;
+    use ringchat_core::{Instant as CoreInstant, Server, ServerConfig, ServerId};
+
+    #[test]
+    fn a_store_three_quarters_full_is_warned_of_and_a_lighter_one_is_not() {
+        let cfg = ServerConfig { discovery: false, join: vec![], ..ServerConfig::default() };
+        let server = Server::new(cfg, ServerId(1), "127.0.0.1:9".parse().expect("addr"), None, 7, CoreInstant(0));
+        let mut r = server.status().report();
+        let at: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        r.store = (MAX_STORE / 2) as u32;
+        assert!(!to_human(at, &r).contains("WARNING: STORE"));
+        assert!(to_json(at, &r)["store_warning"].is_null());
+        r.store = (MAX_STORE / 100 * 95) as u32;
+        assert!(to_human(at, &r).contains("WARNING: STORE 94% FULL"), "{}", to_human(at, &r));
+        assert!(to_json(at, &r)["store_warning"].is_string());
+    }
 }
