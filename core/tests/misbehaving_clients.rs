@@ -8,7 +8,7 @@ use ringchat_core::cluster::{Dest, Server, ServerConfig};
 use ringchat_core::path::ClientPath;
 use ringchat_core::time::{Instant, Vc};
 use ringchat_core::user::{Signature, UserSecret};
-use ringchat_core::wire::{decode, encode, ClientMsg, MsgId, Op, Packet, RefusalReason, ServerMsg, Target};
+use ringchat_core::wire::{decode, encode, ClientMsg, MsgId, Op, Packet, RefusalReason, ServerMsg, Target, WhoList};
 use ringchat_core::ServerId;
 use std::net::SocketAddr;
 
@@ -544,4 +544,42 @@ fn a_name_cannot_be_taken_without_its_key() {
     lan.run_for(1_000);
     assert_eq!(lan.online(), before, "nothing changed");
     assert!(lan.clients[alice].1.is_online());
+}
+
+#[test]
+fn who_lists_every_user_and_member_a_page_at_a_time() {
+    let mut lan = Lan::new();
+    let mut users = Vec::new();
+    for n in 0..45u64 {
+        let name = format!("user{n:02}");
+        let i = lan.client(&format!("10.0.1.{n}:4000"), 100 + n, &name, 20 + n as u8);
+        if n % 3 == 0 {
+            lan.run_op(i, Op::Join("#r".into()));
+        }
+        users.push(name);
+    }
+    let m = "10.6.6.6:666";
+    // Every page of `list` in order: its names, and how many pages it took.
+    let pages = |lan: &mut Lan, list: WhoList| {
+        let (mut got, mut pages, mut after) = (Vec::new(), 0, String::new());
+        loop {
+            let answer = lan.raw(m, ClientMsg::Who { client: 9, list: list.clone(), after: after.clone() });
+            let [ServerMsg::Who { names, more, .. }] = answer.as_slice() else { panic!("{answer:?}") };
+            pages += 1;
+            got.extend(names.iter().cloned());
+            after = names.last().map(|(n, _)| n.clone()).unwrap_or_default();
+            if !*more {
+                return (got, pages);
+            }
+            assert!(pages < 10, "no end");
+        }
+    };
+    let (all, n) = pages(&mut lan, WhoList::Users);
+    assert_eq!(all.iter().map(|(u, _)| u.clone()).collect::<Vec<_>>(), users, "every user, in order");
+    assert!(all.iter().all(|(_, online)| *online == 1), "all logged in");
+    assert!(n >= 2, "45 names take more than one page");
+    let (members, _) = pages(&mut lan, WhoList::Members("#r".into()));
+    assert_eq!(members.len(), 15);
+    let (rooms, _) = pages(&mut lan, WhoList::Rooms);
+    assert_eq!(rooms, vec![("#r".to_string(), 15)]);
 }

@@ -10,7 +10,7 @@ use crate::trust::{self, Link};
 use ringchat_core::client::{Client, ClientConfig, ClientError, ClientEvent};
 use ringchat_core::limits::{MAX_NAME, MAX_TEXT};
 use ringchat_core::wire::{self, Packet};
-use ringchat_core::wire::{ClientMsg, Op, ServerMsg};
+use ringchat_core::wire::{ClientMsg, Op, ServerMsg, WhoList};
 use ringchat_core::wire::{MsgId, Target};
 use serde_json::{json, Value};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -50,8 +50,8 @@ pub struct ClientOptions {
 #[derive(Clone, Debug, PartialEq)]
 enum Command {
     Op(Op),
-    Who,
-    Rooms,
+    /// A list of names, fetched a page at a time.
+    Who(WhoList),
     Quit,
 }
 
@@ -106,11 +106,12 @@ fn parse_line(line: &str) -> Option<Result<Command, String>> {
         },
         "/join" => room_name(rest).map(|r| Command::Op(Op::Join(r))),
         "/leave" => room_name(rest).map(|r| Command::Op(Op::Leave(r))),
-        "/who" => Ok(Command::Who),
-        "/rooms" => Ok(Command::Rooms),
+        "/who" if rest.is_empty() => Ok(Command::Who(WhoList::Users)),
+        "/who" => room_name(rest).map(|r| Command::Who(WhoList::Members(r))),
+        "/rooms" => Ok(Command::Who(WhoList::Rooms)),
         "/quit" | "/exit" => Ok(Command::Quit),
         h if h.starts_with('#') => chat(Target::Room(h.to_string()), rest.to_string()),
-        _ => Err("commands: /msg USER TEXT, /join #ROOM, /leave #ROOM, #ROOM TEXT, /who, /rooms, /quit".into()),
+        _ => Err("commands: /msg USER TEXT, /join #ROOM, /leave #ROOM, #ROOM TEXT, /who [#ROOM], /rooms, /quit".into()),
     })
 }
 
@@ -133,8 +134,11 @@ fn parse_json(line: &str) -> Option<Result<Command, String>> {
         "say" => chat(Target::Room(room_name(&s("room")?)?), s("text")?),
         "join" => Ok(Command::Op(Op::Join(room_name(&s("room")?)?))),
         "leave" => Ok(Command::Op(Op::Leave(room_name(&s("room")?)?))),
-        "who" => Ok(Command::Who),
-        "rooms" => Ok(Command::Rooms),
+        "who" => match v.get("room").and_then(Value::as_str) {
+            Some(r) => Ok(Command::Who(WhoList::Members(room_name(r)?))),
+            None => Ok(Command::Who(WhoList::Users)),
+        },
+        "rooms" => Ok(Command::Who(WhoList::Rooms)),
         "quit" => Ok(Command::Quit),
         other => Err(format!("unknown cmd \"{other}\"")),
     })())
@@ -181,20 +185,27 @@ impl Out {
     }
 }
 
-fn show_who(out: &Out, kind: Command, users: Vec<(String, bool)>, rooms: Vec<(String, Vec<String>)>) {
-    if kind == Command::Rooms {
-        let human = if rooms.is_empty() {
-            "* no rooms".to_string()
-        } else {
-            rooms.iter().map(|(r, m)| format!("* {r}: {}", m.join(", "))).collect::<Vec<_>>().join("\n")
-        };
-        let v: Vec<Value> = rooms.iter().map(|(r, m)| json!({"room":r,"members":m})).collect();
-        out.emit(json!({"event":"rooms","rooms":v}), human);
-    } else {
-        let names: Vec<&str> = users.iter().map(|(u, _)| u.as_str()).collect();
-        let online: Vec<&str> = users.iter().filter(|(_, o)| *o).map(|(u, _)| u.as_str()).collect();
-        let human = users.iter().map(|(u, o)| if *o { format!("{u} (online)") } else { u.clone() }).collect::<Vec<_>>().join(", ");
-        out.emit(json!({"event":"who","users":names,"online":online}), format!("* users: {human}"));
+/// Shows a whole list of names (every page of it).
+fn show_who(out: &Out, list: &WhoList, names: &[(String, u32)]) {
+    match list {
+        WhoList::Rooms => {
+            let human = if names.is_empty() {
+                "* no rooms".to_string()
+            } else {
+                names.iter().map(|(r, n)| format!("* {r}: {n} member{}", if *n == 1 { "" } else { "s" })).collect::<Vec<_>>().join("\n")
+            };
+            let v: Vec<Value> = names.iter().map(|(r, n)| json!({"room":r,"members":n})).collect();
+            out.emit(json!({"event":"rooms","rooms":v}), human);
+        }
+        WhoList::Users | WhoList::Members(_) => {
+            let all: Vec<&str> = names.iter().map(|(u, _)| u.as_str()).collect();
+            let online: Vec<&str> = names.iter().filter(|(_, o)| *o > 0).map(|(u, _)| u.as_str()).collect();
+            let human = names.iter().map(|(u, o)| if *o > 0 { format!("{u} (online)") } else { u.clone() }).collect::<Vec<_>>().join(", ");
+            match list {
+                WhoList::Members(r) => out.emit(json!({"event":"who","room":r,"users":all,"online":online}), format!("* {r}: {human}")),
+                _ => out.emit(json!({"event":"who","users":all,"online":online}), format!("* users: {human}")),
+            }
+        }
     }
 }
 
@@ -380,8 +391,9 @@ pub async fn run<R: AsyncBufRead + Unpin>(opts: ClientOptions, input: R) -> i32 
     let mut code = 0;
     let mut linger: Option<std::time::Instant> = None;
     let mut attached: Option<SocketAddr> = None;
-    let mut who_asked: VecDeque<Command> = VecDeque::new();
-    let mut who_todo: VecDeque<Command> = VecDeque::new();
+    // The list being fetched: which, the names so far, and when to ask (again) for the next page.
+    let mut who_asked: Option<(WhoList, Vec<(String, u32)>, std::time::Instant)> = None;
+    let mut who_todo: VecDeque<WhoList> = VecDeque::new();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     if !opts.json {
@@ -398,7 +410,11 @@ pub async fn run<R: AsyncBufRead + Unpin>(opts: ClientOptions, input: R) -> i32 
             match ev {
                 ClientEvent::LoggedIn { server } => {
                     attached = Some(server);
-                    who_asked.clear();
+                    // A list half fetched starts over at the new server.
+                    if let Some((_, got, at)) = &mut who_asked {
+                        got.clear();
+                        *at = std::time::Instant::now();
+                    }
                     let n = queue.len() + usize::from(client.is_busy());
                     out.emit(json!({"event":"attached","server":server.to_string()}), format!("* attached to {server} ({n} pending)"));
                 }
@@ -484,14 +500,26 @@ pub async fn run<R: AsyncBufRead + Unpin>(opts: ClientOptions, input: R) -> i32 
             let _ = sock.send_to(&link.seal(&bytes), to).await;
         }
         if let Some(server) = attached {
-            while let Some(kind) = who_todo.pop_front() {
-                if let Some(bytes) = wire::encode(&Packet::FromClient(ClientMsg::Who { client: client_id })) {
-                    who_asked.push_back(kind);
-                    let _ = sock.send_to(&link.seal(&bytes), server).await;
+            // One list at a time, a page at a time: the next page is asked for after the
+            // last name of this one.
+            if who_asked.is_none() {
+                if let Some(list) = who_todo.pop_front() {
+                    who_asked = Some((list, Vec::new(), std::time::Instant::now()));
+                }
+            }
+            if let Some((list, got, asked)) = &mut who_asked {
+                if *asked <= std::time::Instant::now() {
+                    let after = got.last().map(|(n, _)| n.clone()).unwrap_or_default();
+                    if let Some(bytes) = wire::encode(&Packet::FromClient(ClientMsg::Who { client: client_id, list: list.clone(), after }))
+                    {
+                        let _ = sock.send_to(&link.seal(&bytes), server).await;
+                    }
+                    // Asked again if the answer is lost.
+                    *asked = std::time::Instant::now() + Duration::from_millis(500);
                 }
             }
         }
-        if closing && queue.is_empty() && !client.is_busy() && who_todo.is_empty() {
+        if closing && queue.is_empty() && !client.is_busy() && who_todo.is_empty() && who_asked.is_none() {
             // End of input: linger briefly for what the cluster still shows us.
             let until = *linger.get_or_insert_with(|| std::time::Instant::now() + Duration::from_millis(500));
             if std::time::Instant::now() >= until {
@@ -499,6 +527,9 @@ pub async fn run<R: AsyncBufRead + Unpin>(opts: ClientOptions, input: R) -> i32 
             }
         }
         let mut deadline = client.poll_timeout().map(|t| origin + Duration::from_micros(t.0));
+        if let Some((_, _, at)) = who_asked.as_ref().filter(|_| attached.is_some()) {
+            deadline = Some(deadline.map_or(*at, |d| d.min(*at)));
+        }
         if let Some(l) = linger {
             deadline = Some(deadline.map_or(l, |d| d.min(l)));
         }
@@ -511,10 +542,16 @@ pub async fn run<R: AsyncBufRead + Unpin>(opts: ClientOptions, input: R) -> i32 
         tokio::select! {
             r = sock.recv_from(&mut buf) => {
                 if let Some((plain, from)) = r.ok().and_then(|(n, from)| link.open(&buf[..n]).map(|p| (p, from))) {
-                    if let Ok(Packet::ToClient(ServerMsg::Who { client: c, users, rooms })) = wire::decode(&plain) {
-                        if c == client_id {
-                            if let Some(kind) = who_asked.pop_front() {
-                                show_who(&out, kind, users, rooms);
+                    if let Ok(Packet::ToClient(ServerMsg::Who { client: c, list, names, more })) = wire::decode(&plain) {
+                        if let Some((asked, got, at)) = who_asked.as_mut().filter(|(l, _, _)| c == client_id && *l == list) {
+                            // A page already taken (a late answer to a re-ask) starts at or before the last name.
+                            let last = got.last().map(|(n, _)| n.clone()).unwrap_or_default();
+                            got.extend(names.into_iter().filter(|(n, _)| *n > last));
+                            if more {
+                                *at = std::time::Instant::now();
+                            } else {
+                                show_who(&out, asked, got);
+                                who_asked = None;
                             }
                         }
                     }
@@ -534,7 +571,7 @@ pub async fn run<R: AsyncBufRead + Unpin>(opts: ClientOptions, input: R) -> i32 
                                 }
                                 queue.push_back((op, std::time::Instant::now()));
                             }
-                            Some(Ok(kind @ (Command::Who | Command::Rooms))) => who_todo.push_back(kind),
+                            Some(Ok(Command::Who(list))) => who_todo.push_back(list),
                             Some(Ok(Command::Quit)) => break 'main,
                         }
                     }
@@ -746,6 +783,9 @@ mod tests {
         assert!(matches!(parse_line("/join r"), Some(Err(_))));
         assert!(matches!(parse_line(&format!("/msg bob {}", "x".repeat(MAX_TEXT + 1))), Some(Err(_))));
         assert_eq!(parse_line("  "), None);
+        assert_eq!(parse_line("/who"), Some(Ok(Command::Who(WhoList::Users))));
+        assert_eq!(parse_line("/who #r"), Some(Ok(Command::Who(WhoList::Members("#r".into())))));
+        assert_eq!(parse_line("/rooms"), Some(Ok(Command::Who(WhoList::Rooms))));
     }
 
     #[test]

@@ -20,6 +20,26 @@ fn ok_name(s: &String) -> bool {
     !s.is_empty() && s.len() <= MAX_NAME
 }
 
+/// Which names a [`ClientMsg::Who`] lists.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WhoList {
+    /// Every registered user, with whether it is online.
+    Users,
+    /// Every room with members, with how many.
+    Rooms,
+    /// The members of one room, with whether each is online.
+    Members(String),
+}
+
+impl WhoList {
+    fn is_well_formed(&self) -> bool {
+        match self {
+            WhoList::Users | WhoList::Rooms => true,
+            WhoList::Members(r) => ok_name(r),
+        }
+    }
+}
+
 /// Client to server. New kinds are only ever appended.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ClientMsg {
@@ -83,10 +103,14 @@ pub enum ClientMsg {
         /// been lost on the way, and a clean quit must leave nothing shown unacknowledged.
         acks: Vec<MsgId>,
     },
-    /// Ask for the known users and rooms (answered with [`ServerMsg::Who`]).
+    /// Ask for a page of a list of names (answered with [`ServerMsg::Who`]).
     Who {
         /// Client id.
         client: u64,
+        /// Which list.
+        list: WhoList,
+        /// The page starts after this name (empty: at the start).
+        after: String,
     },
     /// Which servers should this client use? Answered with [`ServerMsg::Assign`]
     /// by every server that is a member of an installed view (sent to known
@@ -149,7 +173,8 @@ impl ClientMsg {
     pub fn is_well_formed(&self) -> bool {
         match self {
             ClientMsg::Logout { acks, .. } => acks.len() <= MAX_ACK_IDS && acks.iter().all(Bounded::in_bounds),
-            ClientMsg::Status | ClientMsg::Ping { .. } | ClientMsg::Who { .. } | ClientMsg::Find { .. } | ClientMsg::Identity => true,
+            ClientMsg::Who { list, after, .. } => list.is_well_formed() && after.len() <= MAX_NAME,
+            ClientMsg::Status | ClientMsg::Ping { .. } | ClientMsg::Find { .. } | ClientMsg::Identity => true,
             ClientMsg::Login { name, ctx, .. } => ok_name(name) && ctx.len() <= MAX_ORIGINS && ctx.in_bounds(),
             ClientMsg::Send { id, op, ctx, .. } => {
                 ctx.len() <= MAX_ORIGINS
@@ -224,17 +249,20 @@ pub enum ServerMsg {
         /// The void number.
         no: u64,
     },
-    /// Answer to [`ClientMsg::Who`]: registered user names (with whether the
-    /// user is logged in at a server of the view, as of the servers' presence
-    /// reports, at most a second or so old) and rooms with their members, each
-    /// list cut at [`MAX_WHO`] (in name order).
+    /// Answer to [`ClientMsg::Who`]: one page of the list, in name order (at most
+    /// [`MAX_WHO`] names, as many as fit a datagram). Each name comes with a number: for
+    /// users and members, 1 if the user is logged in at a server of the view (as of the
+    /// servers' presence reports, at most a second or so old), else 0; for rooms, the number
+    /// of members.
     Who {
         /// Client id.
         client: u64,
-        /// Registered users and whether online.
-        users: Vec<(String, bool)>,
-        /// Rooms and their members.
-        rooms: Vec<(String, Vec<String>)>,
+        /// Which list.
+        list: WhoList,
+        /// The page.
+        names: Vec<(String, u32)>,
+        /// More names follow the last one (ask again after it).
+        more: bool,
     },
     /// Answer to [`ClientMsg::Find`]: the live members of the server's view in
     /// the order the client should try them (see `cluster::assign`); at most
@@ -355,12 +383,7 @@ impl ServerMsg {
                 ok_name(from) && room.as_ref().is_none_or(ok_name) && text.len() <= MAX_TEXT && stamp.len() <= MAX_ORIGINS
             }
             ServerMsg::Stored { stamp, .. } => stamp.len() <= MAX_ORIGINS,
-            ServerMsg::Who { users, rooms, .. } => {
-                users.len() <= MAX_WHO
-                    && users.iter().all(|(u, _)| ok_name(u))
-                    && rooms.len() <= MAX_WHO
-                    && rooms.iter().all(|(r, m)| ok_name(r) && m.len() <= MAX_WHO && m.iter().all(ok_name))
-            }
+            ServerMsg::Who { list, names, .. } => list.is_well_formed() && names.len() <= MAX_WHO && names.iter().all(|(n, _)| ok_name(n)),
             ServerMsg::Assign { servers, .. } => !servers.is_empty() && servers.len() <= MAX_MEMBERS,
             ServerMsg::Refused { reason, .. } => match reason {
                 RefusalReason::NeverShown { count } => *count >= 1 && *count as usize <= MAX_ACK_IDS,

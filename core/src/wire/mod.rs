@@ -11,7 +11,7 @@ pub mod peer;
 pub mod status;
 
 pub use chat::{CausalMsg, Item, Key, MsgId, Target};
-pub use client::{ClientMsg, Op, RefusalReason, Rejection, ServerMsg};
+pub use client::{ClientMsg, Op, RefusalReason, Rejection, ServerMsg, WhoList};
 pub use peer::{Body, CandidateKey, Envelope};
 pub use status::{Counters, MemberReport, StatusReport};
 

@@ -410,7 +410,7 @@ impl World {
         let msg = match rng.random_range(0..9) {
             0 => ClientMsg::Status,
             1 => ClientMsg::Find { client },
-            2 => ClientMsg::Who { client },
+            2 => ClientMsg::Who { client, list: ringchat_core::wire::WhoList::Users, after: String::new() },
             3 => ClientMsg::Ping { client, attempt: rng.random(), next: rng.random_range(0..MAX_COUNTER) },
             4 => ClientMsg::Ack { client, ids: vec![MsgId { client, seq: 1 }], attempt: 1, next: 1 },
             5 => ClientMsg::Logout { client, acks: Vec::new() },

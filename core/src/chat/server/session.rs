@@ -11,7 +11,7 @@ use crate::plant::PlantedBug;
 use crate::time::{merge, Instant, Vc};
 use crate::user::UserKey;
 use crate::view::View;
-use crate::wire::{Body, ClientMsg, Item, Key, MsgId, Op, RefusalReason, Rejection, ServerMsg, Target};
+use crate::wire::{Body, ClientMsg, Item, Key, MsgId, Op, RefusalReason, Rejection, ServerMsg, Target, WhoList};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Whether a login may be shown its inbox and have its sends broadcast yet. A server that
@@ -254,34 +254,40 @@ impl ChatServer {
                     refuse(out, from, client, RefusalReason::NotLoggedIn);
                 }
             }
-            ClientMsg::Who { client } => {
+            ClientMsg::Who { client, list, after } => {
                 use crate::limits::MAX_WHO;
-                // Names cost their length plus framing; the answer must fit one datagram.
-                let mut budget: usize = crate::limits::MAX_DATAGRAM - 64;
-                let mut take = |n: &str| {
-                    let cost = n.len() + 3;
-                    let ok = cost <= budget;
-                    if ok {
-                        budget -= cost;
+                // Names in order, after `after`; the page must fit one datagram (a name costs
+                // its length plus framing).
+                let after = after.as_str();
+                let all: Vec<(String, u32)> = match &list {
+                    WhoList::Users => {
+                        let names = d.state.names.keys().filter(|n| n.as_str() > after);
+                        names.take(MAX_WHO + 1).map(|n| (n.clone(), u32::from(self.online(cx, n)))).collect()
                     }
-                    ok
+                    WhoList::Rooms => d
+                        .state
+                        .rooms()
+                        .filter(|(r, _)| *r > after)
+                        .take(MAX_WHO + 1)
+                        .map(|(r, m)| (r.to_string(), m.len() as u32))
+                        .collect(),
+                    WhoList::Members(room) => {
+                        let members = d.state.members(room).into_iter().filter(|n| *n > after);
+                        members.take(MAX_WHO + 1).map(|n| (n.to_string(), u32::from(self.online(cx, n)))).collect()
+                    }
                 };
-                let mut users = Vec::new();
-                for n in d.state.names.keys().take(MAX_WHO) {
-                    if !take(n) {
+                let mut budget: usize = crate::limits::MAX_DATAGRAM - 96;
+                let mut names = Vec::new();
+                for (n, v) in &all {
+                    let cost = n.len() + 6;
+                    if names.len() >= MAX_WHO || cost > budget {
                         break;
                     }
-                    users.push((n.clone(), self.online(cx, n)));
+                    budget -= cost;
+                    names.push((n.clone(), *v));
                 }
-                let mut rooms = Vec::new();
-                for (r, m) in d.state.rooms().take(MAX_WHO) {
-                    if !take(r) {
-                        break;
-                    }
-                    let members: Vec<String> = m.into_iter().take(MAX_WHO).take_while(|n| take(n)).map(String::from).collect();
-                    rooms.push((r.to_string(), members));
-                }
-                out.push(Out::Client(from, ServerMsg::Who { client, users, rooms }));
+                let more = names.len() < all.len();
+                out.push(Out::Client(from, ServerMsg::Who { client, list, names, more }));
             }
             ClientMsg::Ack { client, ids, attempt, next } => {
                 let s = match Self::own_session(&mut self.sessions, client, from) {
