@@ -660,6 +660,8 @@ pub struct SyncClient {
     sock: std::net::UdpSocket,
     origin: std::time::Instant,
     buf: Vec<u8>,
+    /// Bytes of datagrams received (sealed, as on the wire).
+    received: u64,
     /// The receive wait the socket is set to (None: unknown).
     wait: Option<Duration>,
     link: Link,
@@ -685,9 +687,14 @@ impl SyncClient {
         let cfg = ClientConfig { servers, find: false, channel: link.channel(), ..ClientConfig::default() };
         let mut client = Client::new(cfg, id, 0, now_us(origin));
         client.login(now_us(origin), name, bench_user(name)).map_err(|e| e.to_string())?;
-        let mut c = SyncClient { client, sock, origin, buf: vec![0u8; 65536], wait: None, link };
+        let mut c = SyncClient { client, sock, origin, buf: vec![0u8; 65536], received: 0, wait: None, link };
         c.flush();
         Ok(c)
+    }
+
+    /// Bytes of datagrams received so far, as on the wire.
+    pub fn received_bytes(&self) -> u64 {
+        self.received
     }
 
     /// Whether a submission waits for `stored`.
@@ -746,6 +753,7 @@ impl SyncClient {
         let most = if wait.is_zero() { STEP_DRAIN } else { 1 };
         for _ in 0..most {
             let Ok((n, from)) = self.sock.recv_from(&mut self.buf) else { break };
+            self.received += n as u64;
             if let Some(plain) = self.link.open(&self.buf[..n]) {
                 self.client.handle_datagram(now_us(self.origin), from, &plain);
             }
