@@ -5,6 +5,7 @@ use crate::time::Vc;
 use crate::user::{Signature, UserKey};
 use crate::wire::bounds::Bounded;
 use crate::wire::chat::{MsgId, Target};
+use crate::wire::fragment::Fragment;
 use crate::wire::status::StatusReport;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -98,6 +99,9 @@ pub enum ClientMsg {
     /// Which identity key do this cluster's servers hold? The one request a sealed cluster
     /// takes plain (trust on first use), answered with [`ServerMsg::Identity`].
     Identity,
+    /// A piece of a client message too long for one datagram (a long `Send`; see
+    /// [`crate::wire::fragment`]).
+    Fragment(Fragment),
 }
 
 /// An operation a client submits.
@@ -129,6 +133,7 @@ impl ClientMsg {
             ClientMsg::Who { .. } => "who",
             ClientMsg::Find { .. } => "find",
             ClientMsg::Identity => "identity",
+            ClientMsg::Fragment(_) => "fragment",
         }
     }
 
@@ -161,6 +166,7 @@ impl ClientMsg {
                     }
             }
             ClientMsg::Ack { ids, .. } => ids.len() <= MAX_ACK_IDS && ids.iter().all(Bounded::in_bounds),
+            ClientMsg::Fragment(f) => f.is_well_formed(),
         }
     }
 }
@@ -272,6 +278,9 @@ pub enum ServerMsg {
         /// The identity's X25519 public key.
         public: [u8; 32],
     },
+    /// A piece of a server message too long for one datagram (a long `Show`; see
+    /// [`crate::wire::fragment`]).
+    Fragment(Fragment),
 }
 
 /// Why a server rejected an operation. New kinds are only ever appended.
@@ -342,6 +351,7 @@ impl ServerMsg {
             ServerMsg::Rejected { .. } => "rejected",
             ServerMsg::LoggedOut { .. } => "logged_out",
             ServerMsg::Identity { .. } => "identity",
+            ServerMsg::Fragment(_) => "fragment",
         }
     }
 
@@ -368,6 +378,7 @@ impl ServerMsg {
             },
             ServerMsg::Rejected { id, .. } => id.in_bounds(),
             ServerMsg::LoggedOut { .. } | ServerMsg::Identity { .. } => true,
+            ServerMsg::Fragment(f) => f.is_well_formed(),
         }
     }
 }

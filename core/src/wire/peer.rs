@@ -195,6 +195,9 @@ pub enum Body {
         /// User names.
         users: Vec<String>,
     },
+    /// A piece of a server message too long for one datagram (see [`crate::wire::fragment`]);
+    /// its envelope is the whole message's.
+    Fragment(crate::wire::fragment::Fragment),
 }
 
 impl Body {
@@ -227,6 +230,7 @@ impl Body {
             Body::NameClaim { .. } => "name_claim",
             Body::ChatHolds { .. } => "chat_holds",
             Body::ChatPresence { .. } => "chat_presence",
+            Body::Fragment(_) => "fragment",
         }
     }
 
@@ -242,6 +246,7 @@ impl Body {
             Body::NameClaim { name: n, .. } => name(n),
             Body::ChatPresence { users } => users.len() <= MAX_PRESENCE && users.iter().all(name),
             Body::ChatNeed { from, to, .. } => from <= to,
+            Body::Fragment(f) => f.is_well_formed(),
             _ => true,
         }
     }
