@@ -161,7 +161,9 @@ impl ClientMsg {
                     && ctx.in_bounds()
                     && id.in_bounds()
                     && match op {
-                        Op::Chat { to: Target::User(n) | Target::Room(n), text } => ok_name(n) && text.len() <= MAX_TEXT,
+                        // A text over MAX_TEXT decodes (within MAX_MESSAGE), to be rejected
+                        // with the bound in the answer (`Rejection::TextTooLong`).
+                        Op::Chat { to: Target::User(n) | Target::Room(n), .. } => ok_name(n),
                         Op::Join(r) | Op::Leave(r) => ok_name(r),
                     }
             }
@@ -295,6 +297,12 @@ pub enum Rejection {
         /// The bound.
         max: u32,
     },
+    /// A chat message whose text is longer than [`crate::limits::MAX_TEXT`] (a client that
+    /// skipped its own check): nothing of it was stored.
+    TextTooLong {
+        /// The bound, in bytes.
+        max: u32,
+    },
 }
 
 impl std::fmt::Display for Rejection {
@@ -302,6 +310,7 @@ impl std::fmt::Display for Rejection {
         match self {
             Rejection::NoSuchUser => write!(f, "no such user"),
             Rejection::RoomFull { max } => write!(f, "the room is full ({max} members); you are not a member"),
+            Rejection::TextTooLong { max } => write!(f, "the text is longer than {max} bytes; nothing was sent"),
         }
     }
 }
