@@ -11,6 +11,28 @@ pub const MAX_DATAGRAM: usize = 1200;
 /// Most messages in one `ChatBatch`.
 pub const MAX_BATCH: usize = 32;
 
+// ----- fragments (see `wire::fragment`) ----------------------------------------
+
+/// Largest protocol message, encoded: one that does not fit [`MAX_DATAGRAM`] leaves in
+/// fragments. The longest honest one (a server's chat message of [`MAX_TEXT`] bytes with a
+/// full vector, cut and recipient list: about 6.3 kB, seven fragments) fits.
+pub const MAX_MESSAGE: usize = MAX_FRAGMENTS * FRAGMENT_BYTES;
+/// Bytes of a message per fragment (every fragment but the last carries exactly this many);
+/// a fragment with its envelope fits [`MAX_DATAGRAM`].
+pub const FRAGMENT_BYTES: usize = 1_024;
+/// Most fragments of one message.
+pub const MAX_FRAGMENTS: usize = 8;
+/// Most messages being reassembled from one source (a peer server life, a client path, or
+/// the server a client talks to); a new one evicts that source's oldest.
+pub const MAX_PARTIALS_PER_SOURCE: usize = 8;
+/// Most messages being reassembled at once, all sources together (at most 512 kB); a new one
+/// evicts the oldest.
+pub const MAX_PARTIALS: usize = 64;
+/// A message not complete this long after its first fragment arrived is dropped: the
+/// fragments of one message leave back to back, so what is missing by then was lost, and the
+/// protocol sends the whole message again (a retry, a re-show, an anti-entropy answer).
+pub const PARTIAL_TTL_US: u64 = 2_000_000;
+
 /// Largest value a counter (epoch, view id, incarnation, sequence number, Lamport time,
 /// login fence) may carry on the wire. A cluster that bumps one a million times a second
 /// reaches it after 8.9 years; a datagram carrying more is refused, so no counter a peer
@@ -50,8 +72,11 @@ pub const MAX_CHUNKS: u32 = 131_072;
 
 // ----- chat -------------------------------------------------------------------
 
-/// Longest chat text, in bytes (checked at the client before anything is sent).
-pub const MAX_TEXT: usize = 200;
+/// Longest chat text, in bytes (checked at the client before anything is sent): 4 KiB, a
+/// pasted log or a few paragraphs. A typical message this long leaves in five fragments, the
+/// worst case in seven (see [`MAX_MESSAGE`]); the bound keeps what a server holds per stored
+/// message, and the datagrams one message costs (each a chance to lose it), small.
+pub const MAX_TEXT: usize = 4_096;
 /// Longest user or room name, in bytes.
 pub const MAX_NAME: usize = 16;
 /// Most recipients one message names. A room message names none (its recipients follow from

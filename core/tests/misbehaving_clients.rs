@@ -5,10 +5,11 @@
 
 use ringchat_core::client::{Client, ClientConfig, ClientEvent};
 use ringchat_core::cluster::{Dest, Server, ServerConfig};
+use ringchat_core::limits::MAX_TEXT;
 use ringchat_core::path::ClientPath;
 use ringchat_core::time::{Instant, Vc};
 use ringchat_core::user::{Signature, UserSecret};
-use ringchat_core::wire::{decode, encode, ClientMsg, MsgId, Op, Packet, RefusalReason, ServerMsg, Target, WhoList};
+use ringchat_core::wire::{decode, encode, encode_datagrams, ClientMsg, MsgId, Op, Packet, RefusalReason, Rejection, ServerMsg, Target, WhoList};
 use ringchat_core::ServerId;
 use std::net::SocketAddr;
 
@@ -582,4 +583,25 @@ fn who_lists_every_user_and_member_a_page_at_a_time() {
     assert_eq!(members.len(), 15);
     let (rooms, _) = pages(&mut lan, WhoList::Rooms);
     assert_eq!(rooms, vec![("#r".to_string(), 15)]);
+}
+
+#[test]
+fn a_text_over_the_bound_sent_anyway_is_rejected_naming_the_bound_and_reaches_no_one() {
+    let mut lan = Lan::new();
+    let bob = lan.client("10.0.0.12:5000", 2, "bob", 12);
+    let from = "10.0.0.13:5000";
+    raw_login(&mut lan, from, 3, "mallory", 13);
+    let id = MsgId { client: 3, seq: 1 };
+    let send = ClientMsg::Send { id, op: chat("bob", &"x".repeat(MAX_TEXT + 1)), ctx: Vc::new(), retry: false, left_ms: 5_000 };
+    // In fragments, as a client that skipped its check would send it.
+    for bytes in encode_datagrams(&Packet::FromClient(send), 1).expect("within MAX_MESSAGE") {
+        lan.server.handle_datagram(Instant(lan.now), addr(from), &bytes);
+    }
+    lan.pump();
+    let reason = Rejection::TextTooLong { max: MAX_TEXT as u32 };
+    assert_eq!(lan.take_raw(from), vec![ServerMsg::Rejected { id, reason }]);
+    assert!(reason.to_string().contains(&MAX_TEXT.to_string()), "{reason}");
+    lan.run_for(1_000);
+    assert!(lan.shown(bob).is_empty(), "bob was shown it");
+    assert!(lan.take_raw(from).iter().all(|m| !matches!(m, ServerMsg::Stored { .. })), "it was stored");
 }

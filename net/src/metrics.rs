@@ -263,6 +263,7 @@ impl Metrics {
             rate_limited,
             reply_too_large,
             bad_signature,
+            fragments_dropped,
         } = c;
         for (cause, n) in [
             ("malformed", malformed),
@@ -284,6 +285,7 @@ impl Metrics {
             ("rate_limited", rate_limited),
             ("reply_too_large", reply_too_large),
             ("bad_signature", bad_signature),
+            ("fragments_dropped", fragments_dropped),
         ] {
             catch_up(&self.rejected.get_or_create(&CauseLabel { cause }), *n);
         }

@@ -173,6 +173,7 @@ pub fn to_json(server: SocketAddr, r: &StatusReport) -> Value {
         counters.insert("rate_limited".into(), c.rate_limited.into());
         counters.insert("reply_too_large".into(), c.reply_too_large.into());
         counters.insert("bad_signature".into(), c.bad_signature.into());
+        counters.insert("fragments_dropped".into(), c.fragments_dropped.into());
     }
     v["store_warning"] = store_warning(r).into();
     v
@@ -238,8 +239,8 @@ pub fn to_human(server: SocketAddr, r: &StatusReport) -> String {
     );
     let _ = writeln!(
         s,
-        "unproven: rate_limited {}, reply_too_large {}, bad_signature {}  rival_leader {}",
-        c.rate_limited, c.reply_too_large, c.bad_signature, c.rival_leader
+        "unproven: rate_limited {}, reply_too_large {}, bad_signature {}  rival_leader {}  fragments_dropped {}",
+        c.rate_limited, c.reply_too_large, c.bad_signature, c.rival_leader, c.fragments_dropped
     );
     let _ = writeln!(s, "clients {}{}", r.clients_total, if r.clients.len() < r.clients_total as usize { " (first listed)" } else { "" });
     for (name, addr) in &r.clients {

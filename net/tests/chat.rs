@@ -174,6 +174,10 @@ fn three_clients_private_room_and_offline_inbox() {
         (v["id"].as_str(), v["from"].as_str(), v["to"].as_str(), &v["room"]),
         (Some(id.as_str()), Some("alice"), Some("bob"), &Value::Null)
     );
+    // Long: 4,000 bytes leave in fragments, each sealed like any datagram, and arrive whole.
+    let long: String = (0..4_000).map(|i| char::from(b'a' + (i * 7 % 26) as u8)).collect();
+    let id = alice.submit_stored(json!({"cmd":"send","to":"bob","text":long}));
+    assert_eq!(bob.shown_text(&long)["id"].as_str(), Some(id.as_str()));
     // Room: a reply is never shown before what it answers (causal order).
     let q = bob.submit_stored(json!({"cmd":"say","room":"#r","text":"r1 question"}));
     carol.shown_text("r1 question");
@@ -187,9 +191,11 @@ fn three_clients_private_room_and_offline_inbox() {
 
     // Oversize text: refused before anything is sent.
     let before = alice.seen.len();
-    alice.cmd(json!({"cmd":"send","to":"bob","text":"x".repeat(201)}));
+    let max = ringchat_core::limits::MAX_TEXT;
+    alice.cmd(json!({"cmd":"send","to":"bob","text":"x".repeat(max + 1)}));
     let i = alice.wait_from(before, "an error", |v| v["event"] == "error" || v["event"] == "pending");
     assert_eq!(alice.seen[i]["event"], "error", "{}", alice.seen[i]);
+    assert!(alice.seen[i].to_string().contains(&max.to_string()), "the error names the bound: {}", alice.seen[i]);
 
     // Offline inbox: dave (who exists, but is away) logs in later and gets his messages.
     claim("dave", &c.ports);

@@ -79,11 +79,12 @@ impl Resources {
     /// Each server life is an origin until it is retired, so a vector names at most the current
     /// lives and two previous lives per server (a power cut makes every server a new life at
     /// once while the lives a churn restart just ended are still named), plus slack for a merge; a client keeps at most a
-    /// few processes' dedup windows and sessions alive; names and inboxes are per user; the store
-    /// holds at most every user's backlog ([`USER_BACKLOG`]) and one hold-back queue in flight.
+    /// few processes' dedup windows and sessions alive; names and inboxes are per user; a room
+    /// keeps at most `ROOM_HISTORY` joins and leaves per user; the store holds at most every
+    /// user's backlog ([`USER_BACKLOG`]) and one hold-back queue in flight.
     pub fn bound(servers: usize, users: usize, rooms: usize) -> Resources {
         use ringchat_core::limits::MAX_HOLDBACK;
-        use ringchat_core::limits::{DEDUP_WINDOW, MAX_TEXT};
+        use ringchat_core::limits::{DEDUP_WINDOW, MAX_TEXT, ROOM_HISTORY};
         let (n, m, r) = (servers as u64, users as u64, rooms.max(1) as u64);
         let store = m * USER_BACKLOG + MAX_HOLDBACK as u64;
         let origins = 3 * n + 2;
@@ -94,7 +95,7 @@ impl Resources {
             durable_bytes: 16_384
                 + origins * origins * 48
                 + clients * DEDUP_WINDOW as u64 * 64
-                + m * r * 64
+                + m * r * ROOM_HISTORY as u64 * 64
                 + store * (MAX_TEXT as u64 + 96),
             store_entries: store,
             vc_origins: origins,
@@ -104,7 +105,7 @@ impl Resources {
             sessions: clients,
             names: m,
             inbox_users: m,
-            room_standings: m * r,
+            room_standings: m * r * ROOM_HISTORY as u64,
             clusters: 4,
         }
     }

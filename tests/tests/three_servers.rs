@@ -2,8 +2,8 @@
 //! first out, in virtual time), driven through the core directly: races that
 //! a random schedule rarely hits, made deterministic.
 
-use ringchat_core::client::{Client, ClientConfig, ClientEvent};
-use ringchat_core::limits::MAX_ROOM_MEMBERS;
+use ringchat_core::client::{Client, ClientConfig, ClientError, ClientEvent};
+use ringchat_core::limits::{MAX_ROOM_MEMBERS, MAX_TEXT};
 use ringchat_core::user::UserSecret;
 use ringchat_core::wire::CausalMsg;
 use ringchat_core::wire::{decode, encode, Body, Envelope, Packet};
@@ -34,6 +34,9 @@ struct Net {
     cut: Option<usize>,
     /// A server that loses every datagram carrying an acknowledgement.
     deaf_to_acks: Option<usize>,
+    /// Each link (from, to) loses the second fragment of the first message it carries in
+    /// fragments, when set; the links that lost one.
+    fragment_loss: Option<Vec<(SocketAddr, SocketAddr)>>,
 }
 
 impl Net {
@@ -67,6 +70,7 @@ impl Net {
             dead: Vec::new(),
             cut,
             deaf_to_acks: None,
+            fragment_loss: None,
         };
         net.pump();
         net
@@ -133,12 +137,24 @@ impl Net {
         }
     }
 
+    /// Whether the datagram is the second fragment of the first long message on its link
+    /// (see [`Net::fragment_loss`]).
+    fn is_lost_fragment(&mut self, from: SocketAddr, to: SocketAddr, bytes: &[u8]) -> bool {
+        let Some(lost) = self.fragment_loss.as_mut() else { return false };
+        let second = decode(bytes).ok().is_some_and(|p| p.fragment().is_some_and(|f| f.index == 1));
+        let first_on_link = !lost.contains(&(from, to));
+        if second && first_on_link {
+            lost.push((from, to));
+        }
+        second && first_on_link
+    }
+
     /// Delivers datagrams, first in first out, until nothing is in flight.
     fn pump(&mut self) {
         let now = Instant(self.now);
         self.collect();
         while let Some((from, to, bytes)) = self.wire.pop_front() {
-            if self.is_cut(from, to) || self.is_lost_ack(to, &bytes) {
+            if self.is_cut(from, to) || self.is_lost_ack(to, &bytes) || self.is_lost_fragment(from, to, &bytes) {
                 continue;
             }
             if let Some((_, s)) = self.servers.iter_mut().find(|(a, _)| *a == to) {
@@ -586,4 +602,78 @@ fn a_join_beyond_the_room_bound_is_refused_and_the_client_is_told() {
         let members = s.durable().chat.state.members("#big");
         assert!(members.len() == MAX_ROOM_MEMBERS && !members.contains(&"late"), "the refused join counted somewhere");
     }
+}
+
+/// A text of `len` bytes that shows where a piece went missing or moved.
+fn long_text(len: usize) -> String {
+    (0..len).map(|i| char::from(b'a' + (i * 7 % 26) as u8)).collect()
+}
+
+/// Client `from` sends `text` to `to` and waits until client `at` is shown it; returns what it
+/// was shown.
+fn send_and_show(net: &mut Net, from: usize, to: Target, text: &str, at: usize) -> String {
+    let id = net.clients[from].1.submit(Instant(net.now), Op::Chat { to, text: text.to_string() }).expect("within the bound");
+    net.run_until(10_000, |n| n.shown(at, id));
+    let shown = net.events.iter().find_map(|(c, e)| match e {
+        ClientEvent::Shown { id: x, text, .. } if *c == at && *x == id => Some(text.clone()),
+        _ => None,
+    });
+    shown.expect("shown")
+}
+
+#[test]
+fn a_message_of_four_thousand_bytes_crosses_the_cluster_intact() {
+    let mut net = Net::cluster(None);
+    let al = net.client(0, 1, "al");
+    let bo = net.client(2, 2, "bo");
+    let text = long_text(4_000);
+    assert_eq!(send_and_show(&mut net, al, Target::User("bo".into()), &text, bo), text);
+    // To a room, too: the sender's server, the other servers and the show all carried it in
+    // fragments of at most one datagram each.
+    for c in [al, bo] {
+        net.clients[c].1.submit(Instant(net.now), Op::Join("#long".into())).expect("a join");
+        net.run_until(5_000, |n| !n.clients[c].1.is_busy());
+    }
+    let text = long_text(MAX_TEXT);
+    assert_eq!(send_and_show(&mut net, bo, Target::Room("#long".into()), &text, al), text);
+    for (_, s) in &net.servers {
+        assert!(s.received().get("fragment").is_some_and(|&n| n >= 4), "a server received no fragments");
+        assert_eq!(s.counters().fragments_dropped, 0);
+    }
+}
+
+#[test]
+fn a_long_message_whose_fragments_are_lost_on_every_link_still_arrives_intact() {
+    // The second fragment of the first long message on each link is lost: the client's send
+    // (it retries), the copies between servers (anti-entropy asks again) and the show (the
+    // server shows it again) each lose one and are repaired whole.
+    let mut net = Net::cluster(None);
+    let al = net.client(0, 1, "al");
+    let bo = net.client(2, 2, "bo");
+    net.fragment_loss = Some(Vec::new());
+    let text = long_text(3_000);
+    assert_eq!(send_and_show(&mut net, al, Target::User("bo".into()), &text, bo), text);
+    let lost = net.fragment_loss.as_ref().expect("set");
+    let (client_al, client_bo) = (net.clients[al].0, net.clients[bo].0);
+    assert!(lost.contains(&(client_al, net.servers[0].0)), "the send lost no fragment: {lost:?}");
+    assert!(lost.contains(&(net.servers[2].0, client_bo)), "the show lost no fragment: {lost:?}");
+    assert!(
+        lost.iter().any(|(a, b)| net.servers.iter().any(|(s, _)| s == a) && net.servers.iter().any(|(s, _)| s == b)),
+        "no copy lost one"
+    );
+    let shows = net.events.iter().filter(|(c, e)| *c == bo && matches!(e, ClientEvent::Shown { .. })).count();
+    assert_eq!(shows, 1, "shown once");
+}
+
+#[test]
+fn a_text_over_the_bound_is_refused_at_the_client_and_nothing_is_sent() {
+    let mut net = Net::cluster(None);
+    let al = net.client(0, 1, "al");
+    net.pump();
+    let text = "x".repeat(MAX_TEXT + 1);
+    let err = net.clients[al].1.submit(Instant(net.now), Op::Chat { to: Target::User("bo".into()), text }).expect_err("refused");
+    assert_eq!(err, ClientError::TooLong { len: MAX_TEXT + 1, max: MAX_TEXT });
+    assert!(err.to_string().contains(&MAX_TEXT.to_string()), "the error names the bound: {err}");
+    assert!(net.clients[al].1.poll_transmit().is_none(), "something was sent");
+    assert!(!net.clients[al].1.is_busy());
 }

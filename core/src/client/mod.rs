@@ -229,6 +229,10 @@ pub struct Client {
     next_tick: Instant,
     out: VecDeque<(SocketAddr, Vec<u8>)>,
     events: VecDeque<ClientEvent>,
+    /// Shows arriving in fragments, per server (see [`wire::fragment`]).
+    fragments: wire::Reassembler<SocketAddr>,
+    /// The nonce of the next message sent in fragments.
+    next_nonce: u64,
 }
 
 impl Client {
@@ -261,6 +265,9 @@ impl Client {
             next_tick: now,
             out: VecDeque::new(),
             events: VecDeque::new(),
+            fragments: wire::Reassembler::default(),
+            // Starts at the clock: a later process at the same address never reuses a nonce.
+            next_nonce: now.0,
         }
     }
 
@@ -400,10 +407,15 @@ impl Client {
         self.send_login(now);
     }
 
+    /// Sends to the current server; a message longer than a datagram (a long chat message)
+    /// leaves in fragments.
     fn send(&mut self, msg: ClientMsg) {
         let Some(addr) = self.addr() else { return };
-        if let Some(bytes) = wire::encode(&Packet::FromClient(msg)) {
-            self.out.push_back((addr, bytes));
+        if let Some(all) = wire::encode_datagrams(&Packet::FromClient(msg), self.next_nonce) {
+            if all.len() > 1 {
+                self.next_nonce = self.next_nonce.wrapping_add(1);
+            }
+            self.out.extend(all.into_iter().map(|b| (addr, b)));
         }
     }
 
@@ -482,7 +494,17 @@ impl Client {
         if self.state == State::Offline || Some(from) != self.addr() {
             return;
         }
-        let Ok(Packet::ToClient(msg)) = wire::decode(bytes) else { return };
+        let mut packet = wire::decode(bytes);
+        if let Ok(carrier) = &packet {
+            if let Some(f) = carrier.fragment() {
+                self.last_heard = now;
+                match self.fragments.add(now, &from, f.clone()) {
+                    Ok(Some(whole)) => packet = wire::decode_reassembled(&whole, carrier),
+                    Ok(None) | Err(_) => return,
+                }
+            }
+        }
+        let Ok(Packet::ToClient(msg)) = packet else { return };
         self.last_heard = now;
         match msg {
             ServerMsg::LoginOk { client, attempt } if client == self.id && attempt == self.attempt => {

@@ -20,6 +20,13 @@ impl Server {
                 let reason = "the login's signature does not verify".to_string();
                 self.send_client(from, ServerMsg::LoginRefused { client, reason });
             }
+            // A text over the bound is rejected whole, naming the bound (the client checks it
+            // before sending: only one that skipped the check gets here).
+            ClientMsg::Send { id, op: crate::wire::Op::Chat { ref text, .. }, .. } if text.len() > crate::limits::MAX_TEXT => {
+                self.counters.invalid += 1;
+                let reason = crate::wire::Rejection::TextTooLong { max: crate::limits::MAX_TEXT as u32 };
+                self.send_client(from, ServerMsg::Rejected { id, reason });
+            }
             ClientMsg::Identity => {
                 if let Some(public) = self.cfg.identity {
                     self.send_client(from, ServerMsg::Identity { public });

@@ -159,6 +159,17 @@ pub struct Server {
     rate: RateLimit,
     /// While a client datagram is handled: its source and size (answers to it are no larger).
     answering: Option<(ClientPath, usize)>,
+    /// Messages arriving in fragments, per sender (see [`wire::fragment`]).
+    fragments: wire::Reassembler<Source>,
+    /// The nonce of the next message this server sends in fragments.
+    next_nonce: u64,
+}
+
+/// Where fragments come from: a server life (as its envelopes name it), or a client path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Source {
+    Peer(NodeId),
+    Client(ClientPath),
 }
 
 impl Server {
@@ -217,6 +228,9 @@ impl Server {
             chat: ChatServer::new(cfg.plant),
             rate: RateLimit::default(),
             answering: None,
+            fragments: wire::Reassembler::default(),
+            // Starts at the clock: a later life of this server never reuses an earlier one's.
+            next_nonce: now.0,
             cfg,
         }
     }
@@ -368,7 +382,16 @@ impl Server {
         if self.phase == Phase::Left {
             return;
         }
-        let packet = wire::decode(bytes);
+        let mut packet = wire::decode(bytes);
+        if let Ok(carrier) = packet.as_ref() {
+            if carrier.fragment().is_some() {
+                *self.received.entry("fragment").or_insert(0) += 1;
+                match self.reassemble(from, channel, carrier) {
+                    Some(whole) => packet = whole,
+                    None => return,
+                }
+            }
+        }
         let kind = match &packet {
             Ok(Packet::Peer(env)) => env.body.kind(),
             Ok(Packet::FromClient(msg)) => msg.kind(),
@@ -391,6 +414,29 @@ impl Server {
             }
             Ok(Packet::ToClient(_)) => self.counters.invalid += 1,
             Err(e) => self.count_decode_error(e),
+        }
+    }
+
+    /// Adds a fragment to its message: `None` while the message is incomplete, else the message
+    /// (or why it, or the fragment, was refused).
+    fn reassemble(
+        &mut self,
+        from: SocketAddr,
+        channel: Option<(ClientPath, bool)>,
+        carrier: &Packet,
+    ) -> Option<Result<Packet, DecodeError>> {
+        let source = match (carrier, channel) {
+            (Packet::Peer(env), None) => Source::Peer(env.from),
+            (Packet::FromClient(_), Some((path, _))) => Source::Client(path),
+            (Packet::FromClient(_), None) => Source::Client(ClientPath::plain(from)),
+            _ => return Some(Err(DecodeError::Invalid)), // a server's fragment on a client channel, or one meant for a client
+        };
+        let f = carrier.fragment()?.clone();
+        let added = self.fragments.add(self.now, &source, f);
+        self.counters.fragments_dropped = self.fragments.dropped();
+        match added {
+            Ok(whole) => whole.map(|bytes| wire::decode_reassembled(&bytes, carrier)),
+            Err(_) => Some(Err(DecodeError::Invalid)),
         }
     }
 
@@ -600,7 +646,8 @@ impl Server {
                     self.set_latest(Some(view));
                 }
             }
-            Body::Hello { .. } | Body::Welcome { .. } | Body::Beacon { .. } => {}
+            // Discovery was handled above; fragments are put together before they get here.
+            Body::Hello { .. } | Body::Welcome { .. } | Body::Beacon { .. } | Body::Fragment(_) => {}
         }
     }
 }

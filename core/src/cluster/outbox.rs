@@ -12,22 +12,37 @@ impl Server {
     pub(super) fn send_epoch(&mut self, dest: Dest, epoch: u64, body: Body, retransmit: bool) {
         let kind = body.kind();
         let env = Envelope { cluster: self.durable.cluster, from: self.me.node, epoch, body };
-        // Every message kind is bounded by construction (views hold at most MAX_MEMBERS).
-        // A chat message over the limit (too many origins) is counted, not sent.
-        match wire::encode(&Packet::Peer(env)) {
-            Some(bytes) => self.out.push_back(Transmit { dest, bytes, kind, retransmit, channel: None }),
+        // Every message kind is bounded by construction (views hold at most MAX_MEMBERS); one
+        // longer than a datagram (a long chat message, or a batch holding one) leaves in
+        // fragments, and one over MAX_MESSAGE is counted, not sent.
+        match self.datagrams(&Packet::Peer(env)) {
+            Some(all) => self.out.extend(all.into_iter().map(|(bytes, part)| {
+                let kind = if part { "fragment" } else { kind };
+                Transmit { dest, bytes, kind, retransmit, channel: None }
+            })),
             None => self.counters.invalid += 1,
         }
+    }
+
+    /// The datagrams that carry `packet` (see [`wire::encode_datagrams`]), each with whether
+    /// it is a fragment.
+    fn datagrams(&mut self, packet: &Packet) -> Option<Vec<(Vec<u8>, bool)>> {
+        let all = wire::encode_datagrams(packet, self.next_nonce)?;
+        let part = all.len() > 1;
+        if part {
+            self.next_nonce = self.next_nonce.wrapping_add(1);
+        }
+        Some(all.into_iter().map(|b| (b, part)).collect())
     }
 
     /// Sends one body to many peers, encoded once.
     pub(super) fn send_all(&mut self, to: &[SocketAddr], body: Body) {
         let Some((&last, rest)) = to.split_last() else { return };
-        let kind = body.kind();
+        let first = self.out.len();
         self.send(last, body, false);
-        let bytes = self.out.back().map(|t| t.bytes.clone()).unwrap_or_default();
+        let sent: Vec<Transmit> = self.out.range(first..).cloned().collect();
         for &addr in rest {
-            self.out.push_back(Transmit { dest: Dest::Addr(addr), bytes: bytes.clone(), kind, retransmit: false, channel: None });
+            self.out.extend(sent.iter().map(|t| Transmit { dest: Dest::Addr(addr), ..t.clone() }));
         }
     }
 
@@ -52,9 +67,12 @@ impl Server {
             Some((from, size)) if from == to && super::unproven::is_direct_answer(&msg) => size,
             _ => usize::MAX,
         };
-        match wire::encode(&Packet::ToClient(msg)) {
-            Some(bytes) if bytes.len() > budget => self.counters.reply_too_large += 1,
-            Some(bytes) => self.out.push_back(Transmit { dest: Dest::Addr(to.addr), bytes, kind, retransmit: false, channel: to.channel }),
+        match self.datagrams(&Packet::ToClient(msg)) {
+            Some(all) if all.iter().map(|(b, _)| b.len()).sum::<usize>() > budget => self.counters.reply_too_large += 1,
+            Some(all) => self.out.extend(all.into_iter().map(|(bytes, part)| {
+                let kind = if part { "fragment" } else { kind };
+                Transmit { dest: Dest::Addr(to.addr), bytes, kind, retransmit: false, channel: to.channel }
+            })),
             None => self.counters.invalid += 1,
         }
     }

@@ -102,7 +102,8 @@ impl Bounded for Envelope {
             | Body::SnapshotGet { .. }
             | Body::SnapshotChunk { .. }
             | Body::NameClaim { .. }
-            | Body::ChatPresence { .. } => true,
+            | Body::ChatPresence { .. }
+            | Body::Fragment(_) => true,
         };
         body && counter(self.epoch) && self.from.in_bounds()
     }

@@ -5,6 +5,7 @@ use crate::time::Vc;
 use crate::user::{Signature, UserKey};
 use crate::wire::bounds::Bounded;
 use crate::wire::chat::{MsgId, Target};
+use crate::wire::fragment::Fragment;
 use crate::wire::status::StatusReport;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -122,6 +123,9 @@ pub enum ClientMsg {
     /// Which identity key do this cluster's servers hold? The one request a sealed cluster
     /// takes plain (trust on first use), answered with [`ServerMsg::Identity`].
     Identity,
+    /// A piece of a client message too long for one datagram (a long `Send`; see
+    /// [`crate::wire::fragment`]).
+    Fragment(Fragment),
 }
 
 /// An operation a client submits.
@@ -153,6 +157,7 @@ impl ClientMsg {
             ClientMsg::Who { .. } => "who",
             ClientMsg::Find { .. } => "find",
             ClientMsg::Identity => "identity",
+            ClientMsg::Fragment(_) => "fragment",
         }
     }
 
@@ -181,11 +186,14 @@ impl ClientMsg {
                     && ctx.in_bounds()
                     && id.in_bounds()
                     && match op {
-                        Op::Chat { to: Target::User(n) | Target::Room(n), text } => ok_name(n) && text.len() <= MAX_TEXT,
+                        // A text over MAX_TEXT decodes (within MAX_MESSAGE), to be rejected
+                        // with the bound in the answer (`Rejection::TextTooLong`).
+                        Op::Chat { to: Target::User(n) | Target::Room(n), .. } => ok_name(n),
                         Op::Join(r) | Op::Leave(r) => ok_name(r),
                     }
             }
             ClientMsg::Ack { ids, .. } => ids.len() <= MAX_ACK_IDS && ids.iter().all(Bounded::in_bounds),
+            ClientMsg::Fragment(f) => f.is_well_formed(),
         }
     }
 }
@@ -300,6 +308,9 @@ pub enum ServerMsg {
         /// The identity's X25519 public key.
         public: [u8; 32],
     },
+    /// A piece of a server message too long for one datagram (a long `Show`; see
+    /// [`crate::wire::fragment`]).
+    Fragment(Fragment),
 }
 
 /// Why a server rejected an operation. New kinds are only ever appended.
@@ -314,6 +325,12 @@ pub enum Rejection {
         /// The bound.
         max: u32,
     },
+    /// A chat message whose text is longer than [`crate::limits::MAX_TEXT`] (a client that
+    /// skipped its own check): nothing of it was stored.
+    TextTooLong {
+        /// The bound, in bytes.
+        max: u32,
+    },
 }
 
 impl std::fmt::Display for Rejection {
@@ -321,6 +338,7 @@ impl std::fmt::Display for Rejection {
         match self {
             Rejection::NoSuchUser => write!(f, "no such user"),
             Rejection::RoomFull { max } => write!(f, "the room is full ({max} members); you are not a member"),
+            Rejection::TextTooLong { max } => write!(f, "the text is longer than {max} bytes; nothing was sent"),
         }
     }
 }
@@ -370,6 +388,7 @@ impl ServerMsg {
             ServerMsg::Rejected { .. } => "rejected",
             ServerMsg::LoggedOut { .. } => "logged_out",
             ServerMsg::Identity { .. } => "identity",
+            ServerMsg::Fragment(_) => "fragment",
         }
     }
 
@@ -391,6 +410,7 @@ impl ServerMsg {
             },
             ServerMsg::Rejected { id, .. } => id.in_bounds(),
             ServerMsg::LoggedOut { .. } | ServerMsg::Identity { .. } => true,
+            ServerMsg::Fragment(f) => f.is_well_formed(),
         }
     }
 }

@@ -2,21 +2,24 @@
 //!
 //! The bottom layer of the crate: it depends only on the base (identities, time, views,
 //! limits). Decoding is total: any byte string gives a message or a [`DecodeError`],
-//! never a panic, and input longer than [`MAX_DATAGRAM`] is refused unread.
+//! never a panic, and input longer than [`MAX_DATAGRAM`] is refused unread. A message longer
+//! than a datagram (at most [`MAX_MESSAGE`]) travels in [`fragment`]s.
 
 pub mod bounds;
 pub mod chat;
 pub mod client;
+pub mod fragment;
 pub mod peer;
 pub mod status;
 
 pub use chat::{CausalMsg, Item, Key, MsgId, Target};
 pub use client::{ClientMsg, Op, RefusalReason, Rejection, ServerMsg, WhoList};
+pub use fragment::{Fragment, FragmentError, Reassembler};
 pub use peer::{Body, CandidateKey, Envelope};
 pub use status::{Counters, MemberReport, StatusReport};
 
 use crate::id::NodeId;
-use crate::limits::MAX_DATAGRAM;
+use crate::limits::{MAX_DATAGRAM, MAX_MESSAGE};
 use bounds::Bounded;
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +35,28 @@ pub enum Packet {
     FromClient(ClientMsg),
     /// Server to client.
     ToClient(ServerMsg),
+}
+
+impl Packet {
+    /// The fragment this datagram carries, if it is one.
+    pub fn fragment(&self) -> Option<&Fragment> {
+        match self {
+            Packet::Peer(Envelope { body: Body::Fragment(f), .. })
+            | Packet::FromClient(ClientMsg::Fragment(f))
+            | Packet::ToClient(ServerMsg::Fragment(f)) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// The fragment `f` of this message, in a datagram of the same kind (a server's under the
+    /// same envelope header, so the seal ties it to the same sender).
+    fn carrying(&self, f: Fragment) -> Packet {
+        match self {
+            Packet::Peer(env) => Packet::Peer(Envelope { cluster: env.cluster, from: env.from, epoch: env.epoch, body: Body::Fragment(f) }),
+            Packet::FromClient(_) => Packet::FromClient(ClientMsg::Fragment(f)),
+            Packet::ToClient(_) => Packet::ToClient(ServerMsg::Fragment(f)),
+        }
+    }
 }
 
 /// Why a datagram was refused.
@@ -90,6 +115,49 @@ pub fn encode(packet: &Packet) -> Option<Vec<u8>> {
     (out.len() <= MAX_DATAGRAM).then_some(out)
 }
 
+/// Encodes a packet into the datagrams that carry it: one if it fits (see [`encode`]), else
+/// its [`fragment`]s under `nonce` (a value the sender never used before for a message to the
+/// same receiver), each in a datagram of the packet's own kind.
+///
+/// Returns `None` if its encoding is longer than [`MAX_MESSAGE`] (or it is itself a fragment
+/// that does not fit).
+pub fn encode_datagrams(packet: &Packet, nonce: u64) -> Option<Vec<Vec<u8>>> {
+    if let Some(one) = encode(packet) {
+        return Some(vec![one]);
+    }
+    if packet.fragment().is_some() {
+        return None;
+    }
+    let whole = postcard::to_extend(packet, vec![VERSION]).ok()?;
+    let parts = fragment::split(&whole, nonce)?;
+    parts.into_iter().map(|f| encode(&packet.carrying(f))).collect()
+}
+
+/// Decodes a message put back together from fragments: it must be one that could not have
+/// travelled whole (longer than [`MAX_DATAGRAM`], at most [`MAX_MESSAGE`]), not a fragment
+/// itself, and of the same kind as `carrier`, the datagram that carried its last fragment (a
+/// server message in the same sender's name). Total, like [`decode`].
+pub fn decode_reassembled(bytes: &[u8], carrier: &Packet) -> Result<Packet, DecodeError> {
+    if bytes.len() > MAX_MESSAGE {
+        return Err(DecodeError::Oversize);
+    }
+    if bytes.len() <= MAX_DATAGRAM {
+        return Err(DecodeError::Malformed);
+    }
+    let packet = decode_within(bytes, MAX_MESSAGE)?;
+    let same = packet.fragment().is_none()
+        && match (&packet, carrier) {
+            (Packet::Peer(inner), Packet::Peer(outer)) => inner.from == outer.from,
+            (Packet::FromClient(_), Packet::FromClient(_)) | (Packet::ToClient(_), Packet::ToClient(_)) => true,
+            _ => false,
+        };
+    if same {
+        Ok(packet)
+    } else {
+        Err(DecodeError::Invalid)
+    }
+}
+
 /// Whether `bytes` is (by its first two bytes) a server-to-server datagram: the ones that are
 /// sealed. Says nothing of whether the rest decodes.
 pub fn is_peer(bytes: &[u8]) -> bool {
@@ -109,8 +177,12 @@ pub fn peer_sender(bytes: &[u8]) -> Option<NodeId> {
 
 /// Decodes a datagram. Total: never panics, whatever the bytes.
 pub fn decode(bytes: &[u8]) -> Result<Packet, DecodeError> {
+    decode_within(bytes, MAX_DATAGRAM)
+}
+
+fn decode_within(bytes: &[u8], max: usize) -> Result<Packet, DecodeError> {
     let (&version, rest) = bytes.split_first().ok_or(DecodeError::Empty)?;
-    if bytes.len() > MAX_DATAGRAM {
+    if bytes.len() > max {
         return Err(DecodeError::Oversize);
     }
     if version != VERSION {

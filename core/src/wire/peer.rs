@@ -200,6 +200,9 @@ pub enum Body {
         /// User names.
         users: Vec<String>,
     },
+    /// A piece of a server message too long for one datagram (see [`crate::wire::fragment`]);
+    /// its envelope is the whole message's.
+    Fragment(crate::wire::fragment::Fragment),
 }
 
 impl Body {
@@ -232,6 +235,7 @@ impl Body {
             Body::NameClaim { .. } => "name_claim",
             Body::ChatHolds { .. } => "chat_holds",
             Body::ChatPresence { .. } => "chat_presence",
+            Body::Fragment(_) => "fragment",
         }
     }
 
@@ -249,6 +253,7 @@ impl Body {
                 part < parts && *parts as usize <= MAX_PRESENCE_PARTS && users.len() <= MAX_PRESENCE && users.iter().all(name)
             }
             Body::ChatNeed { from, to, .. } => from <= to,
+            Body::Fragment(f) => f.is_well_formed(),
             _ => true,
         }
     }

@@ -50,6 +50,10 @@ pub struct Counters {
     pub reply_too_large: u64,
     /// Logins whose signature did not verify under the key they name, refused.
     pub bad_signature: u64,
+    /// Messages that arrived in fragments and were dropped before they were complete (a
+    /// fragment lost or late, or room needed for newer ones; the protocol sends the message
+    /// again), or whose fragments disagreed.
+    pub fragments_dropped: u64,
 }
 
 impl Counters {

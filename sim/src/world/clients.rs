@@ -278,7 +278,13 @@ impl World {
                     (Target::User(user_name(u)), None)
                 }
             };
-            let text = if self.rng.random_bool(0.01) { "x".repeat(ringchat_core::limits::MAX_TEXT + 1) } else { format!("hi {now}") };
+            // One message in a hundred is too long (refused at the client), three are long
+            // (1 kB to the bound: they travel in fragments), the rest short.
+            let text = match self.rng.random_range(0..100) {
+                0 => "x".repeat(ringchat_core::limits::MAX_TEXT + 1),
+                1..=3 => long_text(now, self.rng.random_range(1_000..=ringchat_core::limits::MAX_TEXT)),
+                _ => format!("hi {now}"),
+            };
             (Op::Chat { to: to.clone(), text }, ChatOp::Chat { to, reply_to })
         };
         let p = &mut self.chat.procs[c];
@@ -395,7 +401,11 @@ impl World {
                     self.chat.report.refused += 1;
                     ChatHappening::Refused
                 }
-                ClientEvent::Shown { id, from, room, .. } => {
+                ClientEvent::Shown { id, from, room, text } => {
+                    if !is_whole(&text) {
+                        let detail = format!("{id} was shown with a text of {} bytes that is not the text sent", text.len());
+                        self.stuck.push(crate::check::Violation::new("C3", detail));
+                    }
                     p.last_shown = Some((id, from, room));
                     quit |= p.quit_after_show;
                     self.chat.report.shown += 1;
@@ -459,5 +469,41 @@ impl World {
                 self.queue.push(at, Item::ClientTimer { c, generation });
             }
         }
+    }
+}
+
+/// A long text of `len` bytes that says how long it is and what fills it: a text cut,
+/// reordered or spliced with another on its way is told apart by [`is_whole`].
+fn long_text(now: u64, len: usize) -> String {
+    let head = format!("long {now} {len} ");
+    let fill = format!("{now:x}.");
+    let mut text = head.clone();
+    text.extend(fill.chars().cycle().take(len.saturating_sub(head.len())));
+    text
+}
+
+/// Whether a shown text is as sent: short texts are taken as they are, long ones checked.
+fn is_whole(text: &str) -> bool {
+    let mut words = text.splitn(4, ' ');
+    match (words.next(), words.next().and_then(|w| w.parse().ok()), words.next().and_then(|w| w.parse().ok())) {
+        (Some("long"), Some(now), Some(len)) => long_text(now, len) == text,
+        _ => !text.starts_with("long"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_text_is_whole_only_as_sent() {
+        let t = long_text(123_456, 3_000);
+        assert_eq!(t.len(), 3_000);
+        assert!(is_whole(&t) && is_whole("hi 5"));
+        assert!(!is_whole(&t[..2_999]), "cut");
+        let mut spliced = t.clone();
+        spliced.replace_range(2_000..2_010, &long_text(654_321, 3_000)[2_000..2_010]);
+        assert!(!is_whole(&spliced), "spliced");
+        assert!(!is_whole("long garbage"));
     }
 }

@@ -14,7 +14,8 @@
 //!   a key it holds (not the cluster's);
 //! - garbage sealed with a wrong key;
 //! - client traffic, which is not sealed yet: status, find and who requests, pings, acks and
-//!   logouts of made-up clients, sends without a login, logins under names of its own.
+//!   logouts of made-up clients, sends without a login, logins under names of its own,
+//!   fragments of messages that do not exist.
 //!
 //! Checkers (each datagram as it is fed, so a violation names it):
 //! - **O1** every server-channel datagram it sends (sealed, or plain with the server-datagram
@@ -407,7 +408,7 @@ impl World {
         let o = self.outsider.as_mut()?;
         let rng = &mut o.rng;
         let client = CLIENT_IDS[rng.random_range(0..CLIENT_IDS.len())];
-        let msg = match rng.random_range(0..9) {
+        let msg = match rng.random_range(0..10) {
             0 => ClientMsg::Status,
             1 => ClientMsg::Find { client },
             2 => ClientMsg::Who { client, list: ringchat_core::wire::WhoList::Users, after: String::new() },
@@ -432,6 +433,15 @@ impl World {
                     sig.0[0] ^= 1; // a signature that does not verify
                 }
                 ClientMsg::Login { client, name, key: user.public(), sig, ctx: Default::default(), attempt: 1 }
+            }
+            8 => {
+                // A fragment of nothing: made up, well-formed or not (its message never
+                // completes, or completes as garbage).
+                let count = rng.random_range(0..10u8);
+                let index = rng.random_range(0..10u8);
+                let len = if rng.random_bool(0.5) { ringchat_core::limits::FRAGMENT_BYTES } else { rng.random_range(0..1_100) };
+                let bytes = (0..len).map(|_| rng.random::<u8>()).collect();
+                ClientMsg::Fragment(wire::Fragment { nonce: rng.random_range(0..4), index, count, bytes })
             }
             _ => {
                 // An unpadded request: the answer must not be larger. Plain, a status request;

@@ -157,7 +157,7 @@ impl ChatServer {
             return; // not a member: the client will try another server
         }
         match msg {
-            ClientMsg::Status | ClientMsg::Find { .. } | ClientMsg::Identity => {}
+            ClientMsg::Status | ClientMsg::Find { .. } | ClientMsg::Identity | ClientMsg::Fragment(_) => {}
             ClientMsg::Login { client, name, key, ctx, attempt, .. } => {
                 // The cluster layer checked the signature: the sender holds `key`'s secret, on
                 // this channel.
