@@ -314,9 +314,9 @@ impl ChatServer {
                         s.shown_at.remove(&id);
                     }
                 }
-                if s.acks.len() >= MAX_ACK_IDS {
-                    self.poked.insert(client);
-                }
+                // The next shows go as the client takes these (a backlog moves at the client's
+                // pace, not a batch per round); full batches of acknowledgements spread at once.
+                self.poked.insert(client);
                 if never > 0 {
                     refuse(out, from, client, RefusalReason::NeverShown { count: never });
                 }
