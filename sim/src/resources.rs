@@ -28,7 +28,7 @@ pub struct Resources {
     pub names: u64,
     /// Users with an inbox.
     pub inbox_users: u64,
-    /// Room standings (joins and kept leaves) over all rooms.
+    /// Room operations kept (joins and leaves, up to `ROOM_HISTORY` per user and room) over all rooms.
     pub room_standings: u64,
     /// Cluster ids with an epoch record.
     pub clusters: u64,
@@ -74,10 +74,11 @@ impl Resources {
     /// lives and two previous lives per server (a power cut makes every server a new life at
     /// once while the lives a churn restart just ended are still named), plus slack for a merge; a client keeps at most a
     /// few processes' dedup windows and sessions alive; names and inboxes are per user; the store
-    /// holds at most every user's full inbox and one hold-back queue in flight.
+    /// holds at most every user's full inbox and one hold-back queue in flight; each user keeps
+    /// the last `ROOM_HISTORY` joins and leaves in each room.
     pub fn bound(servers: usize, users: usize, rooms: usize) -> Resources {
-        use ringchat_core::limits::MAX_HOLDBACK;
         use ringchat_core::limits::{DEDUP_WINDOW, INBOX_HEADROOM, MAX_INBOX, MAX_TEXT};
+        use ringchat_core::limits::{MAX_ANCHORS, MAX_HOLDBACK, ROOM_HISTORY};
         let (n, m, r) = (servers as u64, users as u64, rooms.max(1) as u64);
         let store = m * (MAX_INBOX + INBOX_HEADROOM) as u64 + MAX_HOLDBACK as u64;
         let origins = 3 * n + 2;
@@ -88,7 +89,7 @@ impl Resources {
             durable_bytes: 16_384
                 + origins * origins * 48
                 + clients * DEDUP_WINDOW as u64 * 64
-                + m * r * 64
+                + m * r * (ROOM_HISTORY * (64 + MAX_ANCHORS * 24)) as u64
                 + store * (MAX_TEXT as u64 + 96),
             store_entries: store,
             vc_origins: origins,
@@ -98,7 +99,7 @@ impl Resources {
             sessions: clients,
             names: m,
             inbox_users: m,
-            room_standings: m * r,
+            room_standings: m * r * ROOM_HISTORY as u64,
             clusters: 4,
         }
     }
