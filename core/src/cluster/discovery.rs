@@ -15,7 +15,10 @@ impl Server {
                 self.send(to, Body::Welcome { leader, view_size }, false);
             }
             Phase::Discovering { .. } | Phase::Founding if founding => {
-                self.discovered.insert(sender, addr);
+                // One entry per server: its latest life (an older life is gone).
+                if self.discovered.get(&sender.id).is_none_or(|m| m.node.incarnation <= sender.incarnation) {
+                    self.discovered.insert(sender.id, Member { node: sender, addr });
+                }
             }
             _ => {}
         }
@@ -172,5 +175,6 @@ impl Server {
         self.proposal = None;
         self.joiners.clear();
         self.leaving.clear();
+        self.discovered.clear();
     }
 }
