@@ -143,6 +143,10 @@ pub struct Server {
     /// Last time this server had a leader or a majority of its view in sight (or entered its
     /// cluster): see [`Server::stranded`].
     quorum_at: Instant,
+    /// Members of the latest view whose address another server id spoke from (a `Hello` or a
+    /// join request): that member's process is gone for good (it came back without its disk).
+    /// At most the view's size; cleared on entering or leaving a cluster.
+    replaced: BTreeSet<ServerId>,
     now: Instant,
     /// When this life started.
     started: Instant,
@@ -207,6 +211,7 @@ impl Server {
             leaving: BTreeSet::new(),
             discovered: BTreeMap::new(),
             quorum_at: now,
+            replaced: BTreeSet::new(),
             now,
             started: now,
             received: BTreeMap::new(),
