@@ -132,7 +132,7 @@ impl Server {
         }
         self.new_life();
         self.enter_cluster(ClusterId::NONE);
-        self.record_mut().vote = None;
+        self.drop_founding_vote();
         self.start_chat_over();
         self.phase = Phase::Discovering { until: self.now.plus_ms(self.cfg.discovery_window_ms) };
     }
@@ -196,6 +196,15 @@ impl Server {
         if cluster != old {
             // A merge: chat starts over in the other cluster's history.
             self.start_chat_over();
+        }
+    }
+
+    /// Forgets the founding vote of the record for "no cluster" (it names a cluster given up),
+    /// moving its epoch past the vote's: a vote in one founding epoch is never given twice.
+    pub(super) fn drop_founding_vote(&mut self) {
+        let rec = self.record_mut();
+        if let Some((e, _)) = rec.vote.take() {
+            rec.epoch = rec.epoch.max(e).saturating_add(1);
         }
     }
 

@@ -41,7 +41,7 @@ impl Server {
                     // founding vote of long ago names the cluster it gives up: dropped, or the
                     // first message of that cluster would take it back in as a founding member.
                     self.enter_cluster(ClusterId::NONE);
-                    self.record_mut().vote = None;
+                    self.drop_founding_vote();
                     self.phase = Phase::Discovering { until: now.plus_ms(self.cfg.discovery_window_ms) };
                     return;
                 }
