@@ -9,7 +9,9 @@ use ringchat_core::limits::MAX_TEXT;
 use ringchat_core::path::ClientPath;
 use ringchat_core::time::{Instant, Vc};
 use ringchat_core::user::{Signature, UserSecret};
-use ringchat_core::wire::{decode, encode, encode_datagrams, ClientMsg, MsgId, Op, Packet, RefusalReason, Rejection, ServerMsg, Target, WhoList};
+use ringchat_core::wire::{
+    decode, encode, encode_datagrams, ClientMsg, MsgId, Op, Packet, RefusalReason, Rejection, ServerMsg, Target, WhoList,
+};
 use ringchat_core::ServerId;
 use std::net::SocketAddr;
 

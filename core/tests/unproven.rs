@@ -53,7 +53,11 @@ fn client_request(msg: ClientMsg) -> Vec<u8> {
 fn an_unproven_request_gets_no_reply_larger_than_itself() {
     let (mut s, now) = leader();
     let asker = addr("10.0.9.9:5000");
-    for msg in [ClientMsg::Status, ClientMsg::Find { client: 77 }, ClientMsg::Who { client: 77 }] {
+    for msg in [
+        ClientMsg::Status,
+        ClientMsg::Find { client: 77 },
+        ClientMsg::Who { client: 77, list: ringchat_core::wire::WhoList::Users, after: String::new() },
+    ] {
         let padded = client_request(msg.clone());
         // The same request without its padding: the shortest datagram that decodes.
         let short: Vec<u8> = {

@@ -213,12 +213,13 @@ impl Net {
     /// Asks server `at` who is online, from a raw socket; returns the users it lists.
     fn who(&mut self, at: usize) -> Vec<(String, bool)> {
         let me = addr(200, 9999);
-        let bytes = encode(&Packet::FromClient(ClientMsg::Who { client: 77 })).expect("fits");
+        let who = ClientMsg::Who { client: 77, list: ringchat_core::wire::WhoList::Users, after: String::new() };
+        let bytes = encode(&Packet::FromClient(who)).expect("fits");
         self.wire.push_back((me, self.servers[at].0, bytes));
         self.pump();
         let answers: Vec<ServerMsg> = std::mem::take(&mut self.raw).into_iter().filter(|(to, _)| *to == me).map(|(_, m)| m).collect();
         match answers.as_slice() {
-            [ServerMsg::Who { users, .. }] => users.clone(),
+            [ServerMsg::Who { names, .. }] => names.iter().map(|(u, online)| (u.clone(), *online > 0)).collect(),
             other => panic!("expected one who answer, got {other:?}"),
         }
     }

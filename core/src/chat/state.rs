@@ -205,7 +205,10 @@ impl ChatState {
                 }
             }
             Some(_) => {
-                let Some(key) = self.delivered_copy(id) else { return };
+                // Only while some user here still owes the message: once nobody does, every
+                // user it reached here acknowledged it, and the store may have trimmed it (an
+                // entry now would point at nothing, and would show it again).
+                let Some(key) = self.delivered_copy(id).filter(|k| self.mail.pinned(*k)) else { return };
                 let to: Vec<&str> = to.iter().map(String::as_str).collect();
                 self.mail.add_direct(order, id, key, &to);
             }
@@ -495,6 +498,28 @@ mod tests {
         let b = after(&[(k2, &retry), (kl, &leave), (k1, &first)], Plants::default());
         assert_eq!(a.members("r2"), b.members("r2"));
         assert_eq!(a.counters.duplicates_suppressed, 1);
+    }
+
+    #[test]
+    fn a_carried_copy_of_a_message_everyone_here_acknowledged_is_not_owed_again() {
+        // A merge carried the message for cy, but cy acknowledged it here long ago and the
+        // store trimmed it: an entry now would point at nothing and never be shown (B1, default
+        // seed 214).
+        let id = MsgId { client: 7, seq: 1 };
+        let first = Item::Chat { id, from: "al".into(), room: None, to: vec!["cy".into()], cut: Vc::new(), text: "hi".into() };
+        let mut s = after(&[(key(1, 1), &first)], Plants::default());
+        s.apply(key(1, 2), &Item::Ack { user: "cy".into(), ids: vec![id] }, Plants::default());
+        let carried =
+            Item::Chat { id, from: "al".into(), room: Some("#r".into()), to: vec!["cy".into()], cut: Vc::new(), text: "hi".into() };
+        s.apply(key(2, 1), &carried, Plants::default());
+        assert_eq!((s.inbox_total(), s.owes("cy", id)), (0, false));
+        // While someone still owes it, a carried copy adds the users it names.
+        let mut s = after(&[(key(1, 1), &first)], Plants::default());
+        let carried =
+            Item::Chat { id, from: "al".into(), room: Some("#r".into()), to: vec!["dee".into()], cut: Vc::new(), text: "hi".into() };
+        s.apply(key(2, 1), &carried, Plants::default());
+        assert!(s.owes("cy", id) && s.owes("dee", id));
+        assert!(s.is_consistent());
     }
 
     #[test]
