@@ -91,7 +91,7 @@ fn out_of_range_flags_and_bad_schedules_are_one_line_errors_with_exit_2() {
         &["--jobs", "257"],
         &["--servers", "0"],
         &["--servers", "25"],
-        &["--clients", "65"],
+        &["--clients", "257"],
         &["--duration-ms", "1999"],
         &["--duration-ms", "86400001"],
         &["--seeds", "5..5"],
