@@ -146,6 +146,8 @@ impl Mailboxes {
     }
 
     fn insert(&mut self, order: u64, entry: Entry) {
+        // The core's own invariant, not the wire's: `order` is a new delivery order here (a
+        // state from outside with an entry past its order counter is refused as inconsistent).
         assert!(!self.log.contains_key(&order), "one entry per delivery order");
         self.ids.insert(entry.id, order);
         self.keys.insert(entry.key, order);
@@ -164,7 +166,10 @@ impl Mailboxes {
 
     fn remove(&mut self, order: u64) {
         let Some(e) = self.log.remove(&order) else { return };
-        self.ids.remove(&e.id);
+        // (Two entries share an id only under the planted `skip_dedup`: keep the other's.)
+        if self.ids.get(&e.id) == Some(&order) {
+            self.ids.remove(&e.id);
+        }
         self.keys.remove(&e.key);
         if let Some(room) = &e.room {
             if let Some(orders) = self.rooms.get_mut(room) {
@@ -268,6 +273,11 @@ impl Mailboxes {
 
     /// Up to `limit` of `user`'s entries, in delivery order: `(id, key)`.
     pub fn owed(&self, user: &str, limit: usize) -> Vec<(MsgId, Key)> {
+        self.owed_orders(user, limit).iter().filter_map(|o| self.log.get(o)).map(|e| (e.id, e.key)).collect()
+    }
+
+    /// The delivery orders of up to `limit` of `user`'s entries, ascending.
+    fn owed_orders(&self, user: &str, limit: usize) -> Vec<u64> {
         let Some(r) = self.readers.get(user) else { return Vec::new() };
         let mut orders: Vec<u64> = r.direct.iter().copied().take(limit).collect();
         for (room, spans) in &r.spans {
@@ -285,7 +295,7 @@ impl Mailboxes {
         orders.sort_unstable();
         orders.dedup();
         orders.truncate(limit);
-        orders.iter().filter_map(|o| self.log.get(o)).map(|e| (e.id, e.key)).collect()
+        orders
     }
 
     /// How many entries `user` owes.
@@ -327,11 +337,11 @@ impl Mailboxes {
     pub fn owing(&self) -> Vec<(u64, Key, Vec<String>)> {
         let mut owed: BTreeMap<u64, Vec<String>> = BTreeMap::new();
         for user in self.readers.keys() {
-            for (id, _) in self.owed(user, usize::MAX) {
-                owed.entry(self.ids[&id]).or_default().push(user.clone());
+            for o in self.owed_orders(user, usize::MAX) {
+                owed.entry(o).or_default().push(user.clone());
             }
         }
-        owed.into_iter().map(|(o, users)| (o, self.log[&o].key, users)).collect()
+        owed.into_iter().filter_map(|(o, users)| self.log.get(&o).map(|e| (o, e.key, users))).collect()
     }
 
     /// Drops every entry and read position (a planted bug: "lose the inbox on crash"); spans
