@@ -101,25 +101,29 @@ impl Mailboxes {
 
     /// A room message delivered as `order`: it reaches `recipients`; `members` are the room's
     /// members now (the spans say the same). Members it does not reach are excluded;
-    /// recipients that are not members now get a direct entry.
-    pub fn add_room(&mut self, order: u64, id: MsgId, key: Key, room: &str, recipients: &BTreeSet<&str>, members: &[&str]) {
+    /// recipients that are not members now get a direct entry. Returns the most entries a
+    /// recipient owes now.
+    pub fn add_room(&mut self, order: u64, id: MsgId, key: Key, room: &str, recipients: &BTreeSet<&str>, members: &[&str]) -> usize {
         if recipients.is_empty() {
-            return;
+            return 0;
         }
         let excluded: BTreeSet<String> = members.iter().filter(|m| !recipients.contains(*m)).map(|m| m.to_string()).collect();
         self.insert(order, Entry { id, key, room: Some(room.to_string()), excluded, owed: 0 });
         // Recipients that are members by their spans owe it through them; the others by name.
         let mut extra = Vec::new();
+        let mut most = 0;
         for u in recipients {
             match self.readers.get_mut(*u).filter(|r| r.spans_cover(room, order)) {
                 Some(r) => {
                     r.owed += 1;
+                    most = most.max(r.owed as usize);
                     self.owe(order);
                 }
                 None => extra.push(*u),
             }
         }
         self.add_direct(order, id, key, &extra);
+        extra.iter().map(|u| self.count(u)).fold(most, usize::max)
     }
 
     /// Entries by name for `users` at `order` (created if new); users that already owe it
@@ -273,22 +277,28 @@ impl Mailboxes {
 
     /// Up to `limit` of `user`'s entries, in delivery order: `(id, key)`.
     pub fn owed(&self, user: &str, limit: usize) -> Vec<(MsgId, Key)> {
-        self.owed_orders(user, limit).iter().filter_map(|o| self.log.get(o)).map(|e| (e.id, e.key)).collect()
+        self.owed_from(user, 0, limit).into_iter().map(|(_, id, key)| (id, key)).collect()
     }
 
-    /// The delivery orders of up to `limit` of `user`'s entries, ascending.
-    fn owed_orders(&self, user: &str, limit: usize) -> Vec<u64> {
+    /// Up to `limit` of `user`'s entries from delivery order `from` on, ascending, each with its
+    /// order: a session that showed everything before `from` looks only at what came after.
+    pub fn owed_from(&self, user: &str, from: u64, limit: usize) -> Vec<(u64, MsgId, Key)> {
+        self.owed_orders(user, from, limit).iter().filter_map(|o| self.log.get(o).map(|e| (*o, e.id, e.key))).collect()
+    }
+
+    /// The delivery orders of up to `limit` of `user`'s entries from order `from` on, ascending.
+    fn owed_orders(&self, user: &str, from: u64, limit: usize) -> Vec<u64> {
         let Some(r) = self.readers.get(user) else { return Vec::new() };
-        let mut orders: Vec<u64> = r.direct.iter().copied().take(limit).collect();
+        let mut orders: Vec<u64> = r.direct.range(from..).copied().take(limit).collect();
         for (room, spans) in &r.spans {
             let Some(all) = self.rooms.get(room) else { continue };
             for (a, b) in spans {
-                let from = (*a).max(r.read) + 1;
-                if from > *b {
+                let lo = (*a).max(r.read).saturating_add(1).max(from);
+                if lo > *b {
                     continue;
                 }
                 let mine =
-                    all.range(from..=*b).filter(|o| !r.acked.contains(o) && self.log.get(o).is_some_and(|e| !e.excluded.contains(user)));
+                    all.range(lo..=*b).filter(|o| !r.acked.contains(o) && self.log.get(o).is_some_and(|e| !e.excluded.contains(user)));
                 orders.extend(mine.take(limit));
             }
         }
@@ -337,7 +347,7 @@ impl Mailboxes {
     pub fn owing(&self) -> Vec<(u64, Key, Vec<String>)> {
         let mut owed: BTreeMap<u64, Vec<String>> = BTreeMap::new();
         for user in self.readers.keys() {
-            for o in self.owed_orders(user, usize::MAX) {
+            for o in self.owed_orders(user, 0, usize::MAX) {
                 owed.entry(o).or_default().push(user.clone());
             }
         }

@@ -124,8 +124,7 @@ impl ChatState {
                             true => members.iter().copied().filter(|u| u != from).collect(),
                             false => self.rooms.members_at(r, cut).filter(|u| u != from).collect(),
                         };
-                        self.mail.add_room(order, *id, key, r, &recipients, &members);
-                        let most = recipients.iter().map(|u| self.mail.count(u)).max().unwrap_or(0);
+                        let most = self.mail.add_room(order, *id, key, r, &recipients, &members);
                         self.counters.inbox_max = self.counters.inbox_max.max(most as u64);
                     }
                     _ => {
@@ -290,9 +289,10 @@ impl ChatState {
         self.mail.pinned(key)
     }
 
-    /// The user's first `limit` unacknowledged messages in delivery (hence causal) order.
-    pub fn inbox_page(&self, user: &str, limit: usize) -> Vec<(MsgId, Key)> {
-        self.mail.owed(user, limit)
+    /// Up to `limit` of the user's unacknowledged messages from delivery order `from` on, in
+    /// delivery (hence causal) order, each with its order.
+    pub fn inbox_from(&self, user: &str, from: u64, limit: usize) -> Vec<(u64, MsgId, Key)> {
+        self.mail.owed_from(user, from, limit)
     }
 
     /// All of the user's unacknowledged messages in delivery order.

@@ -55,7 +55,20 @@ impl ChatServer {
             unfenced: self.plant == Some(PlantedBug::Unfenced),
             recipients_at_delivery: self.plant == Some(PlantedBug::RecipientsAtDelivery),
         };
-        d.apply_delivered(msg, plants)
+        let applied = d.apply_delivered(msg, plants);
+        if let Applied::Chat { fresh: false, .. } = applied {
+            // A retried copy may add an entry in its first copy's place, behind where sessions
+            // were shown up to.
+            self.rewind_pages();
+        }
+        applied
+    }
+
+    /// Sessions look at their whole page again at their next show (see `Session::page_from`).
+    pub(super) fn rewind_pages(&mut self) {
+        for s in self.sessions.values_mut() {
+            s.page_from = 0;
+        }
     }
 
     /// Broadcasts `item` from this server; returns the applied result and the message key.
@@ -265,6 +278,7 @@ impl ChatServer {
             }
         }
         self.transfer.installed += 1;
+        self.rewind_pages();
         self.dirty = true;
         self.holds_pending = true;
         self.holds_everyone = true;

@@ -82,6 +82,10 @@ pub(super) struct Session {
     /// When each operation waiting for `stored` first arrived (for the latency metric).
     pub(super) arrived: BTreeMap<MsgId, Instant>,
     pub(super) shown_at: BTreeMap<MsgId, Instant>,
+    /// Every entry of the user's inbox before this delivery order was shown to this session
+    /// (or acknowledged by it): shows between rounds look only from here on. Back to 0 when
+    /// an entry may have come in before it (a retried copy merged, a snapshot installed).
+    pub(super) page_from: u64,
     pub(super) numbered: BTreeMap<MsgId, u64>,
     pub(super) next_no: u64,
     pub(super) client_next: u64,
@@ -180,6 +184,7 @@ impl ChatServer {
                     waiting: Vec::new(),
                     arrived: BTreeMap::new(),
                     shown_at: BTreeMap::new(),
+                    page_from: 0,
                     numbered: BTreeMap::new(),
                     next_no: 1,
                     client_next: 1,
@@ -196,6 +201,7 @@ impl ChatServer {
                     s.attempt = attempt;
                     s.numbered.clear();
                     s.shown_at.clear();
+                    s.page_from = 0;
                     s.next_no = 1;
                     s.client_next = 1;
                     s.replay = Replay::Since(cx.now);
@@ -203,6 +209,7 @@ impl ChatServer {
                 if s.name != name || s.key != key {
                     s.name = name;
                     s.key = key;
+                    s.page_from = 0;
                     s.login = Login::InProgress { fence: None };
                 }
                 self.progress_login(d, cx, client, out);
@@ -579,36 +586,50 @@ impl ChatServer {
             return;
         }
         // Stable inbox entries, in delivery order, from the first page: a login with a long
-        // inbox is shown one page at a time, the next as the client acknowledges this one.
+        // inbox is shown one page at a time, the next as the client acknowledges this one. A
+        // round looks at the page from its start (to show again what went unacknowledged); in
+        // between, a session looks only past what it was shown, so a busy session costs each
+        // new message, not its whole page of messages in flight.
         let mut show = Vec::new();
         let mut unstable = Vec::new();
-        {
+        let next = {
             let s = self.sessions.get(&client).expect("looked up above"); // invariant
-            for (id, key) in &d.state.inbox_page(&s.name, SHOW_PAGE) {
+            let (from, limit) = match round {
+                true => (0, SHOW_PAGE),
+                false => (s.page_from, SHOW_PAGE.saturating_sub(s.shown_at.len()).min(SHOW_BATCH)),
+            };
+            let mut next = from;
+            for (order, id, key) in d.state.inbox_from(&s.name, from, limit) {
                 if show.len() >= SHOW_BATCH {
                     break;
                 }
-                if s.acks.contains(id) || s.shown_at.get(id).is_some_and(|t| now.since(*t) < RESEND_US) {
+                if s.acks.contains(&id) || s.shown_at.get(&id).is_some_and(|t| now.since(*t) < RESEND_US) {
+                    next = order + 1;
                     continue;
                 }
                 // Copies of one retried message are interchangeable: it is stable once any copy is.
                 // Nothing after an unstable entry is shown before it: a later entry may depend on
                 // it, and what this server knows of holders can lag for the earlier one (a vector
                 // leaves out what every known server held when it was sent).
-                if !d.state.copies(*key).any(|k| self.stable(d, cx, k)) {
-                    unstable.push(*key);
+                if !d.state.copies(key).any(|k| self.stable(d, cx, k)) {
+                    unstable.push(key);
                     break;
                 }
-                if let Some(m) = d.causal.get(*key) {
-                    show.push((*id, m.clone()));
+                if let Some(m) = d.causal.get(key) {
+                    show.push((id, m.clone()));
                 }
+                next = order + 1;
             }
-        }
+            next
+        };
         for key in unstable {
             self.watch(key, client);
         }
         let s = self.sessions.get_mut(&client).expect("looked up above"); // invariant
         s.waiting = keep;
+        // A round that stopped early (a full batch of shows again, an unstable entry) keeps the
+        // place the shows between rounds reached: everything before it was shown once.
+        s.page_from = if round { s.page_from.max(next) } else { next };
         for (id, m) in show {
             if let Item::Chat { from, room, text, .. } = &*m.item {
                 s.shown_at.insert(id, now);
