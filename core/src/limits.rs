@@ -61,7 +61,7 @@ pub const STORE_HEADROOM: usize = 8_192;
 /// Most retired origin lives remembered (see `Causal::retire`): 32 bytes each.
 pub const MAX_RETIRED: usize = 1024;
 /// Most messages one anti-entropy request asks for.
-pub const MAX_RANGE: u64 = 16;
+pub const MAX_RANGE: u64 = 64;
 
 // ----- state transfer ---------------------------------------------------------
 

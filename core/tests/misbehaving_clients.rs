@@ -607,3 +607,20 @@ fn a_text_over_the_bound_sent_anyway_is_rejected_naming_the_bound_and_reaches_no
     assert!(lan.shown(bob).is_empty(), "bob was shown it");
     assert!(lan.take_raw(from).iter().all(|m| !matches!(m, ServerMsg::Stored { .. })), "it was stored");
 }
+
+#[test]
+fn a_recipient_at_the_senders_server_is_shown_at_once_not_at_the_next_round() {
+    let mut lan = Lan::new();
+    let alice = lan.client("10.0.0.2:5000", 2, "alice", 11);
+    let bob = lan.client("10.0.0.3:5000", 3, "bob", 12);
+    lan.run_op(alice, Op::Join("r".into()));
+    lan.run_op(bob, Op::Join("r".into()));
+    lan.run_for(500);
+    // Delivered instantly, with no time passing: no round or heartbeat runs in between.
+    for (k, op) in [chat("bob", "private"), Op::Chat { to: Target::Room("r".into()), text: "room".into() }].into_iter().enumerate() {
+        let text = if k == 0 { "private" } else { "room" };
+        lan.clients[alice].1.submit(Instant(lan.now), op).expect("submitted");
+        lan.pump();
+        assert!(lan.shown(bob).iter().any(|(_, t)| t == text), "the {text} message waited for a timer");
+    }
+}

@@ -391,8 +391,15 @@ impl ChatServer {
                 self.poked.insert(*client);
             }
         }
-        for client in std::mem::take(&mut self.poked) {
-            self.session_tick(d, cx, client, true, false, out);
+        // A session's sends poke their recipients' sessions here: those run in the same flush
+        // (a few passes at most: a pass only continues what the one before started).
+        for _ in 0..4 {
+            if self.poked.is_empty() {
+                break;
+            }
+            for client in std::mem::take(&mut self.poked) {
+                self.session_tick(d, cx, client, true, false, out);
+            }
         }
         // What a merge carried over joins this history, a batch at a time, as room allows.
         for _ in 0..CARRY_BATCH {
