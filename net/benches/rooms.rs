@@ -1,7 +1,7 @@
 //! Chat at the size of a LAN (issue 17): what a room message costs to store, a login with a
 //! long backlog, and fan-out to a big room.
 //!
-//! `cargo bench -p ringchat-net --bench rooms -- [--messages N] [--waiting N] [--members N] [--rounds N]`
+//! `cargo bench -p ringchat-net --bench rooms -- [--messages N] [--waiting N] [--members N] [--rounds N] [--users N] [--online N]`
 //!
 //! 1. Storage, in process: N room messages (default 100,000) to rooms of 10 and of 100
 //!    members who never read them; the encoded chat state per message, and the ratio of the
@@ -12,6 +12,9 @@
 //! 3. Fan-out, on 3 loopback servers: a room of `--members` (default 1,000) clients driven
 //!    from this thread; from send to shown at the last member, p50 and p99 over `--rounds`
 //!    messages (default 20), against a raw UDP round trip measured in the same run.
+//! 4. Users, on the same servers: `--users` (default 10,000) register by logging in,
+//!    `--online` (default 1,000) at a time, and each sends a private message to a registered
+//!    user; login times per batch, and the servers' resident memory after.
 
 mod common;
 
@@ -197,9 +200,65 @@ fn fan_out(c: &Cluster) {
     );
 }
 
+/// Registered users and clients online at once: `--users` (10,000) users log in, `--online`
+/// (1,000) at a time on 3 servers; each then sends a private message to a user of the first
+/// batch, which the server refuses as `no such user` unless that name is registered. Every
+/// name stays bound after its client leaves.
+fn users(c: &Cluster) {
+    let (total, at_once) = (arg("--users", 10_000), arg("--online", 1_000));
+    let id = c.identity();
+    let mut logins = Vec::new();
+    let mut sends = Vec::new();
+    let start = Instant::now();
+    let mut first = 0;
+    while first < total {
+        let n = at_once.min(total - first);
+        let t = Instant::now();
+        let mut clients: Vec<SyncClient> = (0..n)
+            .map(|i| {
+                let k = first + i;
+                SyncClient::new(&format!("user{k:05}"), vec![c.addrs[k % 3]], 1_000_000 + k as u64, id).expect("client")
+            })
+            .collect();
+        online(&mut clients);
+        logins.push(t.elapsed());
+        let t = Instant::now();
+        let ids: Vec<MsgId> = (0..n).map(|i| clients[i].send(&format!("user{:05}", (i + 1) % at_once.min(total)), format!("hello {first}")).expect("send")).collect();
+        let mut stored = vec![false; n];
+        run(&mut clients, Duration::from_secs(120), "messages to registered users", |i, e| {
+            assert_ne!(e, SyncEvent::Failed(ids[i]), "a message to a registered user failed");
+            stored[i] |= e == SyncEvent::Stored(ids[i]);
+            stored.iter().all(|s| *s)
+        });
+        sends.push(t.elapsed());
+        first += n;
+    }
+    let all = start.elapsed();
+    logins.sort();
+    sends.sort();
+    println!("users: {total} registered, {at_once} online at once on 3 servers ({} batches)", logins.len());
+    println!(
+        "  {at_once} logging in together: median {:.2} s, slowest {:.2} s; one private message each, all stored: median {:.2} s; {:.1} s in all",
+        logins[logins.len() / 2].as_secs_f64(),
+        logins[logins.len() - 1].as_secs_f64(),
+        sends[sends.len() / 2].as_secs_f64(),
+        all.as_secs_f64()
+    );
+    let rss: Vec<String> = c.procs.iter().map(|p| resident_mb(p.id()).map_or("?".into(), |m| format!("{m:.0} MB"))).collect();
+    println!("  servers' resident memory after: {}", rss.join(", "));
+}
+
+/// A process's resident memory in MB (Linux), if it can be read.
+fn resident_mb(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
 fn main() {
     storage();
     let c = Cluster::start(3, false);
     backlog(&c);
     fan_out(&c);
+    users(&c);
 }
