@@ -77,7 +77,7 @@ impl Server {
             return;
         }
         if self.phase == Phase::Founding {
-            let mut members: Vec<Member> = self.discovered.iter().map(|(n, a)| Member { node: *n, addr: *a }).collect();
+            let mut members: Vec<Member> = self.discovered.values().copied().collect();
             members.push(self.me);
             members.truncate(crate::limits::MAX_MEMBERS);
             let view = View::new(ViewStamp::default(), members);

@@ -37,8 +37,11 @@ impl Server {
                         *since = now;
                     }
                 } else if now.since(since) > give_up_us {
-                    // Nobody of our cluster answers: found anew (a later merge reunites).
+                    // Nobody of our cluster answers: found anew (a later merge reunites). Its
+                    // founding vote of long ago names the cluster it gives up: dropped, or the
+                    // first message of that cluster would take it back in as a founding member.
                     self.enter_cluster(ClusterId::NONE);
+                    self.drop_founding_vote();
                     self.phase = Phase::Discovering { until: now.plus_ms(self.cfg.discovery_window_ms) };
                     return;
                 }
