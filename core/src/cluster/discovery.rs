@@ -188,10 +188,12 @@ impl Server {
     /// Drops all view state and asks to join `cluster` as a new incarnation.
     pub(super) fn leave_for(&mut self, cluster: ClusterId, leader: Option<Member>) {
         let old = self.durable.cluster;
+        let size = self.latest.as_ref().map(|v| v.members.len()).or(self.gave_up_on);
         self.step_down();
         self.emit(Event::Left { cluster: old, node: self.me.node });
         self.new_life();
         self.enter_cluster(cluster);
+        self.gave_up_on = size;
         self.phase = Phase::Joining { since: self.now, leader };
         if cluster != old {
             // A merge: chat starts over in the other cluster's history.
@@ -237,5 +239,6 @@ impl Server {
         self.leaving.clear();
         self.discovered.clear();
         self.replaced.clear();
+        self.gave_up_on = None;
     }
 }

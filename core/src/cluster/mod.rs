@@ -147,6 +147,11 @@ pub struct Server {
     /// join request): that member's process is gone for good (it came back without its disk).
     /// At most the view's size; cleared on entering or leaving a cluster.
     replaced: BTreeSet<ServerId>,
+    /// The size of the last view of the cluster this server left to join again (kept while it
+    /// joins) or gave up joining (see `on_tick`): until it is in a view again, it founds only
+    /// with a majority of that many in sight, as with `expect` (the cluster may live on without
+    /// it: founding with fewer would split it). Cleared on entering a cluster otherwise.
+    gave_up_on: Option<usize>,
     now: Instant,
     /// When this life started.
     started: Instant,
@@ -223,6 +228,7 @@ impl Server {
             discovered: BTreeMap::new(),
             quorum_at: now,
             replaced: BTreeSet::new(),
+            gave_up_on: None,
             now,
             started: now,
             received: BTreeMap::new(),
