@@ -360,7 +360,8 @@ impl ChatState {
     /// cluster's history (a merge): every unacknowledged message, in delivery order, to the
     /// users still waiting for it (`get` finds a message by key; a room message's users in
     /// items of at most [`MAX_RECIPIENTS`], which add up), and every standing in a room, with
-    /// its stamp. Names are left out: a user's next login claims them again. Each item comes
+    /// its stamp, and every name with its holder (claimed there from the leader, which binds
+    /// it unless it holds the name already; see `ChatServer::flush`). Each item comes
     /// with the key it was delivered as here: the other history may hold it already (see
     /// `ChatDurable::carry`).
     pub fn carry(&self, get: impl Fn(Key) -> Option<Item>) -> Vec<(Key, Item)> {
@@ -386,6 +387,11 @@ impl ChatState {
                     false => Item::Leave { id, user, room, fence, lamport },
                 },
             ));
+        }
+        for (name, user) in &self.names {
+            if let Some(k) = self.name_keys.get(name) {
+                items.push((*k, Item::Bind { name: name.clone(), key: *user, epoch: 0 }));
+            }
         }
         items
     }

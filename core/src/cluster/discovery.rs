@@ -40,6 +40,7 @@ impl Server {
             Phase::Discovering { .. } | Phase::Founding if leader.is_none() => {}
             Phase::Discovering { .. } | Phase::Founding => {
                 self.enter_cluster(cluster);
+                self.start_founded_chat();
                 self.phase = Phase::Joining { since: self.now, leader };
             }
             Phase::Joining { since, leader: hint } if cluster == self.durable.cluster => {
@@ -147,6 +148,7 @@ impl Server {
         if mine == ClusterId::NONE && self.phase == Phase::Founding && self.founded_by_my_vote() == Some(cluster) {
             self.carry_record_into(cluster);
             self.durable.cluster = cluster;
+            self.start_founded_chat();
             return true;
         }
         cluster == ClusterId::NONE && self.founded_by_my_vote() == Some(mine) && self.in_view(sender)
@@ -207,6 +209,18 @@ impl Server {
         let rec = self.record_mut();
         if let Some((e, _)) = rec.vote.take() {
             rec.epoch = rec.epoch.max(e).saturating_add(1);
+        }
+    }
+
+    /// A server that had no cluster enters one (it founds it, or joins it from discovery): one
+    /// that brings chat of a cluster it gave up starts it over, as in a merge, carrying what
+    /// users are owed. The cluster may not be the one it gave up, and there the old history
+    /// would wait for ever for what only that cluster delivers; if it is, the merge drops what
+    /// the cluster delivered already (see `ChatServer::flush`). Its life never was a member
+    /// (it joined or gave up joining since it left), so it sent nothing in the old history.
+    pub(super) fn start_founded_chat(&mut self) {
+        if self.durable.chat != crate::chat::server::ChatDurable::default() {
+            self.start_chat_over();
         }
     }
 

@@ -316,6 +316,7 @@ impl Server {
             let cluster = ClusterId::founded_by(self.me.node, epoch);
             self.carry_record_into(cluster);
             self.durable.cluster = cluster;
+            self.start_founded_chat();
             self.phase = Phase::Member;
             self.emit(Event::Joined { cluster, node: self.me.node });
         }

@@ -412,7 +412,18 @@ impl ChatServer {
             let mut sent = 0;
             while sent < CARRY_BATCH {
                 let Some((key, item)) = d.carry.first().cloned().filter(|_| !d.causal.is_nearly_full()) else { break };
-                if !d.causal.has(key) {
+                if let Item::Bind { name, key: user, .. } = item {
+                    // A name is claimed from the leader, as at a login: the leader alone binds,
+                    // so names are bound in one order, and one held here already stays.
+                    if !d.causal.has(key) && !d.state.names.contains_key(&name) {
+                        if cx.is_leader {
+                            self.on_claim(d, cx, name, user, out);
+                        } else if let Some(l) = cx.leader {
+                            out.push(Out::Peer(l, Body::NameClaim { name, key: user }, false));
+                        }
+                        sent += 1;
+                    }
+                } else if !d.causal.has(key) {
                     let Some((here, _)) = self.broadcast(d, cx, item, out) else { break };
                     d.carried.entry(here).or_insert(key);
                     sent += 1;
@@ -496,6 +507,26 @@ mod tests {
         assert!(d.carry.is_empty());
         assert_eq!(d.causal.value(me), 0, "broadcast again");
         assert_eq!(d.state.inbox_total(), 1, "cy owes it once, as this history delivered it");
+    }
+
+    #[test]
+    fn a_merge_claims_the_names_it_knew_from_the_leader_and_keeps_a_binding_the_history_has() {
+        // A user who does not log in again after a merge still has a name there: messages to
+        // them are not refused as to no such user.
+        let (origin, me) = (life(1), life(2));
+        let (al, other) = (crate::user::UserKey([1; 32]), crate::user::UserKey([2; 32]));
+        let (mut d, _) = owed_here(origin);
+        for (name, key) in [("al", al), ("cy", al)] {
+            let bind = d.causal.broadcast(origin, Item::Bind { name: name.into(), key, epoch: 1 }).expect("room");
+            d.state.apply(bind.key(), &bind.item, Default::default());
+        }
+        d.start_over();
+        // The history joined bound cy to another key before: that binding stays.
+        let theirs = d.causal.broadcast(life(3), Item::Bind { name: "cy".into(), key: other, epoch: 1 }).expect("room");
+        d.state.apply(theirs.key(), &theirs.item, Default::default());
+        flush_alone(&mut d, me);
+        assert!(d.carry.is_empty());
+        assert_eq!((d.state.names.get("al"), d.state.names.get("cy")), (Some(&al), Some(&other)));
     }
 
     #[test]
