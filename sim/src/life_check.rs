@@ -40,10 +40,17 @@ pub fn check_live_after_heal(h: &History, bound_us: u64) -> Vec<Violation> {
     let users = honest_users(h);
     // Logged in by the deadline, as the user's last word on it before then.
     let mut online: BTreeMap<usize, bool> = BTreeMap::new();
-    let mut sent: BTreeMap<MsgId, (u64, usize, Target)> = BTreeMap::new();
+    let mut sent: BTreeMap<MsgId, (u64, u64, usize, Target)> = BTreeMap::new();
     let mut stored: BTreeMap<MsgId, u64> = BTreeMap::new();
     let mut shown: BTreeMap<(usize, MsgId), u64> = BTreeMap::new();
+    // When each client process quit (logged out or crashed): its sends still waiting then
+    // are owed no `stored` (the process is not there to be told; the message may or may not
+    // have been stored, which the other checkers judge).
+    let mut quit: BTreeMap<u64, u64> = BTreeMap::new();
     for r in &h.chat {
+        if matches!(r.what, ChatHappening::Logout | ChatHappening::LogoutUnconfirmed | ChatHappening::Crash) {
+            quit.entry(r.process).or_insert(r.at);
+        }
         match &r.what {
             ChatHappening::LoggedIn { .. } if r.at <= deadline => {
                 online.insert(r.user, true);
@@ -52,7 +59,7 @@ pub fn check_live_after_heal(h: &History, bound_us: u64) -> Vec<Violation> {
                 online.insert(r.user, false);
             }
             ChatHappening::Sent { id, op: ChatOp::Chat { to, .. } } if r.at >= h.heal_at => {
-                sent.insert(*id, (r.at, r.user, to.clone()));
+                sent.insert(*id, (r.at, r.process, r.user, to.clone()));
             }
             ChatHappening::Stored { id } => {
                 stored.entry(*id).or_insert(r.at);
@@ -68,11 +75,14 @@ pub fn check_live_after_heal(h: &History, bound_us: u64) -> Vec<Violation> {
             out.push(Violation::new("L3", format!("user u{u} is not logged in {} after heal", ms(bound_us))));
         }
     }
-    for (id, (at, from, to)) in &sent {
+    for (id, (at, process, from, to)) in &sent {
         if at + bound_us > h.end {
             continue;
         }
         let Some(&done) = stored.get(id).filter(|&&t| t <= at + bound_us) else {
+            if quit.get(process).is_some_and(|&q| q <= at + bound_us) {
+                continue; // its process quit before it was told
+            }
             out.push(Violation::new("L3", format!("{id} sent after heal at {} was not stored within {}", ms(*at), ms(bound_us))));
             continue;
         };
@@ -172,6 +182,19 @@ mod tests {
         assert!(v[0].detail.contains("not shown"), "{v:?}");
         h.chat.push(rec(13 * S, 2, 1, ChatHappening::Shown { id }));
         assert!(check_live_after_heal(&h, LIVE_BOUND_US).is_empty());
+    }
+
+    #[test]
+    fn a_send_whose_process_quit_is_owed_no_stored_but_one_still_running_is() {
+        let id = MsgId { client: 1, seq: 1 };
+        let mut h = history(10, 40);
+        h.chat.push(rec(11 * S, 1, 0, ChatHappening::Sent { id, op: to_u1() }));
+        // Another process of the same user quitting does not excuse it.
+        h.chat.push(rec(12 * S, 7, 0, ChatHappening::Logout));
+        let unstored = |h: &History| check_live_after_heal(h, LIVE_BOUND_US).iter().filter(|v| v.detail.contains("not stored")).count();
+        assert_eq!(unstored(&h), 1);
+        h.chat.push(rec(12 * S, 1, 0, ChatHappening::Logout));
+        assert_eq!(unstored(&h), 0);
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub struct Resources {
     pub names: u64,
     /// Users with an inbox.
     pub inbox_users: u64,
-    /// Room standings (joins and kept leaves) over all rooms.
+    /// Room operations kept (joins and leaves, up to `ROOM_HISTORY` per user and room) over all rooms.
     pub room_standings: u64,
     /// Cluster ids with an epoch record.
     pub clusters: u64,
@@ -83,8 +83,8 @@ impl Resources {
     /// keeps at most `ROOM_HISTORY` joins and leaves per user; the store holds at most every
     /// user's backlog ([`USER_BACKLOG`]) and one hold-back queue in flight.
     pub fn bound(servers: usize, users: usize, rooms: usize) -> Resources {
-        use ringchat_core::limits::MAX_HOLDBACK;
-        use ringchat_core::limits::{DEDUP_WINDOW, MAX_TEXT, ROOM_HISTORY};
+        use ringchat_core::limits::{DEDUP_WINDOW, MAX_TEXT};
+        use ringchat_core::limits::{MAX_ANCHORS, MAX_HOLDBACK, ROOM_HISTORY};
         let (n, m, r) = (servers as u64, users as u64, rooms.max(1) as u64);
         let store = m * USER_BACKLOG + MAX_HOLDBACK as u64;
         let origins = 3 * n + 2;
@@ -95,7 +95,7 @@ impl Resources {
             durable_bytes: 16_384
                 + origins * origins * 48
                 + clients * DEDUP_WINDOW as u64 * 64
-                + m * r * ROOM_HISTORY as u64 * 64
+                + m * r * (ROOM_HISTORY * (64 + MAX_ANCHORS * 24)) as u64
                 + store * (MAX_TEXT as u64 + 96),
             store_entries: store,
             vc_origins: origins,

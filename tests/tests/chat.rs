@@ -163,6 +163,35 @@ fn servers_told_how_many_they_are_found_one_cluster_through_a_split_cold_start()
     assert!(split > 0, "without `expect` the split never showed: the schedule tests nothing");
 }
 
+/// A run of a property-test case where one server, cut off from its live cluster, gives up
+/// joining it again: `ring` cuts it off with a ring of majorities (seed 86: 8 users in one
+/// room), else a one-way partition does (seed 119: 5 users in 3 rooms).
+fn joiner_cut_off_run(ring: bool) -> Outcome {
+    let (seed, clients, rooms, schedule, workload) = if ring {
+        let w = Workload { think_ms: 147, think_spread_ms: 199, crash: 0.082, logout: 0.029, room_change: 0.02, reply: 0.234 };
+        (86, 8, 1, include_str!("../schedules/joiner-cut-off-ring.json"), w)
+    } else {
+        let w = Workload { think_ms: 116, think_spread_ms: 100, crash: 0.097, logout: 0.0, room_change: 0.02, reply: 0.207 };
+        (119, 5, 3, include_str!("../schedules/joiner-cut-off-one-way.json"), w)
+    };
+    let faults = FaultMode::Schedule(serde_json::from_str(schedule).expect("a fault schedule"));
+    run(SimConfig { seed, clients, rooms, workload, duration_ms: 30_000, faults, ..SimConfig::default() })
+}
+
+#[test]
+fn a_server_cut_off_from_its_live_cluster_waits_to_rejoin_it_instead_of_founding_another() {
+    // It gave up joining, then founded a cluster of its own and served users there with the
+    // history it brought along. Merging back, it carried again messages its cluster had
+    // shown and trimmed long before, after their replies (C1); where the others merged into
+    // its cluster instead, it held back for good messages of the old history that nobody
+    // there would ever send (B1). It now founds only with a majority of its cluster in sight.
+    for ring in [true, false] {
+        let o = joiner_cut_off_run(ring);
+        assert_eq!(merges(&o), 0, "ring {ring}: a second cluster was founded");
+        assert!(o.report.ok, "ring {ring}: {:#?}", o.report.violations);
+    }
+}
+
 #[test]
 fn relogin_at_a_stale_server_never_reshows_an_acknowledged_message() {
     // The planted `ReplayAtOnce` this guards against is caught deterministically in

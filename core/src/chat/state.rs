@@ -360,8 +360,11 @@ impl ChatState {
     /// cluster's history (a merge): every unacknowledged message, in delivery order, to the
     /// users still waiting for it (`get` finds a message by key; a room message's users in
     /// items of at most [`MAX_RECIPIENTS`], which add up), and every standing in a room, with
-    /// its stamp. Names are left out: a user's next login claims them again.
-    pub fn carry(&self, get: impl Fn(Key) -> Option<Item>) -> Vec<Item> {
+    /// its stamp, and every name with its holder (claimed there from the leader, which binds
+    /// it unless it holds the name already; see `ChatServer::flush`). Each item comes
+    /// with the key it was delivered as here: the other history may hold it already (see
+    /// `ChatDurable::carry`).
+    pub fn carry(&self, get: impl Fn(Key) -> Option<Item>) -> Vec<(Key, Item)> {
         // In delivery order, which follows causal order, so a reply never comes before what
         // it answers.
         let owed = self.mail.owing();
@@ -371,16 +374,24 @@ impl ChatState {
                 let per = if room.is_some() { MAX_RECIPIENTS } else { 1 };
                 for to in users.chunks(per) {
                     let (from, room, text, to) = (from.clone(), room.clone(), text.clone(), to.to_vec());
-                    items.push(Item::Chat { id, from, room, to, cut: Vc::new(), text });
+                    items.push((key, Item::Chat { id, from, room, to, cut: Vc::new(), text }));
                 }
             }
         }
         for (room, user, st) in self.rooms.standings() {
             let (id, user, room, fence, lamport) = (st.id, user.to_string(), room.to_string(), st.fence, st.lamport);
-            items.push(match st.joined {
-                true => Item::Join { id, user, room, fence, lamport },
-                false => Item::Leave { id, user, room, fence, lamport },
-            });
+            items.push((
+                st.key,
+                match st.joined {
+                    true => Item::Join { id, user, room, fence, lamport },
+                    false => Item::Leave { id, user, room, fence, lamport },
+                },
+            ));
+        }
+        for (name, user) in &self.names {
+            if let Some(k) = self.name_keys.get(name) {
+                items.push((*k, Item::Bind { name: name.clone(), key: *user, epoch: 0 }));
+            }
         }
         items
     }
@@ -457,7 +468,7 @@ mod tests {
         s.apply(key(1, 1), &chat, Plants::default());
         s.apply(key(1, 2), &Item::Ack { user: "bo".into(), ids: vec![id] }, Plants::default());
         s.apply(key(1, 3), &op(false, 2, 6, 4, 9), Plants::default());
-        let carried = s.carry(|k| (k == key(1, 1)).then(|| chat.clone()));
+        let carried: Vec<Item> = s.carry(|k| (k == key(1, 1)).then(|| chat.clone())).into_iter().map(|(_, i)| i).collect();
         let want_chat = Item::Chat { id, from: "al".into(), room: None, to: vec!["cy".into()], cut: Vc::new(), text: "hi".into() };
         assert_eq!(carried, vec![want_chat, op(false, 2, 6, 4, 9)], "bo acknowledged it; u2's leave keeps its stamp");
     }
@@ -478,7 +489,7 @@ mod tests {
         s.apply(key(9, 1), &question, Plants::default());
         s.apply(key(2, 1), &answer, Plants::default());
         let carried = s.carry(|k| Some(if k == key(9, 1) { question.clone() } else { answer.clone() }));
-        assert_eq!(carried, vec![question, answer]);
+        assert_eq!(carried, vec![(key(9, 1), question), (key(2, 1), answer)]);
     }
 
     #[test]
@@ -629,7 +640,7 @@ mod tests {
         let msg = room_msg(&s, 7, "u00", "r");
         s.apply(key(1, 99), &msg, Plants::default());
         let carried = s.carry(|k| (k == key(1, 99)).then(|| msg.clone()));
-        let chats: Vec<&Item> = carried.iter().filter(|i| matches!(i, Item::Chat { .. })).collect();
+        let chats: Vec<&Item> = carried.iter().map(|(_, i)| i).filter(|i| matches!(i, Item::Chat { .. })).collect();
         assert_eq!(chats.len(), 3, "39 users in items of at most 16");
         assert!(chats.iter().all(|i| i.is_well_formed()));
         let mut other = ChatState::default();

@@ -7,6 +7,7 @@ impl Server {
     /// A server says hello from `from`: a member answers there (the datagram's source, never
     /// the address written in it: no reflection), a founder notes it at `addr`.
     pub(super) fn on_hello(&mut self, sender: NodeId, from: SocketAddr, addr: SocketAddr, founding: bool) {
+        self.note_replaced(sender, from, addr);
         match self.phase {
             Phase::Member => {
                 let leader = self.leader.and_then(|l| self.addr_of(l).map(|addr| Member { node: l, addr }));
@@ -15,7 +16,10 @@ impl Server {
                 self.send(to, Body::Welcome { leader, view_size }, false);
             }
             Phase::Discovering { .. } | Phase::Founding if founding => {
-                self.discovered.insert(sender, addr);
+                // One entry per server: its latest life (an older life is gone).
+                if self.discovered.get(&sender.id).is_none_or(|m| m.node.incarnation <= sender.incarnation) {
+                    self.discovered.insert(sender.id, Member { node: sender, addr });
+                }
             }
             _ => {}
         }
@@ -36,6 +40,7 @@ impl Server {
             Phase::Discovering { .. } | Phase::Founding if leader.is_none() => {}
             Phase::Discovering { .. } | Phase::Founding => {
                 self.enter_cluster(cluster);
+                self.start_founded_chat();
                 self.phase = Phase::Joining { since: self.now, leader };
             }
             Phase::Joining { since, leader: hint } if cluster == self.durable.cluster => {
@@ -88,10 +93,49 @@ impl Server {
         });
         if in_sight || self.leader.is_some() || self.role == Role::Leader {
             self.quorum_at = now;
+        } else if self.stranded() && self.cannot_reach_majority() {
+            // Our cluster can never act again: found anew with the servers we hear.
+            self.found_anew();
         } else if self.stranded() && now >= self.next_hello {
             self.next_hello = now.plus_ms(self.cfg.beacon_ms);
             self.send_discovery(Body::Hello { addr: self.me.addr, founding: false });
         }
+    }
+
+    /// A server `sender` spoke from `from` (or says it listens at `addr`): if that is the address
+    /// of another server of our latest view, that member's process is gone for good.
+    fn note_replaced(&mut self, sender: NodeId, from: SocketAddr, addr: SocketAddr) {
+        let Some(view) = self.latest.as_ref() else { return };
+        let gone =
+            view.members.iter().find(|m| m.node.id != sender.id && m.node.id != self.me.node.id && (m.addr == from || m.addr == addr));
+        if let Some(m) = gone {
+            self.replaced.insert(m.node.id);
+        }
+    }
+
+    /// Whether the members of our latest view not known gone for good (see `replaced`) are
+    /// too few for a majority: no wait can make the cluster act again.
+    fn cannot_reach_majority(&self) -> bool {
+        let Some(view) = self.latest.as_ref() else { return false };
+        let possible = view.members.iter().filter(|m| !self.replaced.contains(&m.node.id)).count();
+        !view.is_majority(possible)
+    }
+
+    /// A stranded server whose cluster cannot reach a majority ever again leaves it and
+    /// discovers as a new life: it founds with the servers it hears (those that came back
+    /// without their disks among them). The cluster it founds or joins has another history, so
+    /// its chat starts over as in a merge, carrying what users are owed.
+    fn found_anew(&mut self) {
+        let old = self.durable.cluster;
+        self.step_down();
+        if self.phase == Phase::Member {
+            self.emit(Event::Left { cluster: old, node: self.me.node });
+        }
+        self.new_life();
+        self.enter_cluster(ClusterId::NONE);
+        self.drop_founding_vote();
+        self.start_chat_over();
+        self.phase = Phase::Discovering { until: self.now.plus_ms(self.cfg.discovery_window_ms) };
     }
 
     /// While a founder's cluster forms, its founding servers (still without a
@@ -104,6 +148,7 @@ impl Server {
         if mine == ClusterId::NONE && self.phase == Phase::Founding && self.founded_by_my_vote() == Some(cluster) {
             self.carry_record_into(cluster);
             self.durable.cluster = cluster;
+            self.start_founded_chat();
             return true;
         }
         cluster == ClusterId::NONE && self.founded_by_my_vote() == Some(mine) && self.in_view(sender)
@@ -127,6 +172,7 @@ impl Server {
     /// A server asks to join from `from`, listening at `addr`: answers go to `from` (the
     /// datagram's source, never the address written in it); a joiner is admitted at `addr`.
     pub(super) fn on_join_request(&mut self, sender: NodeId, from: SocketAddr, addr: SocketAddr) {
+        self.note_replaced(sender, from, addr);
         if self.role == Role::Leader {
             if self.committed.as_ref().is_some_and(|v| v.contains(sender)) {
                 let view = self.committed.clone().expect("checked above"); // invariant
@@ -144,19 +190,52 @@ impl Server {
     /// Drops all view state and asks to join `cluster` as a new incarnation.
     pub(super) fn leave_for(&mut self, cluster: ClusterId, leader: Option<Member>) {
         let old = self.durable.cluster;
+        let size = self.latest.as_ref().map(|v| v.members.len()).or(self.gave_up_on);
         self.step_down();
         self.emit(Event::Left { cluster: old, node: self.me.node });
-        self.durable.incarnation += 1;
-        self.me.node.incarnation = self.durable.incarnation;
+        self.new_life();
         self.enter_cluster(cluster);
+        self.gave_up_on = size;
         self.phase = Phase::Joining { since: self.now, leader };
         if cluster != old {
-            // A merge: chat starts over in the other cluster's history, carrying what users
-            // are owed; the sessions go too (their clients log in again).
-            self.durable.chat.start_over();
-            self.chat = ChatServer::new(self.chat.plant);
-            self.chat.write_whole();
+            // A merge: chat starts over in the other cluster's history.
+            self.start_chat_over();
         }
+    }
+
+    /// Forgets the founding vote of the record for "no cluster" (it names a cluster given up),
+    /// moving its epoch past the vote's: a vote in one founding epoch is never given twice.
+    pub(super) fn drop_founding_vote(&mut self) {
+        let rec = self.record_mut();
+        if let Some((e, _)) = rec.vote.take() {
+            rec.epoch = rec.epoch.max(e).saturating_add(1);
+        }
+    }
+
+    /// A server that had no cluster enters one (it founds it, or joins it from discovery): one
+    /// that brings chat of a cluster it gave up starts it over, as in a merge, carrying what
+    /// users are owed. The cluster may not be the one it gave up, and there the old history
+    /// would wait for ever for what only that cluster delivers; if it is, the merge drops what
+    /// the cluster delivered already (see `ChatServer::flush`). Its life never was a member
+    /// (it joined or gave up joining since it left), so it sent nothing in the old history.
+    pub(super) fn start_founded_chat(&mut self) {
+        if self.durable.chat != crate::chat::server::ChatDurable::default() {
+            self.start_chat_over();
+        }
+    }
+
+    /// Goes on as this server's next life (a new origin in every history).
+    pub(super) fn new_life(&mut self) {
+        self.durable.incarnation += 1;
+        self.me.node.incarnation = self.durable.incarnation;
+    }
+
+    /// Chat starts over, for another cluster's history, carrying what users are owed; the
+    /// sessions go too (their clients log in again).
+    pub(super) fn start_chat_over(&mut self) {
+        self.durable.chat.start_over();
+        self.chat = ChatServer::new(self.chat.plant);
+        self.chat.write_whole();
     }
 
     pub(super) fn enter_cluster(&mut self, cluster: ClusterId) {
@@ -172,5 +251,8 @@ impl Server {
         self.proposal = None;
         self.joiners.clear();
         self.leaving.clear();
+        self.discovered.clear();
+        self.replaced.clear();
+        self.gave_up_on = None;
     }
 }

@@ -77,7 +77,7 @@ impl Server {
             return;
         }
         if self.phase == Phase::Founding {
-            let mut members: Vec<Member> = self.discovered.iter().map(|(n, a)| Member { node: *n, addr: *a }).collect();
+            let mut members: Vec<Member> = self.discovered.values().copied().collect();
             members.push(self.me);
             members.truncate(crate::limits::MAX_MEMBERS);
             let view = View::new(ViewStamp::default(), members);
@@ -316,6 +316,7 @@ impl Server {
             let cluster = ClusterId::founded_by(self.me.node, epoch);
             self.carry_record_into(cluster);
             self.durable.cluster = cluster;
+            self.start_founded_chat();
             self.phase = Phase::Member;
             self.emit(Event::Joined { cluster, node: self.me.node });
         }

@@ -136,10 +136,22 @@ pub struct Server {
     proposal: Option<Proposal>,
     joiners: BTreeMap<ServerId, Member>,
     leaving: BTreeSet<NodeId>,
-    discovered: BTreeMap<NodeId, SocketAddr>,
+    /// Servers heard saying a founding `Hello` while we had no cluster: the latest life heard of
+    /// each server (one entry per server id, so a server that restarted while we listened is
+    /// one member of a founding view, not two). Cleared on entering or leaving a cluster.
+    discovered: BTreeMap<ServerId, Member>,
     /// Last time this server had a leader or a majority of its view in sight (or entered its
     /// cluster): see [`Server::stranded`].
     quorum_at: Instant,
+    /// Members of the latest view whose address another server id spoke from (a `Hello` or a
+    /// join request): that member's process is gone for good (it came back without its disk).
+    /// At most the view's size; cleared on entering or leaving a cluster.
+    replaced: BTreeSet<ServerId>,
+    /// The size of the last view of the cluster this server left to join again (kept while it
+    /// joins) or gave up joining (see `on_tick`): until it is in a view again, it founds only
+    /// with a majority of that many in sight, as with `expect` (the cluster may live on without
+    /// it: founding with fewer would split it). Cleared on entering a cluster otherwise.
+    gave_up_on: Option<usize>,
     now: Instant,
     /// When this life started.
     started: Instant,
@@ -215,6 +227,8 @@ impl Server {
             leaving: BTreeSet::new(),
             discovered: BTreeMap::new(),
             quorum_at: now,
+            replaced: BTreeSet::new(),
+            gave_up_on: None,
             now,
             started: now,
             received: BTreeMap::new(),
@@ -521,7 +535,7 @@ impl Server {
             .flat_map(|v| v.members.iter())
             .find(|m| m.node.id == node.id)
             .map(|m| m.addr)
-            .or_else(|| self.discovered.get(&node).copied())
+            .or_else(|| self.discovered.get(&node.id).filter(|m| m.node == node).map(|m| m.addr))
     }
 
     fn my_key(&self) -> CandidateKey {
@@ -561,7 +575,8 @@ impl Server {
         // Datagrams of other clusters do not count: a stray one would keep every vector naming
         // origins it will never report.
         self.durable.chat.causal.known.insert(sender.id);
-        let member = self.in_view(sender) || (self.phase == Phase::Founding && self.discovered.contains_key(&sender));
+        let member =
+            self.in_view(sender) || (self.phase == Phase::Founding && self.discovered.get(&sender.id).is_some_and(|m| m.node == sender));
         // Only heartbeats and join requests carry the sender's adopted epoch
         // (election messages carry a proposed one, which a live leader refuses).
         let adopted = matches!(body, Body::Heartbeat { .. } | Body::JoinRequest { .. });

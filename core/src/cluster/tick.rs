@@ -15,7 +15,7 @@ impl Server {
                 }
                 if now >= until {
                     let in_sight = self.discovered.len() + 1;
-                    if self.cfg.expect.is_some_and(|n| 2 * in_sight <= n) {
+                    if self.cfg.expect.into_iter().chain(self.gave_up_on).any(|n| 2 * in_sight <= n) {
                         // Not a majority of the cluster in sight: another side may found it.
                         self.phase = Phase::Discovering { until: now.plus_ms(self.cfg.discovery_window_ms) };
                     } else {
@@ -37,8 +37,16 @@ impl Server {
                         *since = now;
                     }
                 } else if now.since(since) > give_up_us {
-                    // Nobody of our cluster answers: found anew (a later merge reunites).
+                    // Nobody of our cluster answers: found anew (a later merge reunites). Its
+                    // founding vote of long ago names the cluster it gives up: dropped, or the
+                    // first message of that cluster would take it back in as a founding member.
+                    // It founds only with a majority of that cluster in sight: it may only be
+                    // cut off from a cluster that lives on, which a founding with fewer would
+                    // split in two, each going on with one history.
+                    let size = self.latest.as_ref().map(|v| v.members.len()).or(self.gave_up_on);
                     self.enter_cluster(ClusterId::NONE);
+                    self.gave_up_on = size;
+                    self.drop_founding_vote();
                     self.phase = Phase::Discovering { until: now.plus_ms(self.cfg.discovery_window_ms) };
                     return;
                 }

@@ -25,8 +25,16 @@ pub struct ChatDurable {
     pub causal: Causal,
     /// Replicated application state.
     pub state: ChatState,
-    /// What a merge carried over from another cluster's history, still to be broadcast here.
-    pub carry: Vec<Item>,
+    /// What a merge carried over from another cluster's history, still to be broadcast here,
+    /// each with the key it was delivered as there: the two histories may share a past (a
+    /// server that gave up joining founded anew, then merged back), and what this history
+    /// delivered already is not delivered again (see [`ChatServer::flush`]).
+    pub carry: Vec<(Key, Item)>,
+    /// Carried items broadcast here: the key each has here → the key it was first delivered as
+    /// (in the history it was carried from). A later merge carries it under that first key, so
+    /// a history that delivered it before still recognises it. Only messages some user still
+    /// owes are kept (pruned with the store: at most one per inbox entry).
+    pub carried: BTreeMap<Key, Key>,
 }
 
 impl ChatDurable {
@@ -36,9 +44,10 @@ impl ChatDurable {
     /// trimmed what the other never saw), and keeping both would hold this server's messages
     /// back everywhere, behind messages no one can send any more.
     pub fn start_over(&mut self) {
-        let causal = &self.causal;
+        let (causal, first) = (&self.causal, &self.carried);
         let mut carry = std::mem::take(&mut self.carry);
-        carry.extend(self.state.carry(|key| causal.get(key).map(|m| Item::clone(&m.item))));
+        let owed = self.state.carry(|key| causal.get(key).map(|m| Item::clone(&m.item)));
+        carry.extend(owed.into_iter().map(|(key, item)| (first.get(&key).copied().unwrap_or(key), item)));
         *self = ChatDurable { carry, ..ChatDurable::default() };
     }
 }
@@ -338,6 +347,7 @@ impl ChatServer {
             let state = &d.state;
             let members: Vec<ServerId> = view.members.iter().map(|m| m.node.id).collect();
             d.causal.trim(cx.me.id, &members, |k| state.pinned(k));
+            d.carried.retain(|k, _| state.pinned(*k));
             d.causal.forget_servers(&members);
             if cx.is_leader {
                 let lives: Vec<NodeId> = view.members.iter().map(|m| m.node).collect();
@@ -401,13 +411,32 @@ impl ChatServer {
                 self.session_tick(d, cx, client, true, false, out);
             }
         }
-        // What a merge carried over joins this history, a batch at a time, as room allows.
-        for _ in 0..CARRY_BATCH {
-            let Some(item) = d.carry.first().cloned().filter(|_| !d.causal.is_nearly_full()) else { break };
-            if self.broadcast(d, cx, item, out).is_none() {
-                break;
+        // What a merge carried over joins this history, a batch at a time, as room allows, once
+        // this server has delivered what the leader and a majority here delivered. Then a carried item this
+        // history already delivered (under the key it had there: the histories shared a past)
+        // is dropped: delivered again, it would be shown again, after what answered it.
+        if !d.carry.is_empty() && self.caught_up_with_leader(d, cx) {
+            let mut sent = 0;
+            while sent < CARRY_BATCH {
+                let Some((key, item)) = d.carry.first().cloned().filter(|_| !d.causal.is_nearly_full()) else { break };
+                if let Item::Bind { name, key: user, .. } = item {
+                    // A name is claimed from the leader, as at a login: the leader alone binds,
+                    // so names are bound in one order, and one held here already stays.
+                    if !d.causal.has(key) && !d.state.names.contains_key(&name) {
+                        if cx.is_leader {
+                            self.on_claim(d, cx, name, user, out);
+                        } else if let Some(l) = cx.leader {
+                            out.push(Out::Peer(l, Body::NameClaim { name, key: user }, false));
+                        }
+                        sent += 1;
+                    }
+                } else if !d.causal.has(key) {
+                    let Some((here, _)) = self.broadcast(d, cx, item, out) else { break };
+                    d.carried.entry(here).or_insert(key);
+                    sent += 1;
+                }
+                d.carry.remove(0);
             }
-            d.carry.remove(0);
         }
         if self.holds_pending && cx.now >= self.holds_at {
             self.holds_pending = false;
@@ -439,3 +468,84 @@ impl ChatServer {
 pub mod journal;
 mod replicate;
 mod session;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::Vc;
+    use crate::view::{Member, ViewStamp};
+    use crate::wire::MsgId;
+
+    fn life(id: u128) -> NodeId {
+        NodeId { id: ServerId(id), incarnation: 1 }
+    }
+
+    /// A message from al to cy delivered in a history by origin `origin`: cy owes it.
+    fn owed_here(origin: NodeId) -> (ChatDurable, CausalMsg) {
+        let mut d = ChatDurable::default();
+        let id = MsgId { client: 7, seq: 1 };
+        let chat = Item::Chat { id, from: "al".into(), room: None, to: vec!["cy".into()], cut: Vc::new(), text: "hi".into() };
+        let msg = d.causal.broadcast(origin, chat).expect("room in the vector");
+        d.state.apply(msg.key(), &msg.item, Default::default());
+        (d, msg)
+    }
+
+    /// Flushes `d` as the only member (and leader) of a view: caught up with itself.
+    fn flush_alone(d: &mut ChatDurable, me: NodeId) -> Vec<Out> {
+        let view = View::new(ViewStamp::default(), vec![Member { node: me, addr: "10.0.0.9:7000".parse().expect("addr") }]);
+        let cx = Ctx { me, now: Instant(0), view: Some(&view), leader: None, is_leader: true, epoch: 1 };
+        let mut out = Vec::new();
+        ChatServer::new(None).flush(d, &cx, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_carried_message_the_other_history_delivered_before_is_not_delivered_again() {
+        // A server cut off from its cluster carries cy's message into a history that shares
+        // its past: that history delivered it (and may have shown and trimmed it) already.
+        let (origin, me) = (life(1), life(2));
+        let (mut d, msg) = owed_here(origin);
+        d.start_over();
+        assert_eq!(d.carry.len(), 1);
+        for m in d.causal.receive(msg, false) {
+            d.state.apply(m.key(), &m.item, Default::default());
+        }
+        flush_alone(&mut d, me);
+        assert!(d.carry.is_empty());
+        assert_eq!(d.causal.value(me), 0, "broadcast again");
+        assert_eq!(d.state.inbox_total(), 1, "cy owes it once, as this history delivered it");
+    }
+
+    #[test]
+    fn a_merge_claims_the_names_it_knew_from_the_leader_and_keeps_a_binding_the_history_has() {
+        // A user who does not log in again after a merge still has a name there: messages to
+        // them are not refused as to no such user.
+        let (origin, me) = (life(1), life(2));
+        let (al, other) = (crate::user::UserKey([1; 32]), crate::user::UserKey([2; 32]));
+        let (mut d, _) = owed_here(origin);
+        for (name, key) in [("al", al), ("cy", al)] {
+            let bind = d.causal.broadcast(origin, Item::Bind { name: name.into(), key, epoch: 1 }).expect("room");
+            d.state.apply(bind.key(), &bind.item, Default::default());
+        }
+        d.start_over();
+        // The history joined bound cy to another key before: that binding stays.
+        let theirs = d.causal.broadcast(life(3), Item::Bind { name: "cy".into(), key: other, epoch: 1 }).expect("room");
+        d.state.apply(theirs.key(), &theirs.item, Default::default());
+        flush_alone(&mut d, me);
+        assert!(d.carry.is_empty());
+        assert_eq!((d.state.names.get("al"), d.state.names.get("cy")), (Some(&al), Some(&other)));
+    }
+
+    #[test]
+    fn a_message_carried_twice_keeps_the_key_it_was_first_delivered_as() {
+        // Carried into a history that never saw it, it is broadcast there under a new key; a
+        // second merge carries it under its first key, which the first history recognises.
+        let (origin, me) = (life(1), life(2));
+        let (mut d, msg) = owed_here(origin);
+        d.start_over();
+        flush_alone(&mut d, me);
+        assert_eq!((d.carry.len(), d.causal.value(me)), (0, 1), "broadcast here");
+        d.start_over();
+        assert_eq!(d.carry.iter().map(|(k, _)| *k).collect::<Vec<_>>(), vec![msg.key()]);
+    }
+}

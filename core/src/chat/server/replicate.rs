@@ -310,15 +310,31 @@ impl ChatServer {
         }
         // Fence: a new leader binds only once it has delivered what a majority of the view delivered,
         // so it knows every binding that was ever reported to a user.
-        let Some(view) = cx.view else { return };
-        let caught_up = view
-            .members
-            .iter()
-            .filter(|m| m.node.id == cx.me.id || d.causal.digests.get(&m.node.id).is_some_and(|g| d.causal.covers(g)))
-            .count();
-        if !view.is_majority(caught_up) {
+        if !self.caught_up(d, cx) {
             return;
         }
         self.broadcast(d, cx, Item::Bind { name, key, epoch: cx.epoch }, out);
+    }
+
+    /// Whether this server has delivered what a majority of its view delivered (by their last
+    /// digests): it then knows everything that became stable here.
+    pub(super) fn caught_up(&self, d: &ChatDurable, cx: &Ctx) -> bool {
+        let Some(view) = cx.view else { return false };
+        let caught_up = view.members.iter().filter(|m| Self::covers(d, cx, m)).count();
+        view.is_majority(caught_up)
+    }
+
+    /// Whether this server has caught up (see [`ChatServer::caught_up`]) with a majority and
+    /// with the leader: servers that merged together are a majority of a view early on, but
+    /// only the leader surely holds the history they merged into.
+    pub(super) fn caught_up_with_leader(&self, d: &ChatDurable, cx: &Ctx) -> bool {
+        let Some(view) = cx.view else { return false };
+        let leader = cx.is_leader || cx.leader.is_some_and(|a| view.members.iter().any(|m| m.addr == a && Self::covers(d, cx, m)));
+        leader && self.caught_up(d, cx)
+    }
+
+    /// Whether we delivered what member `m` last reported delivering (we cover ourselves).
+    fn covers(d: &ChatDurable, cx: &Ctx, m: &crate::view::Member) -> bool {
+        m.node.id == cx.me.id || d.causal.digests.get(&m.node.id).is_some_and(|g| d.causal.covers(g))
     }
 }
