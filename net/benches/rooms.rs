@@ -223,7 +223,9 @@ fn users(c: &Cluster) {
         online(&mut clients);
         logins.push(t.elapsed());
         let t = Instant::now();
-        let ids: Vec<MsgId> = (0..n).map(|i| clients[i].send(&format!("user{:05}", (i + 1) % at_once.min(total)), format!("hello {first}")).expect("send")).collect();
+        let ids: Vec<MsgId> = (0..n)
+            .map(|i| clients[i].send(&format!("user{:05}", (i + 1) % at_once.min(total)), format!("hello {first}")).expect("send"))
+            .collect();
         let mut stored = vec![false; n];
         run(&mut clients, Duration::from_secs(120), "messages to registered users", |i, e| {
             assert_ne!(e, SyncEvent::Failed(ids[i]), "a message to a registered user failed");

@@ -35,7 +35,8 @@ pub struct Fragment {
 impl Fragment {
     /// Bounds a fragment from the wire must respect.
     pub fn is_well_formed(&self) -> bool {
-        let size = if self.index + 1 == self.count {
+        // `index` may be 255 from the wire: compared without adding to it (an add overflowed).
+        let size = if u16::from(self.index) + 1 == u16::from(self.count) {
             (1..=FRAGMENT_BYTES).contains(&self.bytes.len())
         } else {
             self.bytes.len() == FRAGMENT_BYTES
@@ -193,6 +194,15 @@ mod tests {
     }
 
     const T0: Instant = Instant(1_000);
+
+    #[test]
+    fn a_fragment_numbered_255_is_refused_not_a_panic() {
+        // Found by the `decode` fuzz target (overflow checks on); the input is in its corpus.
+        for count in [2, 8, 255] {
+            let f = Fragment { nonce: 1, index: 255, count, bytes: vec![0; FRAGMENT_BYTES] };
+            assert!(!f.is_well_formed());
+        }
+    }
 
     #[test]
     fn a_message_comes_back_whole_in_any_order_and_once() {
