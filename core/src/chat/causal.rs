@@ -258,8 +258,7 @@ impl Causal {
         let ready = self.deliverable(&msg);
         if self.holdback.len() >= MAX_HOLDBACK && !ready {
             self.counters.holdback_full += 1;
-            let ahead = |k: &Key| k.1.saturating_sub(self.value(k.0));
-            match self.furthest_held().filter(|k| ahead(k) > ahead(&msg.key())) {
+            match self.furthest_held().filter(|k| self.ahead(*k) > self.ahead(msg.key())) {
                 Some(k) => {
                     self.holdback.remove(&k);
                 }
@@ -299,6 +298,11 @@ impl Causal {
         true
     }
 
+    /// How many sequence numbers `key` is past what its origin delivered here.
+    fn ahead(&self, key: Key) -> u64 {
+        key.1.saturating_sub(self.value(key.0))
+    }
+
     /// The held-back message furthest from delivery (most sequence numbers past what its origin
     /// delivered here): the last held of each origin, so one look per origin.
     fn furthest_held(&self) -> Option<Key> {
@@ -307,7 +311,7 @@ impl Causal {
         let mut origin = self.holdback.keys().next().map(|k| k.0);
         while let Some(o) = origin {
             if let Some((k, _)) = self.holdback.range((o, 0)..=(o, u64::MAX)).next_back() {
-                let ahead = k.1.saturating_sub(self.value(o));
+                let ahead = self.ahead(*k);
                 if best.is_none_or(|(b, _)| ahead > b) {
                     best = Some((ahead, *k));
                 }
