@@ -18,7 +18,7 @@ use ringchat_core::Durable;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"RINGCHAT";
-const FORMAT: u32 = 8;
+const FORMAT: u32 = 9;
 
 /// A state file as read: the state, and the first chat log segment to replay over it.
 #[derive(Debug, PartialEq, Eq)]
@@ -98,9 +98,9 @@ pub fn decode(bytes: &[u8]) -> Result<Loaded, String> {
             (u64::from_le_bytes(n), &bytes[20..])
         }
         FORMAT => return Err("is not a ringchat state file".into()),
-        4..=7 => {
+        4..=8 => {
             return Err(format!(
-                "was written by an older ringchat (format {format}: 7 and older: what a merge carried lacks its keys; 6 and older: a copy of each room message per member; 5 and older: names bound to tokens); \
+                "was written by an older ringchat (format {format}: 8 and older: inbox entries lack who acknowledged them; 7 and older: what a merge carried lacks its keys; 6 and older: a copy of each room message per member; 5 and older: names bound to tokens); \
                  move it and its chat log (.NAME.log.*) aside to start this server afresh"
             ))
         }

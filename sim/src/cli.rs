@@ -106,11 +106,15 @@ pub struct SimArgs {
     /// Plant one protocol bug in every server, to watch a checker catch it.
     #[arg(long, value_name = "BUG", value_parser = parse_plant)]
     pub plant: Option<PlantedBug>,
-    /// Faults of a long life, each kind switched on and rated by the seed: server churn and client
-    /// churn, restarts with the disk lost, power cuts, careless clients (also checks bounded state
-    /// and liveness after churn).
-    #[arg(long)]
+    /// Also let the seed switch on the loss of a majority's disks at once, beyond what the
+    /// guarantees cover (swarm seeds already draw server and client churn, restarts with the disk
+    /// lost, power cuts and careless clients, and check bounded state and liveness after churn).
+    #[arg(long, conflicts_with = "no_life_faults")]
     pub long_life: bool,
+    /// Swarm seeds without the faults of a long life (churn, lost disks, power cuts, careless
+    /// clients), as before they were drawn by default.
+    #[arg(long)]
+    pub no_life_faults: bool,
     /// Force server churn (crash and restart all through chaos) and client churn (processes that
     /// quit or vanish).
     #[arg(long)]
@@ -248,8 +252,10 @@ impl SimArgs {
 
     /// The long-life faults these flags ask for.
     pub fn life(&self) -> LifeFaults {
+        let drawn = self.faults == FaultsArg::Swarm && self.schedule.is_none() && !self.no_life_faults;
         LifeFaults {
-            swarm: self.long_life,
+            swarm: drawn || self.long_life,
+            swarm_majority: self.long_life,
             churn: self.churn,
             disk_loss: self.disk_loss,
             power_loss: self.power_loss,
@@ -267,7 +273,8 @@ impl SimArgs {
         let plant = self.plant.map(|p| format!(" --plant {}", p.name())).unwrap_or_default();
         let life = self.life();
         let flags: String = [
-            (life.swarm, " --long-life"),
+            (self.long_life, " --long-life"),
+            (self.no_life_faults, " --no-life-faults"),
             (life.churn, " --churn"),
             (life.disk_loss, " --disk-loss"),
             (life.power_loss, " --power-loss"),

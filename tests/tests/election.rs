@@ -184,7 +184,9 @@ fn restarted_server_that_hears_its_cluster_waits_instead_of_founding_its_own() {
 fn regression_seeds_stay_green() {
     let text = include_str!("../regression-seeds.txt");
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        // `seed [servers] [ascending|random] [--churn] [--disk-loss] [--power-loss] [--careless] [--clients=N]`
+        // `seed [servers] [ascending|random] [--life] [--long-life] [--churn] [--disk-loss]
+        // [--power-loss] [--careless] [--clients=N]`; `--life` draws the long-life faults from
+        // the seed as `ringchat sim` does, `--long-life` adds the loss of a majority's disks.
         let (flags, words): (Vec<&str>, Vec<&str>) = line.split_whitespace().partition(|w| w.starts_with("--"));
         let mut it = words.into_iter();
         let seed: u64 = it.next().and_then(|s| s.parse().ok()).expect("seed");
@@ -201,6 +203,8 @@ fn regression_seeds_stay_green() {
                 continue;
             }
             match f {
+                "--life" => life.swarm = true,
+                "--long-life" => (life.swarm, life.swarm_majority) = (true, true),
                 "--churn" => life.churn = true,
                 "--disk-loss" => life.disk_loss = true,
                 "--power-loss" => life.power_loss = true,

@@ -27,6 +27,10 @@ struct Entry {
     excluded: BTreeSet<String>,
     /// Users that still owe it (never 0: an entry nobody owes is dropped).
     owed: u32,
+    /// Users that owed it by name and acknowledged it while others still owe it: a copy a
+    /// merge carries here later does not owe it to them again (room members that acknowledged
+    /// it are known by their read positions).
+    settled: BTreeSet<String>,
 }
 
 /// What one user reads.
@@ -118,7 +122,7 @@ impl Mailboxes {
                 r.acked.clear();
             }
         }
-        self.insert(order, Entry { id, key, room: Some(room.to_string()), excluded, owed: 0 });
+        self.insert(order, Entry { id, key, room: Some(room.to_string()), excluded, owed: 0, settled: BTreeSet::new() });
         // Recipients that are members by their spans owe it through them; the others by name.
         let mut extra = Vec::new();
         let mut most = 0;
@@ -136,17 +140,17 @@ impl Mailboxes {
         extra.iter().map(|u| self.count(u)).fold(most, usize::max)
     }
 
-    /// Entries by name for `users` at `order` (created if new); users that already owe it
-    /// are left alone.
+    /// Entries by name for `users` at `order` (created if new); users that already owe it,
+    /// or were owed it here and acknowledged it, are left alone.
     pub fn add_direct(&mut self, order: u64, id: MsgId, key: Key, users: &[&str]) {
         if users.is_empty() {
             return;
         }
         if !self.log.contains_key(&order) {
-            self.insert(order, Entry { id, key, room: None, excluded: BTreeSet::new(), owed: 0 });
+            self.insert(order, Entry { id, key, room: None, excluded: BTreeSet::new(), owed: 0, settled: BTreeSet::new() });
         }
         for u in users {
-            if self.owes_at(u, order) {
+            if self.owes_at(u, order) || self.acknowledged_at(u, order) {
                 continue;
             }
             let r = self.readers.entry(u.to_string()).or_default();
@@ -205,6 +209,16 @@ impl Mailboxes {
         order > r.read && !r.acked.contains(&order) && !e.excluded.contains(user) && r.spans_cover(room, order)
     }
 
+    /// Whether `user` was owed the entry at `order` here and acknowledged it (while the entry
+    /// lives: by name, or as a member its room entry reached).
+    fn acknowledged_at(&self, user: &str, order: u64) -> bool {
+        let Some(e) = self.log.get(&order) else { return false };
+        let reached = |room: &str| {
+            !e.excluded.contains(user) && self.readers.get(user).is_some_and(|r| !r.direct.contains(&order) && r.spans_cover(room, order))
+        };
+        e.settled.contains(user) || e.room.as_deref().is_some_and(reached)
+    }
+
     /// Whether `user` owes `id`.
     pub fn owes(&self, user: &str, id: MsgId) -> bool {
         self.ids.get(&id).is_some_and(|o| self.owes_at(user, *o))
@@ -221,8 +235,10 @@ impl Mailboxes {
                 continue;
             }
             // Counts from outside (a state file) may disagree: never below zero.
+            let mut by_name = false;
             if let Some(r) = self.readers.get_mut(user) {
-                if !r.direct.remove(&order) {
+                by_name = r.direct.remove(&order);
+                if !by_name {
                     r.acked.insert(order);
                 }
                 r.owed = r.owed.saturating_sub(1);
@@ -230,6 +246,9 @@ impl Mailboxes {
             self.total = self.total.saturating_sub(1);
             if let Some(e) = self.log.get_mut(&order) {
                 e.owed = e.owed.saturating_sub(1);
+                if by_name && e.owed > 0 {
+                    e.settled.insert(user.to_string());
+                }
                 if e.owed == 0 {
                     dropped.push(e.key);
                     self.remove(order);
@@ -405,6 +424,7 @@ impl Mailboxes {
         indexed
             && self.log.keys().next_back().is_none_or(|o| *o <= now)
             && self.log.values().all(|e| e.owed > 0)
+            && self.log.iter().all(|(o, e)| e.settled.iter().all(|u| self.readers.get(u).is_none_or(|r| !r.direct.contains(o))))
             && entries_owed == self.total
             && readers_owed == self.total
             && readers

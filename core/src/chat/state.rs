@@ -534,6 +534,41 @@ mod tests {
     }
 
     #[test]
+    fn a_carried_copy_is_not_owed_again_to_a_user_who_acknowledged_it_here() {
+        // Two servers of one old cluster merge here one after the other, each carrying the
+        // message for cy and dee. Between the two, cy was shown it and acknowledged it; dee has
+        // not yet: the second copy must not make cy owe it again (C2, `--long-life` seed 712).
+        let id = MsgId { client: 7, seq: 1 };
+        let carried = |n| Item::Chat {
+            id,
+            from: "al".into(),
+            room: Some(format!("#r{n}")),
+            to: vec!["cy".into(), "dee".into()],
+            cut: Vc::new(),
+            text: "hi".into(),
+        };
+        let mut s = after(&[(key(1, 1), &carried(1))], Plants::default());
+        s.apply(key(1, 2), &Item::Ack { user: "cy".into(), ids: vec![id] }, Plants::default());
+        s.apply(key(2, 1), &carried(2), Plants::default());
+        assert_eq!((s.owes("cy", id), s.owes("dee", id)), (false, true));
+        assert!(s.is_consistent());
+        // Nor to a member its room entry reached, once acknowledged.
+        let mut s = ChatState::default();
+        for (n, u) in ["al", "cy", "dee"].iter().enumerate() {
+            s.apply(key(3, n as u64 + 1), &join_of(n as u64, u, "r"), Plants::default());
+        }
+        let msg = room_msg(&s, 7, "al", "r");
+        s.apply(key(1, 1), &msg, Plants::default());
+        assert!(s.owes("cy", id) && s.owes("dee", id));
+        s.apply(key(1, 2), &Item::Ack { user: "cy".into(), ids: vec![id] }, Plants::default());
+        let to = vec!["cy".into(), "dee".into()];
+        let copy = Item::Chat { id, from: "al".into(), room: Some("r".into()), to, cut: Vc::new(), text: "hi".into() };
+        s.apply(key(2, 1), &copy, Plants::default());
+        assert_eq!((s.owes("cy", id), s.owes("dee", id)), (false, true));
+        assert!(s.is_consistent());
+    }
+
+    #[test]
     fn a_state_with_a_counter_at_its_end_is_inconsistent() {
         let id = MsgId { client: 4, seq: 1 };
         let chat = Item::Chat { id, from: "a".into(), room: None, to: vec!["u".into()], cut: Vc::new(), text: "hi".into() };

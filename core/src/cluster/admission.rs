@@ -32,6 +32,10 @@ impl Admission {
             // A leader's views reach the servers it is adding (not yet members) and members
             // behind it; a view is checked against epochs and stamps, not the sender's seat.
             Body::ViewPropose { .. } | Body::ViewCommit { .. } => Admission::NonMember,
+            // Likewise a view a member shares: a restarted server may hold no view naming the
+            // sender (it crashed before the view that admitted it came), and only the shared
+            // view tells it that it votes (seed 3486).
+            Body::ViewInfo { .. } => Admission::NonMember,
             // "You are not in my view" comes from a member whose view we are not in: we may
             // hold a view that no longer names it.
             Body::NotMember { .. } => Admission::NonMember,

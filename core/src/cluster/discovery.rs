@@ -185,6 +185,15 @@ impl Server {
             let view_size = self.committed.as_ref().map_or(0, |v| v.members.len() as u32);
             self.send(from, Body::Welcome { leader, view_size }, false);
         }
+        if self.role != Role::Leader && self.is_voter() {
+            // A new life of a member of our latest view that never learnt the view (it crashed
+            // between asking to join and the view that admitted it) asks a leader that is gone.
+            // Tell it the view: it votes (its epoch records survived with its disk), and without
+            // its vote the others may be no majority of the view, and nobody could elect.
+            if let Some(view) = self.latest.as_ref().filter(|v| v.by_server(sender.id).is_some()).cloned() {
+                self.send(from, Body::ViewInfo { view }, false);
+            }
+        }
     }
 
     /// Drops all view state and asks to join `cluster` as a new incarnation.

@@ -653,10 +653,10 @@ impl Server {
                 self.leaving.insert(sender);
             }
             Body::ViewInfo { view } => {
-                if self.role != Role::Leader && self.latest.as_ref().is_some_and(|l| l.stamp < view.stamp) {
+                if self.role != Role::Leader && self.latest.as_ref().is_none_or(|l| l.stamp < view.stamp) {
                     // A newer view (installed, or the latest proposal a voter stored) only
                     // makes our up-to-date check stricter and our ring current (and may show
-                    // we are no voter). Views are proposed one change at a time, so a
+                    // we are a voter, or none). Views are proposed one change at a time, so a
                     // majority of the newer view holds a majority of the one it follows.
                     self.set_latest(Some(view));
                 }

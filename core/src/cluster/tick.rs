@@ -130,13 +130,18 @@ impl Server {
         latest: ViewStamp,
     ) {
         self.fd.heard(sender, self.now);
-        if let (Phase::Member, Some(c)) = (&self.phase, &self.committed) {
-            if latest < c.stamp && self.role != Role::Leader {
-                // A voter behind our installed view (e.g. restarted with an old one):
-                // tell it, so its ring and up-to-date check stop using the stale view.
-                let view = c.clone();
-                self.send(from, Body::ViewInfo { view }, false);
-            }
+        // A voter behind our installed view (e.g. restarted with an old one): tell it, so its
+        // ring and up-to-date check stop using the stale view. Before any view is installed (every
+        // server restarted, after a power cut), our latest view: a voter left out of the last views
+        // would otherwise pass every candidate's token to the members of its old view, never back
+        // to the candidate, and no election would ever complete (seed 3207).
+        let ours = match self.phase {
+            Phase::Member => self.committed.as_ref(),
+            _ if self.is_voter() => self.latest.as_ref(),
+            _ => None,
+        };
+        if let Some(view) = ours.filter(|v| latest < v.stamp && self.role != Role::Leader).cloned() {
+            self.send(from, Body::ViewInfo { view }, false);
         }
         let my_epoch = self.epoch();
         if leader == Some(sender) {

@@ -78,6 +78,10 @@ pub enum Out {
 
 /// Most send-to-stored times kept for the driver (see [`ChatServer::take_stored_latencies`]).
 const MAX_LATENCIES: usize = 4096;
+/// How long a server behind a retirement waits before it fetches a peer's state again (see
+/// `ChatServer::behind_retired`).
+const BEHIND_RETRY_US: u64 = 1_000_000;
+
 /// Most carried-over items broadcast per input or timeout (see [`ChatDurable::carry`]).
 const CARRY_BATCH: usize = 16;
 /// Most messages shown to one session per round.
@@ -176,6 +180,10 @@ pub struct ChatServer {
     dedup_expires: BTreeMap<u64, Instant>,
     /// Deliveries the driver has not yet made durable (see [`journal`]).
     journal: Journal,
+    /// A retirement named more of a life than this server ever delivered: it joined (or came
+    /// back) after messages everyone else held were retired, so its state lacks their effects,
+    /// and no digest names them any more. It fetches a peer's state (not before this time).
+    behind_retired: Option<Instant>,
 }
 
 /// Sizes for reports and the bounded-memory check.
@@ -319,6 +327,17 @@ impl ChatServer {
         for m in &view.members {
             d.causal.known.insert(m.node.id);
         }
+        if let Some(due) = self.behind_retired.filter(|due| now >= *due && !self.transfer.fetching()) {
+            // Fetch the leader's state (any other member's without a leader); again later if it
+            // does not install (it must cover what we delivered).
+            let other = view.members.iter().find(|m| m.node.id != cx.me.id).map(|m| m.addr);
+            if let Some(peer) = cx.leader.filter(|_| !cx.is_leader).or(other) {
+                if let Some((to, body)) = self.transfer.start(peer, now) {
+                    out.push(Out::Peer(to, body, false));
+                }
+                self.behind_retired = Some(due.max(now).plus_us(BEHIND_RETRY_US));
+            }
+        }
         let silent: Vec<u64> =
             self.sessions.iter().filter(|(_, s)| now.since(s.last_heard) > SESSION_TIMEOUT_US).map(|(c, _)| *c).collect();
         for client in silent {
@@ -415,7 +434,7 @@ impl ChatServer {
         // this server has delivered what the leader and a majority here delivered. Then a carried item this
         // history already delivered (under the key it had there: the histories shared a past)
         // is dropped: delivered again, it would be shown again, after what answered it.
-        if !d.carry.is_empty() && self.caught_up_with_leader(d, cx) {
+        if !d.carry.is_empty() && self.behind_retired.is_none() && self.caught_up_with_leader(d, cx) {
             let mut sent = 0;
             while sent < CARRY_BATCH {
                 let Some((key, item)) = d.carry.first().cloned().filter(|_| !d.causal.is_nearly_full()) else { break };

@@ -6,7 +6,7 @@ use crate::chat::state::Applied;
 use crate::id::{NodeId, ServerId};
 use crate::limits::{MAX_PRESENCE, MAX_PRESENCE_PARTS};
 use crate::plant::PlantedBug;
-use crate::time::Vc;
+use crate::time::{Instant, Vc};
 use crate::user::UserKey;
 use crate::view::Member;
 use crate::wire::{Body, CausalMsg, Item, Key};
@@ -48,6 +48,11 @@ impl ChatServer {
             self.active.insert(id.client);
         }
         self.journal.push(msg);
+        if let Item::Retire { lives } = &*msg.item {
+            if lives.iter().any(|(life, upto)| d.causal.value(*life) < *upto) && self.behind_retired.is_none() {
+                self.behind_retired = Some(Instant::default());
+            }
+        }
         let plants = crate::chat::state::Plants {
             skip_dedup: self.plant == Some(PlantedBug::SkipDedup),
             rebind: self.plant == Some(PlantedBug::RebindNames),
@@ -271,6 +276,7 @@ impl ChatServer {
             return;
         };
         d.state = snapshot.state;
+        self.behind_retired = None;
         // The state changed outside deliveries: the driver writes it whole.
         self.journal.set_reset();
         let no_holdback = self.plant == Some(PlantedBug::NoHoldback);
