@@ -327,7 +327,7 @@ impl ChatServer {
         for m in &view.members {
             d.causal.known.insert(m.node.id);
         }
-        if let Some(due) = self.behind_retired.filter(|due| now >= *due && !self.transfer.fetching()) {
+        if self.behind_retired.is_some_and(|due| now >= due && !self.transfer.fetching()) {
             // Fetch the leader's state (any other member's without a leader); again later if it
             // does not install (it must cover what we delivered).
             let other = view.members.iter().find(|m| m.node.id != cx.me.id).map(|m| m.addr);
@@ -335,7 +335,7 @@ impl ChatServer {
                 if let Some((to, body)) = self.transfer.start(peer, now) {
                     out.push(Out::Peer(to, body, false));
                 }
-                self.behind_retired = Some(due.max(now).plus_us(BEHIND_RETRY_US));
+                self.behind_retired = Some(now.plus_us(BEHIND_RETRY_US));
             }
         }
         let silent: Vec<u64> =

@@ -473,9 +473,10 @@ impl ChatServer {
         while let Some(s) = self.sessions.get_mut(&client).filter(|s| s.acks.len() >= MAX_ACK_IDS || round && !s.acks.is_empty()) {
             let ids: Vec<MsgId> = std::iter::from_fn(|| s.acks.pop_first()).take(MAX_ACK_IDS).collect();
             let user = s.name.clone();
-            let key = self.broadcast(d, cx, Item::Ack { user, ids }, out).map(|(key, _)| key);
-            if let Some(s) = self.sessions.get_mut(&client).filter(|_| key.is_some()) {
-                s.last_ack = key;
+            if let Some((key, _)) = self.broadcast(d, cx, Item::Ack { user, ids }, out) {
+                if let Some(s) = self.sessions.get_mut(&client) {
+                    s.last_ack = Some(key);
+                }
             }
         }
         // Sends whose causal context this server has delivered, once it caught up with a majority
