@@ -32,11 +32,15 @@ pub enum PlantedBug {
     /// Send a room message to the room's members when a server delivers it, ignoring the cut
     /// it carries: servers that delivered a concurrent join or leave first reach other users.
     RecipientsAtDelivery,
+    /// Take a chat copy as its origin's claim that it holds the message, as the cluster did
+    /// before copies left ahead of the chat log's fsync: a message is then shown while on
+    /// fewer disks than a majority.
+    CopyClaimsHolds,
 }
 
 impl PlantedBug {
     /// Every planted bug, in declaration order.
-    pub const ALL: [PlantedBug; 12] = [
+    pub const ALL: [PlantedBug; 13] = [
         PlantedBug::NoHoldback,
         PlantedBug::SkipDedup,
         PlantedBug::ForgetInboxOnRestart,
@@ -49,6 +53,7 @@ impl PlantedBug {
         PlantedBug::AnswerAnyone,
         PlantedBug::TrustAnyLogin,
         PlantedBug::RecipientsAtDelivery,
+        PlantedBug::CopyClaimsHolds,
     ];
 
     /// Its name on the command line (`ringchat sim --plant NAME`).
@@ -66,6 +71,7 @@ impl PlantedBug {
             PlantedBug::AnswerAnyone => "answer-anyone",
             PlantedBug::TrustAnyLogin => "trust-any-login",
             PlantedBug::RecipientsAtDelivery => "recipients-at-delivery",
+            PlantedBug::CopyClaimsHolds => "copy-claims-holds",
         }
     }
 

@@ -37,6 +37,33 @@ fn each_long_life_fault_fires_and_replays_bit_identically() {
     }
 }
 
+/// A run whose servers write as the real driver does, power cuts included.
+fn power_run(seed: u64, plant: Option<ringchat_core::PlantedBug>) -> ringchat_sim::Outcome {
+    let cfg = SimConfig {
+        seed,
+        clients: 6,
+        duration_ms: 40_000,
+        life: LifeFaults { power_loss: true, ..LifeFaults::default() },
+        ..SimConfig::default()
+    };
+    run(SimConfig { server: ringchat_core::ServerConfig { plant, ..cfg.server.clone() }, ..cfg })
+}
+
+#[test]
+fn a_show_waits_until_a_majority_has_the_message_on_disk() {
+    // Copies leave before the sender's chat log is durable; a server that took one as the
+    // sender's claim to hold the message shows it while fewer disks than a majority hold it.
+    let caught = (0..20)
+        .find(|&s| power_run(s, Some(ringchat_core::PlantedBug::CopyClaimsHolds)).report.violations.iter().any(|v| v.property == "P2"));
+    let seed = caught.expect("P2 never caught a show made on a copy's claim");
+    let honest = power_run(seed, None);
+    assert!(honest.report.ok, "seed {seed}: {:#?}", honest.report.violations);
+    assert!(fired(&honest, "power_cut") > 0);
+    // A server that shows what it alone holds is caught at once.
+    let unstable = power_run(seed, Some(ringchat_core::PlantedBug::ShowUnstable));
+    assert!(unstable.report.violations.iter().any(|v| v.property == "P2"), "{:#?}", unstable.report.violations);
+}
+
 #[test]
 fn long_life_swarm_replays_bit_identically_and_draws_per_seed() {
     let swarm = LifeFaults { swarm: true, ..LifeFaults::default() };

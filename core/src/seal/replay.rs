@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 
 /// Counters a window remembers behind the highest one seen.
 pub const WINDOW: u64 = 1024;
+// Chat copies that leave ahead of a held datagram stay well inside the window.
+const _: () = assert!(crate::chat::server::journal::MAX_AHEAD <= WINDOW / 2);
 /// Most senders whose replay state is kept (the least recently heard is forgotten first).
 pub const MAX_SENDERS: usize = 256;
 

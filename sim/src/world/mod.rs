@@ -40,12 +40,30 @@ use std::net::SocketAddr;
 use trace::TraceHash;
 
 enum Item {
-    Deliver { to: usize, from: usize, bytes: Vec<u8>, kind: &'static str, sent_at: u64 },
-    Timer { node: usize, generation: u64 },
+    Deliver {
+        to: usize,
+        from: usize,
+        bytes: Vec<u8>,
+        kind: &'static str,
+        sent_at: u64,
+    },
+    Timer {
+        node: usize,
+        generation: u64,
+    },
+    /// A chat log batch of a server is durable: its held datagrams leave.
+    Release {
+        node: usize,
+    },
     Fault(FaultAction),
     Heal,
-    Act { c: usize },
-    ClientTimer { c: usize, generation: u64 },
+    Act {
+        c: usize,
+    },
+    ClientTimer {
+        c: usize,
+        generation: u64,
+    },
     Outsider(outsider::Step),
 }
 
@@ -72,6 +90,8 @@ pub struct World {
     /// advances its deadline would otherwise hang the run).
     spins: Vec<(u64, u32)>,
     stuck: Vec<Violation>,
+    /// P2 violations found so far (at most ten are reported).
+    claims_refuted: u64,
     chat: clients::Chat,
     /// Long-life fault rates (all zero unless asked for).
     life: LifeRates,
@@ -126,6 +146,8 @@ impl World {
                 disk: None,
                 paused: false,
                 inbox: Vec::new(),
+                held: Default::default(),
+                bypassed: 0,
                 timer_at: None,
                 generation: 0,
                 drift_ppm: if drift > 0 { rng.random_range(-drift..=drift) } else { 0 },
@@ -168,6 +190,7 @@ impl World {
             trace: Vec::new(),
             spins: vec![(u64::MAX, 0); n],
             stuck: Vec::new(),
+            claims_refuted: 0,
             chat: clients::Chat::default(),
             life,
             meter: Meter::new(Resources::bound(
@@ -219,6 +242,7 @@ impl World {
             match item {
                 Item::Deliver { to, from, bytes, kind, sent_at } => self.deliver(to, from, bytes, kind, sent_at),
                 Item::Timer { node, generation } => self.timer(node, generation),
+                Item::Release { node } => self.release(node),
                 Item::Fault(action) => self.fault(action),
                 Item::Heal => self.heal(),
                 Item::Act { c } => self.act(c),

@@ -3,10 +3,11 @@
 
 use super::{Item, World};
 use crate::check::Violation;
-use crate::disk::DriverDisk;
+use crate::disk::{DriverDisk, Hold, FSYNC_MAX_US, FSYNC_MIN_US};
 use crate::faults::{blocked_links, FaultAction, Partition};
 use crate::history::Happening;
-use rand::RngCore;
+use rand::{Rng, RngCore};
+use ringchat_core::chat::server::journal;
 use ringchat_core::seal::{self, Seal, SealMemory, StandIn};
 use ringchat_core::{Dest, Event, Instant, Server, ServerId};
 use std::net::SocketAddr;
@@ -30,6 +31,30 @@ pub(super) struct Node {
     pub(super) seal_memory: Option<SealMemory>,
     /// The last life the server started as (named in the trace while it is down).
     pub(super) life: Option<ringchat_core::NodeId>,
+    /// Sealed datagrams the driver holds until a chat log batch is durable (with a driver
+    /// disk), in order; lost in a crash.
+    pub(super) held: std::collections::VecDeque<Held>,
+    /// Chat copies sent ahead of the oldest held datagram.
+    pub(super) bypassed: u64,
+}
+
+/// A datagram held for the disk.
+pub(super) struct Held {
+    until: u64,
+    bytes: Vec<u8>,
+    kind: &'static str,
+    dest: Dest,
+    claim: Option<Claim>,
+}
+
+/// What a datagram to a client claims is durable on a majority (checked as P2 when it leaves).
+pub(super) struct Claim {
+    what: String,
+    /// The message's keys (its copies).
+    copies: Vec<(ringchat_core::NodeId, u64)>,
+    /// The sender's view when it decided: its members and how many make a majority.
+    members: Vec<ServerId>,
+    majority: usize,
 }
 
 impl Node {
@@ -72,6 +97,8 @@ impl World {
         node.life = Some(life);
         node.paused = false;
         node.inbox.clear();
+        node.held.clear();
+        node.bypassed = 0;
         node.timer_at = None;
         node.generation += 1;
         if self.life.driver_disk {
@@ -108,12 +135,21 @@ impl World {
     }
 
     pub(super) fn drain(&mut self, i: usize) {
+        let fsync_us = if self.nodes[i].driver_disk.is_some() { self.rng.random_range(FSYNC_MIN_US..=FSYNC_MAX_US) } else { 0 };
         let node = &mut self.nodes[i];
+        let mut hold = Hold::Now;
         if let Some(s) = node.server.as_mut() {
             let journal = s.take_journal();
             if let Some(disk) = node.driver_disk.as_mut() {
-                disk.after_input(self.now, s.durable(), journal); // the driver writes before it sends
+                hold = disk.after_input(self.now, s.durable(), journal, fsync_us);
+                // the driver writes before it sends
             }
+        }
+        if hold == Hold::ReleaseAll {
+            for h in &mut self.nodes[i].held {
+                h.until = self.now;
+            }
+            self.release(i);
         }
         loop {
             let Some(server) = self.nodes[i].server.as_mut() else { return };
@@ -147,24 +183,23 @@ impl World {
             }
             self.outsider_overhear_plain(&t.bytes, t.kind);
             let node = &mut self.nodes[i];
+            let claim = node.driver_disk.as_ref().and(node.server.as_ref()).and_then(|s| claim_of(s, &t.bytes));
             if let (Some(server), Some(seal)) = (node.server.as_ref(), node.seal.as_mut()) {
                 if !seal::drive::seal_transmit(server, seal, &mut t) {
                     continue;
                 }
             }
-            self.hash.bytes(&t.bytes);
-            self.outsider_overhear(&t.bytes);
-            match t.dest {
-                Dest::Addr(addr) => {
-                    self.outsider_sees_send(i, addr, &t.bytes);
-                    if let Some(&to) = self.by_addr.get(&addr) {
-                        self.route(i, to, &t.bytes, t.kind);
-                    }
+            let held = Held { until: 0, bytes: t.bytes, kind: t.kind, dest: t.dest, claim };
+            match hold {
+                Hold::Until(until) if !(journal::leaves_at_once(held.kind) && node.bypassed < journal::MAX_AHEAD) => {
+                    node.held.push_back(Held { until, ..held });
+                    self.queue.push(until, Item::Release { node: i });
                 }
-                Dest::Group => {
-                    for to in (0..self.nodes.len()).filter(|&to| to != i) {
-                        self.route(i, to, &t.bytes, t.kind);
+                _ => {
+                    if !node.held.is_empty() {
+                        node.bypassed += 1;
                     }
+                    self.emit(i, held);
                 }
             }
         }
@@ -183,6 +218,74 @@ impl World {
                 let generation = node.generation;
                 self.queue.push(at, Item::Timer { node: i, generation });
             }
+        }
+    }
+
+    /// Sends the held datagrams of server `i` whose chat log batch is durable, in order
+    /// (none while the process is frozen; a crash dropped those of an earlier life).
+    pub(super) fn release(&mut self, i: usize) {
+        while !self.nodes[i].paused && self.nodes[i].held.front().is_some_and(|h| h.until <= self.now) {
+            let Some(h) = self.nodes[i].held.pop_front() else { break };
+            if self.nodes[i].held.is_empty() {
+                self.nodes[i].bypassed = 0;
+            }
+            self.emit(i, h);
+        }
+    }
+
+    /// Puts one sealed datagram of server `i` on the network; a datagram to a client that
+    /// claims a message durable on a majority is checked against the disks first (P2).
+    fn emit(&mut self, i: usize, h: Held) {
+        if let Some(c) = &h.claim {
+            self.check_claim(i, c);
+        }
+        self.hash.bytes(&h.bytes);
+        self.outsider_overhear(&h.bytes);
+        match h.dest {
+            Dest::Addr(addr) => {
+                self.outsider_sees_send(i, addr, &h.bytes);
+                if let Some(&to) = self.by_addr.get(&addr) {
+                    self.route(i, to, &h.bytes, h.kind);
+                }
+            }
+            Dest::Group => {
+                for to in (0..self.nodes.len()).filter(|&to| to != i) {
+                    self.route(i, to, &h.bytes, h.kind);
+                }
+            }
+        }
+    }
+
+    /// P2: a `stored` or a show leaves only while its message is on the disks of a majority of
+    /// the view its server decided in.
+    fn check_claim(&mut self, i: usize, c: &Claim) {
+        let now = self.now;
+        // A member whose disk was lost since (no server has its id any more) is given the
+        // benefit of the doubt: that is the lost-disk fault, not a claim made too early.
+        let on_disk = |key: (ringchat_core::NodeId, u64)| {
+            c.members
+                .iter()
+                .filter(|id| match self.nodes.iter().find(|n| n.id == **id) {
+                    None => true,
+                    Some(n) => match (&n.server, &n.driver_disk) {
+                        (Some(_), Some(disk)) => disk.durably_holds(now, key),
+                        (None, _) => n.disk.as_ref().is_some_and(|d| d.chat.causal.has(key)),
+                        (Some(_), None) => false,
+                    },
+                })
+                .count()
+        };
+        let on = c.copies.iter().map(|k| on_disk(*k)).max().unwrap_or(0);
+        if on < c.majority && self.claims_refuted < 10 {
+            self.claims_refuted += 1;
+            let detail = format!(
+                "at {:.3}ms server {} sent {} while it was on the disks of {on} of {} servers of its view",
+                now as f64 / 1000.0,
+                self.name_of(i),
+                c.what,
+                c.members.len()
+            );
+            self.stuck.push(Violation::new("P2", detail));
         }
     }
 
@@ -292,6 +395,8 @@ impl World {
         }
         node.paused = false;
         node.inbox.clear();
+        node.held.clear();
+        node.bypassed = 0;
         node.timer_at = None;
         node.generation += 1;
         self.history.push(self.now, i, Happening::Crash);
@@ -300,6 +405,7 @@ impl World {
     pub(super) fn resume(&mut self, i: usize) {
         self.nodes[i].paused = false;
         self.history.push(self.now, i, Happening::Resume);
+        self.release(i);
         let inbox = std::mem::take(&mut self.nodes[i].inbox);
         for (from, bytes) in inbox {
             let from_addr = self.nodes[from].addr;
@@ -380,4 +486,28 @@ impl World {
         };
         format!("FAULT {what}")
     }
+}
+
+/// What a datagram from `server` to a client claims is on a majority's disks: a `stored` or a
+/// show of a message, any copy of it (a retried operation's copies are interchangeable; a
+/// long show's fragments are not checked).
+fn claim_of(server: &Server, bytes: &[u8]) -> Option<Claim> {
+    use ringchat_core::wire::{Item, Packet, ServerMsg};
+    let (what, id, stamp) = match ringchat_core::wire::decode(bytes) {
+        Ok(Packet::ToClient(ServerMsg::Stored { id, stamp })) => (format!("stored {id}"), id, stamp),
+        Ok(Packet::ToClient(ServerMsg::Show { id, stamp, .. })) => (format!("a show of {id}"), id, stamp),
+        _ => return None,
+    };
+    let chat = &server.durable().chat;
+    let is_it = |key: &(ringchat_core::NodeId, u64)| {
+        chat.causal.get(*key).is_some_and(
+            |m| matches!(&*m.item, Item::Chat { id: i, .. } | Item::Join { id: i, .. } | Item::Leave { id: i, .. } if *i == id),
+        )
+    };
+    let key = stamp.iter().map(|(o, v)| (*o, *v)).find(is_it)?;
+    let copies = chat.state.copies(key).collect();
+    let view = server.committed_view()?;
+    let members: Vec<ServerId> = view.members.iter().map(|m| m.node.id).collect();
+    let majority = (1..=members.len()).find(|n| view.is_majority(*n)).unwrap_or(members.len());
+    Some(Claim { what, copies, members, majority })
 }

@@ -3,11 +3,15 @@
 //! the log written after it.
 //!
 //! `stored` means "durable on a majority". A server tells a peer it holds a message (a
-//! `ChatHolds` report, a heartbeat digest, the stamp of a message it sends) only in a
-//! datagram of an input after which it delivered that message; the driver's call rule is
+//! `ChatHolds` report, a heartbeat digest) only in a datagram of an input after which it
+//! delivered that message; the driver's call rule is
 //! "persist, then send", and every delivery of that input is in [`Journal::delivered`]. So
 //! once a majority reported holding a message, a majority has it on disk, and a power cut
 //! of every server loses nothing acknowledged.
+//!
+//! Copies of chat messages to peers (`chat`, `chat_batch`) are the exception: they claim
+//! nothing (a receiver learns holders from reports and digests only), so the driver sends
+//! them at once, and the peers append to their logs while the origin does ([`leaves_at_once`]).
 //!
 //! A delivery changes the chat state only through [`ChatDurable::apply_delivered`], which is
 //! a function of the state and the message; replaying the logged messages, in delivery order,
@@ -20,6 +24,17 @@
 use super::ChatDurable;
 use crate::chat::state::{Applied, Plants};
 use crate::wire::{CausalMsg, Item};
+
+/// Whether a datagram of `kind` may leave before the chat log holds what its input
+/// delivered: a copy of chat messages to a peer, which claims nothing about the sender's disk.
+pub fn leaves_at_once(kind: &str) -> bool {
+    kind == "chat" || kind == "chat_batch"
+}
+
+/// Most copies a driver sends ahead of its oldest held datagram; past it, copies wait in
+/// line too, so a held datagram never falls out of a receiver's replay window (1,024
+/// datagrams of a sender, `seal::replay::WINDOW`, which asserts that it is larger) behind them.
+pub const MAX_AHEAD: u64 = 512;
 
 /// Most deliveries a journal holds before it asks for a whole-state write instead.
 pub const MAX_JOURNAL: usize = 8_192;

@@ -151,9 +151,11 @@ pub struct ChatServer {
     poked: BTreeSet<u64>,
     /// Something was delivered since the last holds report.
     holds_pending: bool,
-    /// Origins of what was delivered since the last holds report (they wait on it to tell
-    /// their senders `stored`).
-    holds_origins: BTreeSet<ServerId>,
+    /// Servers that wait on the next holds report: the origins of what was delivered since
+    /// the last one (to tell their senders `stored`), and the peers our own broadcasts were
+    /// copied to at once (to show them to recipients there: a copy is no claim that its
+    /// origin holds it, see `ChatServer::on_chat`).
+    holds_to: BTreeSet<ServerId>,
     /// The next holds report goes to every peer (a state transfer changed what we hold).
     holds_everyone: bool,
     /// Earliest time of the next holds report.
@@ -405,7 +407,7 @@ impl ChatServer {
             // Not a member: nothing is shown or stored here, and peers learn what we hold from heartbeats.
             self.poked.clear();
             self.holds_pending = false;
-            self.holds_origins.clear();
+            self.holds_to.clear();
             // Peers that miss deferred copies ask for them when they see our digest.
             self.deferred.clear();
             self.deferred_at = None;
@@ -460,10 +462,11 @@ impl ChatServer {
         if self.holds_pending && cx.now >= self.holds_at {
             self.holds_pending = false;
             self.holds_at = cx.now.plus_us(HOLDS_GAP_US);
-            // Who needs the report now: the origins (for `stored`), and with a majority above two
-            // every server (its origin and itself are not yet a majority). Everyone else learns
-            // it from the next heartbeat's digest, in time for trimming.
-            let origins = std::mem::take(&mut self.holds_origins);
+            // Who needs the report now: the origins (for `stored`), the peers our broadcasts went
+            // to (for a show there), and with a majority above two every server (its origin and
+            // itself are not yet a majority). Everyone else learns it from the next heartbeat's
+            // digest, in time for trimming.
+            let origins = std::mem::take(&mut self.holds_to);
             let everyone = std::mem::take(&mut self.holds_everyone) || cx.view.is_some_and(|v| v.majority() > 2);
             let to = cx.view.into_iter().flat_map(|v| &v.members).filter(|m| m.node.id != cx.me.id);
             for m in to.filter(|m| everyone || origins.contains(&m.node.id)) {
@@ -566,5 +569,63 @@ mod tests {
         assert_eq!((d.carry.len(), d.causal.value(me)), (0, 1), "broadcast here");
         d.start_over();
         assert_eq!(d.carry.iter().map(|(k, _)| *k).collect::<Vec<_>>(), vec![msg.key()]);
+    }
+
+    /// A view of lives 1, 2 and 3.
+    fn three() -> View {
+        let members = (1..=3).map(|i| Member { node: life(i), addr: format!("10.0.0.{i}:7000").parse().expect("addr") });
+        View::new(ViewStamp::default(), members.collect())
+    }
+
+    #[test]
+    fn a_copy_is_no_claim_that_its_origin_holds_the_message() {
+        // Copies leave before their sender's chat log is durable: only its holds report says
+        // the message is on its disk.
+        let (origin, me) = (life(1), life(2));
+        let (_, msg) = owed_here(origin);
+        let view = three();
+        let cx = Ctx { me, now: Instant(0), view: Some(&view), leader: None, is_leader: false, epoch: 1 };
+        for (plant, stable_on_copy) in [(None, false), (Some(PlantedBug::CopyClaimsHolds), true)] {
+            let (mut d, mut s) = (ChatDurable::default(), ChatServer::new(plant));
+            s.on_chat(&mut d, &cx, msg.clone());
+            assert!(d.causal.has(msg.key()));
+            assert_eq!(s.stable(&d, &cx, msg.key()), stable_on_copy, "{plant:?}");
+            s.learn_holds(&mut d, &cx, origin.id, &msg.stamp());
+            assert!(s.stable(&d, &cx, msg.key()), "the origin's report and our own copy are a majority");
+        }
+    }
+
+    #[test]
+    fn a_broadcast_reports_its_holds_to_the_peers_its_copies_went_to_at_once() {
+        let me = life(1);
+        let view = three();
+        let cx = Ctx { me, now: Instant(0), view: Some(&view), leader: None, is_leader: true, epoch: 1 };
+        let (mut d, mut s) = (ChatDurable::default(), ChatServer::new(None));
+        let chat = Item::Chat {
+            id: MsgId { client: 7, seq: 1 },
+            from: "al".into(),
+            room: None,
+            to: vec!["cy".into()],
+            cut: Vc::new(),
+            text: "hi".into(),
+        };
+        let mut out = Vec::new();
+        s.broadcast(&mut d, &cx, chat, &mut out).expect("room in the vector");
+        // Where datagrams of one kind go.
+        let to = |out: &[Out], holds: bool| -> BTreeSet<SocketAddr> {
+            out.iter()
+                .filter_map(|o| match o {
+                    Out::Peer(a, Body::Chat { .. }, _) if !holds => Some(*a),
+                    Out::Peer(a, Body::ChatHolds { .. }, _) if holds => Some(*a),
+                    _ => None,
+                })
+                .collect()
+        };
+        let copied = to(&out, false);
+        assert!(!copied.is_empty(), "a copy leaves at once for a majority");
+        out.clear();
+        s.flush(&mut d, &cx, &mut out);
+        let reported = to(&out, true);
+        assert_eq!(reported, copied, "each peer with a copy learns that we hold it");
     }
 }

@@ -93,6 +93,13 @@ impl ChatServer {
         let msg = d.causal.broadcast(cx.me, item)?;
         let applied = self.apply(d, &msg);
         let (at_once, later) = self.copy_targets(d, cx, &msg.item);
+        // A copy leaves before this server's chat log holds the message (the driver does not
+        // hold copies back for the disk), so it claims nothing: the peers it goes to at once
+        // learn that we hold it from our next holds report, which waits for the disk.
+        if let Some(view) = cx.view {
+            self.holds_to.extend(view.members.iter().filter(|m| at_once.contains(&m.addr)).map(|m| m.node.id));
+            self.holds_pending = true;
+        }
         for addr in at_once {
             out.push(Out::Peer(addr, Body::Chat { msg: msg.clone() }, false));
         }
@@ -142,14 +149,18 @@ impl ChatServer {
 
     /// A causal message from a peer.
     pub fn on_chat(&mut self, d: &mut ChatDurable, cx: &Ctx, msg: CausalMsg) {
-        // The origin held everything in the message's stamp when it sent it.
-        self.learn_holds(d, cx, msg.origin.id, &msg.stamp());
+        // A copy is no claim that its origin (or the peer that sent it on) holds it: copies
+        // leave before the sender's chat log is durable. Holders are learned from holds
+        // reports and heartbeat digests, which wait for the disk.
+        if self.plant == Some(PlantedBug::CopyClaimsHolds) {
+            self.learn_holds(d, cx, msg.origin.id, &msg.stamp());
+        }
         let no_holdback = self.plant == Some(PlantedBug::NoHoldback);
         for m in d.causal.receive(msg, no_holdback) {
             // Logins waiting to catch up may have.
             self.poked.append(&mut self.gated);
             self.holds_pending = true;
-            self.holds_origins.insert(m.origin.id);
+            self.holds_to.insert(m.origin.id);
             if let Item::Bind { name, .. } = &*m.item {
                 self.poke_users(std::slice::from_ref(name), true);
             }

@@ -178,6 +178,9 @@ impl ChatServer {
                 if self.sessions.get(&client).is_some_and(|s| !s.path.same_party(&from) && (s.name != name || s.key != key)) {
                     return refuse(out, from, client, RefusalReason::NotYourSession);
                 }
+                // A confirmed quit of this process is past: a later logout of it is answered
+                // by the session it starts now.
+                self.logged_out.remove(&client);
                 let s = self.sessions.entry(client).or_insert_with(|| Session {
                     path: from,
                     name: name.clone(),
