@@ -141,8 +141,8 @@ impl World {
         if let Some(s) = node.server.as_mut() {
             let journal = s.take_journal();
             if let Some(disk) = node.driver_disk.as_mut() {
+                // The driver writes before it sends (or holds what waits for the disk).
                 hold = disk.after_input(self.now, s.durable(), journal, fsync_us);
-                // the driver writes before it sends
             }
         }
         if hold == Hold::ReleaseAll {
