@@ -183,7 +183,8 @@ impl World {
             }
             self.outsider_overhear_plain(&t.bytes, t.kind);
             let node = &mut self.nodes[i];
-            let claim = node.driver_disk.as_ref().and(node.server.as_ref()).and_then(|s| claim_of(s, &t.bytes));
+            let claims = matches!(t.kind, "stored" | "show") && node.driver_disk.is_some();
+            let claim = node.server.as_ref().filter(|_| claims).and_then(|s| claim_of(s, &t.bytes));
             if let (Some(server), Some(seal)) = (node.server.as_ref(), node.seal.as_mut()) {
                 if !seal::drive::seal_transmit(server, seal, &mut t) {
                     continue;
